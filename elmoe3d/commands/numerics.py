@@ -1,0 +1,45 @@
+"""``elmoe3d numerics``: the golden model's bit-nesting report."""
+
+import json
+import sys
+
+from ..cli import nonnegative_int, positive_int
+
+HELP = "golden-model bit-nesting report: draft vs full accuracy, bytes and GEMV speed"
+
+
+def add_arguments(p):
+    from ..sim.moe_layer import DEFAULT, WEIGHT_DISTRIBUTIONS
+    p.add_argument("--d-model", type=positive_int, default=DEFAULT.d_model, help="model width (default %(default)s)")
+    p.add_argument("--experts", type=positive_int, default=DEFAULT.n_experts, help="routed experts (default %(default)s)")
+    p.add_argument("--top-k", type=positive_int, default=DEFAULT.top_k, help="experts per token (default %(default)s)")
+    p.add_argument("--d-ffn", type=positive_int, default=DEFAULT.d_ffn, help="expert hidden width (default %(default)s)")
+    p.add_argument("--shared", type=nonnegative_int, default=0, help="shared experts (default 0)")
+    p.add_argument("--tokens", type=positive_int, default=64, help="tokens per measurement (default %(default)s)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--weights", choices=WEIGHT_DISTRIBUTIONS, default="outlier",
+                   help="weight distribution (default %(default)s: Gaussian with 0.2%% outliers at 4x)")
+    p.add_argument("--no-mixtral", action="store_true",
+                   help="skip the column for one Mixtral-8x7B expert (d 4096, FFN 14336; ~10 s, ~5 GB RAM)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+
+
+def run(args):
+    from ..sim.bit_nesting_report import expert_report, format_report, layer_report
+    from ..sim.moe_layer import MIXTRAL_8X7B, MoEShape
+
+    from ..cli import writable_path
+    if args.json:
+        writable_path(args.json)
+    shape = MoEShape(d_model=args.d_model, n_experts=args.experts, top_k=args.top_k,
+                     d_ffn=args.d_ffn, n_shared=args.shared)
+    print(f"elmoe3d numerics: layer {shape}, {args.weights} weights, seed {args.seed}", file=sys.stderr)
+    rows = [layer_report(shape, args.seed, args.weights, args.tokens)]
+    if not args.no_mixtral:
+        print("elmoe3d numerics: one Mixtral-8x7B expert ...", file=sys.stderr)
+        rows.append(expert_report(MIXTRAL_8X7B, args.seed, args.weights, min(args.tokens, 16)))
+    print(format_report(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
