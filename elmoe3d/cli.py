@@ -11,13 +11,24 @@ status 2; set ``ELMOE3D_DEBUG=1`` to see the traceback instead.
 import argparse
 import importlib
 import os
+import pkgutil
 import sys
 from pathlib import Path
 
 from .errors import UserError
 
-# Order is the order shown in `elmoe3d --help`.
-COMMANDS = ["demo", "numerics"]
+# Sub-commands are the modules of elmoe3d.commands (those not starting with "_"); this is the
+# order `elmoe3d --help` lists the known ones in, the others follow alphabetically.
+_ORDER = ["demo", "numerics", "generate", "regress", "synth", "sd", "perf"]
+
+
+def _discover():
+    from . import commands
+    names = [m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
+    return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+COMMANDS = _discover()
 
 EXIT_USAGE = 2
 
