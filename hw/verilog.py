@@ -19,9 +19,9 @@ def port_list(component):
     from the ``sync`` domain.
     """
     ports = [{"name": "clk", "dir": "in", "width": 1}, {"name": "rst", "dir": "in", "width": 1}]
-    for path, flow, value in component.signature.flatten(component):
+    for path, member, value in component.signature.flatten(component):
         ports.append({"name": "__".join(str(p) for p in path),
-                      "dir": "in" if flow == wiring.In else "out",
+                      "dir": "in" if member.flow == wiring.In else "out",
                       "width": len(value)})
     return ports
 
