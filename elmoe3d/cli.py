@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .errors import UserError
 
-# Sub-commands are the modules of elmoe3d.commands (those not starting with "_"); this is the
-# order `elmoe3d --help` lists the known ones in, the others follow alphabetically.
-_ORDER = ["demo", "numerics", "generate", "regress", "synth", "sd", "perf"]
+# Sub-commands are the modules of elmoe3d.commands (those not starting with "_"; an underscore
+# in the module name is a dash in the command's); this is the order `elmoe3d --help` lists the
+# known ones in, the others follow alphabetically.
+_ORDER = ["demo", "numerics", "generate", "regress", "synth", "sd", "perf", "bench_pe", "bench_cache"]
 
 
 def _discover():
@@ -111,7 +112,7 @@ def build_parser():
     subparsers.required = True
     for name in COMMANDS:
         module = importlib.import_module(f".commands.{name}", __package__)
-        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        sub = subparsers.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser

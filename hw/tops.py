@@ -27,10 +27,18 @@ class Param:
 
 @dataclass(frozen=True)
 class Top:
+    """A generate-able top level.
+
+    ``build(**params)`` returns the ``wiring.Component``. ``macs_per_cycle(**params)``, for
+    compute tops, returns ``{mode: MACs per clock cycle at full rate}`` (for example
+    ``{"draft": 256, "full": 128, "int8": 256}``) so synthesis reports energy per MAC per mode.
+    """
+
     name: str
     help: str
     build: Callable
     params: tuple = field(default_factory=tuple)
+    macs_per_cycle: Callable = None
 
     def defaults(self):
         return {p.name: p.default for p in self.params}
