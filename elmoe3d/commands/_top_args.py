@@ -1,0 +1,120 @@
+"""Shared ``--top NAME`` and per-top ``--<param>`` options of ``generate`` / ``synth`` / ``regress``.
+
+Not a command (the leading underscore keeps it out of discovery). Every parameter of every
+registered top (``elmoe3d.hw.tops``) becomes one option, ``--<name with dashes>``; the help of an
+option says which tops take it. Values are kept as text while parsing and converted with the
+chosen top's :class:`~elmoe3d.hw.tops.Param` type afterwards, so two tops may share a parameter
+name with different types. Giving a parameter the chosen top does not take is refused.
+
+Usage in a command module::
+
+    from ._top_args import add_top_arguments, top_params
+
+    def add_arguments(p):
+        p.add_argument("-o", "--out", ...)
+        add_top_arguments(p)          # after the command's own options
+
+    def run(args):
+        top, params = top_params(args)    # Top, {name: value} with defaults filled in
+"""
+
+import argparse
+
+from ..errors import UserError
+
+# Options are stored under this prefix so they never clash with a command's own destinations.
+_DEST_PREFIX = "top_param__"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def option_name(param_name):
+    """``acc_width`` -> ``--acc-width``."""
+    return "--" + param_name.replace("_", "-")
+
+
+def add_top_arguments(parser, tops=None):
+    """Add ``--top`` and one ``--<param>`` option per parameter name of the registered tops.
+
+    ``tops`` (``{name: Top}``) defaults to :func:`elmoe3d.hw.tops.all_tops`; tests pass their own.
+    Options default to "not given", so :func:`top_params` can tell a given value from a default.
+    """
+    if tops is None:
+        from ..hw.tops import all_tops
+        tops = all_tops()
+    names = ", ".join(tops) or "none registered"
+    parser.add_argument("--top", required=True, metavar="NAME",
+                        help=f"the top level to build ({names})")
+    group = parser.add_argument_group(
+        "top parameters", "each is taken only by the tops named in its help; defaults are the top's own")
+    seen = {}
+    for top in tops.values():
+        for param in top.params:
+            seen.setdefault(param.name, []).append((top, param))
+    for name, uses in seen.items():
+        where = "; ".join(f"{top.name}: {_describe(param)}" for top, param in uses)
+        helps = dict.fromkeys(param.help for _, param in uses)     # unique, in order
+        group.add_argument(option_name(name), dest=_DEST_PREFIX + name, metavar="VALUE",
+                           default=argparse.SUPPRESS,
+                           help=f"{' / '.join(helps)} ({where})".replace("%", "%%"))
+    parser.set_defaults(_top_registry=tops)
+
+
+def _describe(param):
+    text = f"default {param.default}"
+    if param.choices:
+        text += f", one of {', '.join(map(str, param.choices))}"
+    return text
+
+
+def given_params(args):
+    """``{name: text}`` of the per-top options given on the command line (not converted)."""
+    return {key[len(_DEST_PREFIX):]: value for key, value in vars(args).items()
+            if key.startswith(_DEST_PREFIX)}
+
+
+def convert(param, text):
+    """Convert one option's text with the parameter's type; ``UserError`` names the option."""
+    opt = option_name(param.name)
+    if param.type is bool:
+        low = str(text).strip().lower()
+        if low in _TRUE:
+            value = True
+        elif low in _FALSE:
+            value = False
+        else:
+            raise UserError(f"{opt}: expected true or false, got {text!r}")
+    else:
+        try:
+            value = param.type(text)
+        except (TypeError, ValueError):
+            raise UserError(f"{opt}: expected {getattr(param.type, '__name__', param.type)}, "
+                            f"got {text!r}") from None
+    if param.choices and value not in param.choices:
+        raise UserError(f"{opt}: {text!r} is not one of {', '.join(map(str, param.choices))}")
+    return value
+
+
+def top_params(args, top=None):
+    """The chosen :class:`Top` and its parameters (defaults overlaid with the given options).
+
+    ``top`` defaults to the one ``--top`` names. Raises ``UserError`` for an unknown top, a
+    parameter the top does not take, or a value its type or choices refuse.
+    """
+    tops = getattr(args, "_top_registry", None)
+    if top is None:
+        name = args.top
+        if tops is None:
+            from ..hw.tops import get_top
+            top = get_top(name)
+        elif name not in tops:
+            raise UserError(f"unknown top {name!r}; choose from {', '.join(sorted(tops)) or 'none registered'}")
+        else:
+            top = tops[name]
+    given = given_params(args)
+    unknown = sorted(set(given) - {p.name for p in top.params})
+    if unknown:
+        raise UserError(f"top {top.name!r} takes no option {', '.join(option_name(n) for n in unknown)}; "
+                        f"it takes: {', '.join(option_name(p.name) for p in top.params) or 'none'}")
+    by_name = {p.name: p for p in top.params}
+    return top, top.resolve({name: convert(by_name[name], text) for name, text in given.items()})
