@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Value
 from amaranth.lib import wiring
 
 
@@ -22,7 +23,7 @@ def port_list(component):
     for path, member, value in component.signature.flatten(component):
         ports.append({"name": "__".join(str(p) for p in path),
                       "dir": "in" if member.flow == wiring.In else "out",
-                      "width": len(value)})
+                      "width": len(Value.cast(value))})  # enum/struct views too
     return ports
 
 

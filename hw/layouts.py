@@ -1,0 +1,74 @@
+"""Payload layouts and enums shared by the PE, the PE array, the INT8 baseline and their benches.
+
+Every stream payload of the compute blocks is defined here, once. The cocotb benches pack and
+unpack beats through these same layouts (``layout.const(...)`` / ``data.Const(layout, bits)``),
+never through hand-written bit offsets. Array elements are little-endian: element 0 sits at the
+least significant bits (Amaranth's convention), which makes a beat of 4-bit plane nibbles
+bit-for-bit the little-endian integer of the bytes :func:`elmoe3d.sim.slices.pack_plane` writes
+(element ``2i`` in the low nibble of byte ``i``).
+
+Widths come from the golden model's constants (``sim/slices.py``, ``sim/quant.py``), never repeated.
+"""
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
+
+from ..sim.slices import OPERAND_BITS, SLICE_BITS
+
+ACT_BITS = 8                  # INT8 activations (symmetric, [-127, 127])
+WEIGHT_BITS = 2 * SLICE_BITS  # INT8 weights of the baseline
+NIBBLE = unsigned(SLICE_BITS)  # one stored slice of a plane
+OPERAND = signed(OPERAND_BITS)  # the bit-sliced PE's weight operand (m or c)
+ACT = signed(ACT_BITS)
+
+
+class Mode(enum.Enum, shape=1):
+    """What a GEMV command computes on the bit-sliced array.
+
+    ``DRAFT``: MSB planes only, result ``draft_gemv(h, a) = 8 * sum a*m``.
+    ``FULL``: MSB and LSB planes, result ``full_gemv(q, a) = sum a*q`` (draft + correction).
+    """
+    DRAFT = 0
+    FULL = 1
+
+
+class Plane(enum.Enum, shape=1):
+    """Which slice the operand of a cycle is formed from (the PE array's phase)."""
+    MSB = 0
+    LSB = 1
+
+
+def k_shape(max_k):
+    """Unsigned shape of a command's K field: holds 0 .. ``max_k``."""
+    return unsigned(max(1, int(max_k).bit_length()))
+
+
+def command_layout(max_k, *, with_mode=True):
+    """A GEMV command: ``k`` (inputs, 0 .. ``max_k``) and, on the bit-sliced array, ``mode``."""
+    fields = {"k": k_shape(max_k)}
+    if with_mode:
+        fields["mode"] = Mode
+    return data.StructLayout(fields)
+
+
+def act_layout(cols, lanes):
+    """One activation beat: ``lanes`` tokens x ``cols`` consecutive inputs (``[lane][col]``)."""
+    return data.ArrayLayout(data.ArrayLayout(ACT, cols), lanes)
+
+
+def plane_layout(rows, cols):
+    """One beat of a nibble plane: a ``rows x cols`` tile of 4-bit slices (``[row][col]``).
+
+    Row-major like the plane in memory: bits ``4*(row*cols + col)`` upwards.
+    """
+    return data.ArrayLayout(data.ArrayLayout(NIBBLE, cols), rows)
+
+
+def int8_tile_layout(rows, cols):
+    """One beat of INT8 weights for the baseline: a ``rows x cols`` tile (``[row][col]``)."""
+    return data.ArrayLayout(data.ArrayLayout(signed(WEIGHT_BITS), cols), rows)
+
+
+def result_layout(rows, lanes, acc_bits):
+    """One result beat: ``lanes`` tokens x ``rows`` output channels of signed accumulators."""
+    return data.ArrayLayout(data.ArrayLayout(signed(acc_bits), rows), lanes)

@@ -1,0 +1,264 @@
+"""Bit-sliced PE array: GEMV tiles in DRAFT (MSB planes) or FULL (MSB + LSB planes) mode.
+
+Micro-architecture
+------------------
+``rows`` output channels x ``cols`` inputs per beat x ``lanes`` tokens (batch lanes share
+every weight fetch)::
+
+                    i_msb (rows x cols nibbles) ---+
+                    i_lsb (rows x cols nibbles) ---+--> LsbAugment per row (m / c, shift)
+                                                   |        | operands[row], shared by lanes
+    i_act (lanes x cols int8) --> column mask --> PE pe_<row>_<lane> (cols products, tree,
+    i_cmd {k, mode}  --> control FSM                  nest shift, accumulator)
+                                                   --> o_result (lanes x rows accumulators)
+
+- **Command.** ``i_cmd`` carries ``k`` (inputs, 0 .. ``max_k``) and the mode. Accepting it
+  clears the accumulators. The array then consumes ``ceil(k / cols)`` activation beats; on the
+  last beat the columns at or beyond ``k`` are masked to zero, so the producers may pad a
+  partial beat with anything.
+- **DRAFT.** Each beat takes one activation beat and one MSB-plane beat in the same cycle; the
+  operand is ``m = {h, 1}`` and the term enters the accumulator shifted by 3:
+  result ``draft_gemv(h, a) = 8 * sum a*m``. The LSB stream is never read.
+- **FULL.** Each beat takes two cycles with the activation beat held: an MSB cycle (MSB beat,
+  operand ``m``, shifted term) then an LSB cycle (LSB beat, operand ``c = {~l[3], l[2:0]}``,
+  unshifted term; the activation beat transfers here). The accumulator thus nests the draft
+  term of every weight inside the full result: ``8*sum(a*m) + sum(a*c) = sum(a*q) =
+  full_gemv(q, a)``. FULL has half the MAC rate of DRAFT and reads twice the weight bytes.
+- **Result.** After the pipeline drains, ``o_result`` offers all ``lanes x rows`` accumulators in
+  one beat and holds them until the transfer; then the array accepts the next command.
+- **Streams.** Every port is an ``amaranth.lib.stream`` (transfer on ``valid & ready``). The
+  array's ``ready`` outputs depend on the ``valid`` inputs (it takes an activation beat only
+  together with its weight beat), never the other way round; ``o_result.valid`` never waits for
+  ``ready``. Any producer or consumer may stall at any time.
+
+A GEMV of ``n`` outputs is ``ceil(n / rows)`` commands (the driver replays the activations per
+row tile); :func:`gemv_cycles` is the analytical cycle count that the benches check.
+
+The INT8 baseline (``hw/mac_array.py``) is the same class with another weight port and an 8-bit
+operand; everything else (control, masking, PEs, adder trees, accumulators) is shared code.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import UserError
+from ..sim.gemv import ACC_BITS
+from ..sim.slices import OPERAND_BITS
+from .layouts import (ACT, Mode, Plane, act_layout, command_layout, k_shape, plane_layout,
+                      result_layout)
+from .lsb_augment import LsbAugment, check_positive
+from .pe import DEFAULT_MAX_K, PE, check_acc, check_pipeline
+from .tops import Param, Top
+
+MAX_ROWS = MAX_COLS = 256
+MAX_LANES = 16          # batch 1-16 (SPEC section 4)
+MODES = ("draft", "full", "int8")
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def gemv_cycles(*, k, cols, mode, pipeline=1, n=None, rows=None):
+    """Analytical clock cycles of a GEMV with no stalls (what the benches measure).
+
+    One command is ``1`` (accept, clear) ``+ phases * ceil(k / cols)`` (beats; 2 phases in FULL,
+    1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain, when k > 0) ``+ 1`` (result
+    transfer) cycles, from one command transfer to the next. With ``n`` and ``rows`` it is the
+    whole GEMV of ``ceil(n / rows)`` row tiles. Batch lanes cost nothing extra.
+    """
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    beats = _ceil_div(k, cols)
+    phases = 2 if mode == "full" else 1
+    per_tile = 1 + phases * beats + (pipeline if beats else 0) + 1
+    tiles = 1 if n is None else _ceil_div(n, rows)
+    return tiles * per_tile
+
+
+def check_size(name, value, most):
+    check_positive(name, value)
+    if value > most:
+        raise UserError(f"{name} must be at most {most}, got {value}")
+    return value
+
+
+class GemvArrayBase(wiring.Component):
+    """Shared generator of the bit-sliced array and the INT8 baseline (not a top by itself).
+
+    Subclasses provide ``OPERAND_BITS``, ``_weight_members()``, ``_command_has_mode`` and
+    ``_weights(m, running, act_valid, mode)``.
+    """
+
+    OPERAND_BITS = OPERAND_BITS
+    _command_has_mode = True
+
+    def __init__(self, *, rows, cols, lanes=1, acc_bits=ACC_BITS, max_k=DEFAULT_MAX_K, pipeline=1):
+        self.rows = check_size("rows", rows, MAX_ROWS)
+        self.cols = check_size("cols", cols, MAX_COLS)
+        self.lanes = check_size("lanes", lanes, MAX_LANES)
+        self.acc_bits, self.max_k = check_acc(acc_bits, max_k)
+        self.pipeline = check_pipeline(pipeline)
+        self.cmd_layout = command_layout(self.max_k, with_mode=self._command_has_mode)
+        self.act_layout = act_layout(self.cols, self.lanes)
+        self.result_layout = result_layout(self.rows, self.lanes, self.acc_bits)
+        super().__init__({
+            "i_cmd": In(stream.Signature(self.cmd_layout)),
+            "i_act": In(stream.Signature(self.act_layout)),
+            **self._weight_members(),
+            "o_result": Out(stream.Signature(self.result_layout)),
+        })
+
+    def cycles(self, k, mode, n=None):
+        """:func:`gemv_cycles` for this array's shape."""
+        return gemv_cycles(k=k, cols=self.cols, mode=mode, pipeline=self.pipeline, n=n, rows=self.rows)
+
+    def elaborate(self, platform):
+        m = Module()
+        cmd, act, res = self.i_cmd, self.i_act, self.o_result
+
+        remaining = Signal(k_shape(self.max_k), name="remaining")   # inputs still to come
+        mode = Signal(Mode, name="mode")
+        running = Signal(name="running")
+        clear = Signal(name="clear")
+        last_beat = Signal(name="last_beat")
+        m.d.comb += last_beat.eq(remaining <= self.cols)
+
+        pe_valid, beat_done, operands, shift = self._weights(m, running, act.valid, mode, clear)
+        m.d.comb += act.ready.eq(beat_done)
+
+        # Columns at or beyond k on the last beat read as zero activations.
+        masked = []
+        for lane in range(self.lanes):
+            row = []
+            for col in range(self.cols):
+                a = Signal(ACT, name=f"act_{lane}_{col}")
+                keep = 1 if col == 0 else remaining > col
+                m.d.comb += a.eq(Mux(keep, act.payload[lane][col], 0))
+                row.append(a)
+            masked.append(row)
+
+        for r in range(self.rows):
+            for lane in range(self.lanes):
+                pe = PE(terms=self.cols, operand_bits=self.OPERAND_BITS, acc_bits=self.acc_bits,
+                        max_k=self.max_k, pipeline=self.pipeline)
+                m.submodules[f"pe_{r}_{lane}"] = pe
+                for col in range(self.cols):
+                    m.d.comb += [pe.i_act[col].eq(masked[lane][col]),
+                                 pe.i_operand[col].eq(operands[r][col])]
+                m.d.comb += [pe.i_valid.eq(pe_valid), pe.i_clear.eq(clear),
+                             res.payload[lane][r].eq(pe.o_acc)]
+                if pe.nested:
+                    m.d.comb += pe.i_shift.eq(shift)
+
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                m.d.comb += [cmd.ready.eq(1), clear.eq(cmd.valid)]
+                with m.If(cmd.valid):
+                    m.d.sync += remaining.eq(cmd.payload.k)
+                    if self._command_has_mode:
+                        m.d.sync += mode.eq(cmd.payload.mode)
+                    with m.If(cmd.payload.k == 0):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(beat_done):
+                    m.d.sync += remaining.eq(remaining - self.cols)
+                    with m.If(last_beat):
+                        m.next = "DRAIN" if self.pipeline else "DONE"
+            if self.pipeline:
+                with m.State("DRAIN"):      # the last term is in the PEs' pipeline register
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += res.valid.eq(1)
+                with m.If(res.ready):
+                    m.next = "IDLE"
+        return m
+
+
+class PEArray(GemvArrayBase):
+    """Bit-sliced PE array (see the module docstring for the micro-architecture).
+
+    Parameters
+    ----------
+    rows : int
+        Output channels computed in parallel (1 .. 256).
+    cols : int
+        Inputs per activation beat (1 .. 256).
+    lanes : int
+        Batch lanes: tokens sharing each weight beat (1 .. 16, default 1).
+    acc_bits : int
+        Signed accumulator width (default 32).
+    max_k : int
+        Longest GEMV the command may ask for; ``acc_bits`` must hold it (default 4096).
+    pipeline : int
+        0 or 1 register stages between products and accumulators (default 1).
+
+    Members
+    -------
+    i_cmd : In(stream.Signature(StructLayout{k, mode}))
+    i_act : In(stream.Signature(ArrayLayout(ArrayLayout(signed(8), cols), lanes)))
+    i_msb : In(stream.Signature(ArrayLayout(ArrayLayout(unsigned(4), cols), rows)))
+    i_lsb : In(stream.Signature(ArrayLayout(ArrayLayout(unsigned(4), cols), rows)))
+    o_result : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(acc_bits), rows), lanes)))
+
+    Raises
+    ------
+    UserError
+        A size out of range, a pipeline other than 0/1, or an accumulator that can overflow
+        for ``max_k`` inputs.
+    """
+
+    def _weight_members(self):
+        plane = plane_layout(self.rows, self.cols)
+        return {"i_msb": In(stream.Signature(plane)), "i_lsb": In(stream.Signature(plane))}
+
+    def _weights(self, m, running, act_valid, mode, clear):
+        msb, lsb = self.i_msb, self.i_lsb
+        phase = Signal(Plane, name="phase")
+        full = mode == Mode.FULL
+        msb_fire = Signal(name="msb_fire")
+        lsb_fire = Signal(name="lsb_fire")
+        m.d.comb += [
+            msb_fire.eq(running & act_valid & msb.valid & (phase == Plane.MSB)),
+            lsb_fire.eq(running & act_valid & lsb.valid & (phase == Plane.LSB)),
+            msb.ready.eq(msb_fire),
+            lsb.ready.eq(lsb_fire),
+        ]
+        with m.If(msb_fire & full):
+            m.d.sync += phase.eq(Plane.LSB)
+        with m.If(lsb_fire | clear):
+            m.d.sync += phase.eq(Plane.MSB)
+
+        operands = []
+        for r in range(self.rows):
+            aug = LsbAugment(width=self.cols)
+            m.submodules[f"aug_{r}"] = aug
+            m.d.comb += [aug.i_msb.eq(msb.payload[r]), aug.i_lsb.eq(lsb.payload[r]),
+                         aug.i_plane.eq(phase)]
+            operands.append(aug.o_operand)
+        pe_valid = msb_fire | lsb_fire
+        beat_done = Mux(full, lsb_fire, msb_fire)
+        return pe_valid, beat_done, operands, phase == Plane.MSB
+
+
+def _array_macs(*, rows, cols, lanes, **_):
+    return {"draft": rows * cols * lanes, "full": rows * cols * lanes / 2}
+
+
+ARRAY_PARAMS = (
+    Param("rows", int, 16, "output channels in parallel"),
+    Param("cols", int, 16, "inputs per activation beat"),
+    Param("lanes", int, 1, "batch lanes sharing each weight beat"),
+    Param("acc_bits", int, ACC_BITS, "signed accumulator width"),
+    Param("max_k", int, DEFAULT_MAX_K, "longest dot product (overflow rule)"),
+    Param("pipeline", int, 1, "register stages before the accumulators", (0, 1)),
+)
+
+GENERATE_TOPS = [
+    Top(name="pe_array", help="bit-sliced PE array, DRAFT (MSB planes) and FULL (MSB + LSB) GEMV",
+        build=lambda **p: PEArray(**p), params=ARRAY_PARAMS, macs_per_cycle=_array_macs),
+]

@@ -1,0 +1,38 @@
+"""Generate a registered top and run its cocotb bench: the one path tests and ``regress`` share.
+
+:data:`BENCHES` maps a top to its cocotb module. :func:`run_top_bench` writes the top's Verilog
+(``hw/verilog.write_verilog``) into the run's own build folder, adapts it for Icarus when asked
+(:mod:`elmoe3d.sim.benches.icarus`) and calls :func:`elmoe3d.sim.benches.runner.run_bench`.
+"""
+
+from pathlib import Path
+
+from ...hw.tops import get_top
+from ...hw.verilog import write_verilog
+from .icarus import icarus_verilog
+from .runner import run_bench
+
+BENCHES = {
+    "pe": "elmoe3d.sim.benches.tb_pe",
+    "pe_array": "elmoe3d.sim.benches.tb_pe_array",
+    "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
+}
+
+
+def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, simulator="verilator",
+                  waves=False, testcase=None, **extra):
+    """Build ``top_name`` with ``params`` (defaults filled in) and run its bench in ``build_dir``.
+
+    ``extra`` goes into the bench configuration (``idle``, ``stall``, ``gap``, ``cycle_ks``, ...).
+    Returns the results XML path; raises ``AssertionError`` when a cocotb test fails.
+    """
+    top = get_top(top_name)
+    params = top.resolve(params)
+    build_dir = Path(build_dir)
+    verilog = write_verilog(top.build(**params), top_name, build_dir, params)
+    if simulator == "icarus":
+        verilog = icarus_verilog(verilog)
+    config = {"kind": top_name, "params": params, "seeds": list(seeds), "quick": quick,
+              "cycles_json": str((build_dir / "cycles.json").resolve()), **extra}
+    return run_bench(verilog=verilog, toplevel=top_name, module=BENCHES[top_name], build_dir=build_dir,
+                     config=config, simulator=simulator, waves=waves, testcase=testcase)
