@@ -23,7 +23,7 @@ the ``n_new`` tokens it needs.
 Traffic model (what the statistics count; bytes are 4 bits per weight per plane):
 
 - HB memory holds the MSB planes of the cached experts (an expert cache of ``cache_capacity``
-  planes shared by all layers, keyed ``(layer, expert, "msb")``), plus the MSB planes of the dense
+  planes, split evenly per layer or shared by all, keyed ``(layer, expert, "msb")``), plus the MSB planes of the dense
   projections (attention, LM head; pinned) and the whole separate draft model if there is one.
 - Off-chip memory holds everything else: every LSB plane and the MSB planes of uncached experts.
 - A pass loads each expert that any of its tokens uses **once** (the union over batch and
@@ -42,10 +42,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import UserError
+from .blas_threads import single_threaded
 from .lm import TARGET, Execution, MoELM
 from .moe_layer import softmax
 from .routing_trace import TraceWriter
-from .sd_cache import POLICIES, make_cache
+from .sd_cache import POLICIES, SCOPES, make_cache
 
 METHODS = ("plain", "elastic", "separate")
 EXPERT_CHOICES = ("topk", "cached")
@@ -68,7 +69,8 @@ class SDSettings:
     adaptive : bool            adapt gamma per sequence from its running acceptance
     gamma_max : int            upper bound of adaptive gamma
     cache_policy : str         expert-cache replacement policy
-    cache_capacity : int >= 0  HB expert cache size in MSB planes (shared by all layers)
+    cache_capacity : int >= 0  HB expert cache size in MSB planes
+    cache_scope : ``layer`` | ``shared``  capacity split evenly per layer, or shared by all
     prefetch : bool            fill the draft's predicted top-k experts before verification
     sampling : bool            speculative sampling (True) or greedy (False)
     temperature : float > 0    sampling temperature (target and draft alike)
@@ -84,6 +86,7 @@ class SDSettings:
     gamma_max: int = 8
     cache_policy: str = "lru"
     cache_capacity: int = 16
+    cache_scope: str = "layer"
     prefetch: bool = False
     sampling: bool = False
     temperature: float = 1.0
@@ -98,6 +101,7 @@ class SDSettings:
         choose("dense_bits", BIT_MODES)
         choose("expert_choice", EXPERT_CHOICES)
         choose("cache_policy", POLICIES)
+        choose("cache_scope", SCOPES)
         for name, hi in (("gamma", GAMMA_MAX), ("gamma_max", GAMMA_MAX)):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= hi:
@@ -110,11 +114,13 @@ class SDSettings:
             raise UserError(f"temperature must be positive, got {self.temperature!r}")
 
     def label(self):
-        """A short name for tables: ``elastic k1 draft/full topk g4 lru16``."""
+        """A short name for tables: ``elastic k1 draft/full topk g4 lru16`` (``lru16s``: shared
+        by all layers; ``+pf``: prefetch; ``g4a``: adaptive from 4)."""
+        cache = (f"{self.cache_policy}{self.cache_capacity}" + ("s" if self.cache_scope == "shared" else "")
+                 + ("+pf" if self.prefetch else ""))
         if self.method == "plain":
-            return f"plain {self.cache_policy}{self.cache_capacity}"
+            return f"plain {cache}"
         g = f"g{self.gamma}" + ("a" if self.adaptive else "")
-        cache = f"{self.cache_policy}{self.cache_capacity}" + ("+pf" if self.prefetch else "")
         if self.method == "separate":
             return f"separate {g} {cache}"
         return (f"elastic k{self.k_d} {self.expert_bits}/{self.dense_bits} {self.expert_choice} "
@@ -218,7 +224,8 @@ class _Run:
     def __init__(self, target, settings, draft_model, seed, trace):
         self.t, self.s, self.dm = target, settings, draft_model
         self.rng = np.random.default_rng(seed)
-        self.cache = make_cache(settings.cache_policy, int(settings.cache_capacity))
+        self.cache = make_cache(settings.cache_policy, int(settings.cache_capacity), settings.cache_scope,
+                                target.cfg.n_layers)
         self.c = Counters()
         self.trace, self.step = trace, 0
         k = target.cfg.top_k
@@ -330,7 +337,8 @@ def generate(target, prompts, n_new, settings=SDSettings(), draft_model=None, se
     verifier = verifier or speculative_sample
     trace = TraceWriter(trace_path, target.cfg, asdict(settings)) if trace_path else None
     try:
-        return _generate(_Run(target, settings, draft_model, seed, trace), seqs, n_new, verifier)
+        with single_threaded():
+            return _generate(_Run(target, settings, draft_model, seed, trace), seqs, n_new, verifier)
     finally:
         if trace is not None:
             trace.close()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
+from .blas_threads import single_threaded
 from .kv_cache import KVCache
 from .lm_config import LMConfig, load_weights, weight_shapes
 from .moe_layer import (Expert, QExpert, QLinear, expert_float, expert_int8, linear_int8,
@@ -270,11 +271,12 @@ def bits_per_byte(model, windows, execution=TARGET, batch=MAX_BATCH):
     """Mean next-byte cross-entropy in bits over windows ``(n, L)`` (positions 1 .. L-1)."""
     windows = np.asarray(windows)
     total, count = 0.0, 0
-    for start in range(0, len(windows), batch):
-        chunk = windows[start:start + batch]
-        for w, logits in zip(chunk, model.logits([w[:-1] for w in chunk], execution)):
-            z = logits - logits.max(axis=-1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-            total -= logp[np.arange(len(w) - 1), w[1:]].sum()
-            count += len(w) - 1
+    with single_threaded():
+        for start in range(0, len(windows), batch):
+            chunk = windows[start:start + batch]
+            for w, logits in zip(chunk, model.logits([w[:-1] for w in chunk], execution)):
+                z = logits - logits.max(axis=-1, keepdims=True)
+                logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+                total -= logp[np.arange(len(w) - 1), w[1:]].sum()
+                count += len(w) - 1
     return total / count / np.log(2)

@@ -13,6 +13,10 @@ Interface (what :mod:`.elastic_sd` needs of any cache model):
 - ``stats`` (dict): hits, misses, fills, prefetch_fills, evictions;
 - ``policy`` (str) and ``capacity`` (int).
 
+The capacity is shared by all layers or split evenly per layer (:class:`PerLayerCache`): with a
+shared LRU, a pass that touches more planes than fit evicts them in layer order and every plane
+misses on the next pass (a cyclic scan), while a per-layer split keeps each layer's hot experts.
+
 Only LRU is implemented here. The project's golden cache model (``sim/expert_cache.py``, with
 LFU and a score-aware policy) plugs in through :func:`make_cache` when it is present.
 """
@@ -68,8 +72,46 @@ class LRUCache:
         return iter(list(self._keys))
 
 
-def make_cache(policy, capacity):
-    """A cache of ``capacity`` planes with replacement ``policy``."""
+SCOPES = ("layer", "shared")
+
+
+class PerLayerCache:
+    """One cache per layer, the capacity split evenly (``capacity // n_layers`` planes each).
+
+    Keys are routed by their first element (the layer); the interface is the single cache's.
+    """
+
+    def __init__(self, policy, capacity, n_layers):
+        self.policy, self.capacity = policy, capacity
+        self.parts = [make_cache(policy, capacity // n_layers) for _ in range(n_layers)]
+
+    def contains(self, key):
+        return self.parts[key[0]].contains(key)
+
+    def lookup(self, key, score=None):
+        return self.parts[key[0]].lookup(key, score)
+
+    def fill(self, key, score=None, prefetch=False):
+        return self.parts[key[0]].fill(key, score, prefetch)
+
+    @property
+    def stats(self):
+        return {k: sum(p.stats[k] for p in self.parts) for k in self.parts[0].stats}
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts)
+
+    def __iter__(self):
+        return iter([k for p in self.parts for k in p])
+
+
+def make_cache(policy, capacity, scope="shared", n_layers=1):
+    """A cache of ``capacity`` planes with replacement ``policy``, shared by all layers or
+    split evenly per layer (``scope`` ``layer``)."""
+    if scope not in SCOPES:
+        raise UserError(f"unknown cache scope {scope!r}; choose from {', '.join(SCOPES)}")
+    if scope == "layer":
+        return PerLayerCache(policy, capacity, n_layers)
     if policy == "lru":
         return LRUCache(capacity)
     raise UserError(f"unknown cache policy {policy!r}; choose from {', '.join(POLICIES)}")

@@ -1,0 +1,210 @@
+"""``elmoe3d sd``: an Elastic-SD study on the shipped MoE language model."""
+
+import sys
+from pathlib import Path
+
+from ..cli import nonnegative_int, positive_float, positive_int
+from ..errors import UserError
+
+HELP = "Elastic-SD study on the shipped MoE model: acceptance, traffic and speed-up over a grid of draft settings"
+
+
+def _default_model(name):
+    """The shipped weights (the installed package's data folder, or the source tree's)."""
+    from .. import sim
+    return Path(sim.__file__).resolve().parent / "data" / name
+
+
+def add_arguments(p):
+    p.add_argument("--model", type=Path, help="target weights (.npz; default: the shipped moe_lm.npz)")
+    p.add_argument("--draft-model", type=Path,
+                   help="separate draft model for the baseline (default: the shipped draft_lm.npz)")
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1, 4, 16], help="batch sizes, 1-16 (default 1 4 16)")
+    p.add_argument("--k-d", type=positive_int, nargs="+", default=[1, 2], help="draft experts per token (default 1 2)")
+    p.add_argument("--bits", choices=["draft", "full"], nargs="+", default=["draft", "full"],
+                   help="bit modes of the draft's experts (default draft full)")
+    p.add_argument("--dense-bits", choices=["full", "draft"], nargs="+", default=["full"],
+                   help="bit modes of the draft's attention and LM head (default full)")
+    p.add_argument("--choice", choices=["topk", "cached"], nargs="+", default=["topk", "cached"],
+                   help="draft expert choice (default topk cached)")
+    p.add_argument("--gamma", type=positive_int, nargs="+", default=[4], help="draft lengths (default 4)")
+    p.add_argument("--adaptive", action="store_true", help="also run each gamma adaptively")
+    p.add_argument("--capacity", type=nonnegative_int, default=16,
+                   help="HB expert cache in MSB planes (default 16: half of 4 layers x 8 experts)")
+    p.add_argument("--scope", choices=["layer", "shared"], default="layer",
+                   help="cache capacity split per layer or shared (default layer)")
+    from ..sim.sd_cache import POLICIES
+    p.add_argument("--policy", choices=POLICIES, default="lru", help="cache replacement policy (default lru)")
+    p.add_argument("--prefetch", action="store_true", help="prefetch the draft's predicted experts")
+    p.add_argument("--new", type=positive_int, default=32, help="bytes generated per sequence (default 32)")
+    p.add_argument("--prompt-len", type=positive_int, default=64, help="prompt bytes (default 64)")
+    p.add_argument("--sampling", action="store_true", help="speculative sampling instead of greedy")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--no-baselines", action="store_true", help="skip plain decoding and the separate draft")
+    p.add_argument("--traces", action="store_true", help="write a routing trace per run to OUT/traces/")
+    p.add_argument("--quick", action="store_true",
+                   help="small grid: batch 1 4, k_d 1 2, draft bits, topk, 16 new bytes")
+    p.add_argument("-o", "--out", type=Path, default=Path("results/sd"), help="output folder (default results/sd)")
+
+
+def _settings_grid(args, top_k):
+    from ..sim.elastic_sd import SDSettings
+    common = dict(cache_policy=args.policy, cache_capacity=args.capacity, cache_scope=args.scope,
+                  prefetch=args.prefetch, sampling=args.sampling, temperature=args.temperature)
+    grid = []
+    if not args.no_baselines:
+        grid.append(SDSettings(method="plain", **common))
+    for gamma in args.gamma:
+        for adaptive in ([False, True] if args.adaptive else [False]):
+            g = dict(gamma=gamma, adaptive=adaptive, gamma_max=max(8, gamma))
+            if not args.no_baselines:
+                grid.append(SDSettings(method="separate", **g, **common))
+            for k_d in args.k_d:
+                if k_d > top_k:
+                    raise UserError(f"--k-d {k_d} exceeds the model's top-k = {top_k}")
+                for bits in args.bits:
+                    for dense in args.dense_bits:
+                        for choice in args.choice:
+                            grid.append(SDSettings(k_d=k_d, expert_bits=bits, dense_bits=dense,
+                                                   expert_choice=choice, **g, **common))
+    return grid
+
+
+COLUMNS = ["batch", "label", "method", "k_d", "expert_bits", "dense_bits", "expert_choice", "gamma",
+           "adaptive", "acceptance_rate", "tokens_per_target_pass", "pass_speedup", "target_passes",
+           "experts_per_target_pass", "experts_per_token", "hit_rate", "bytes_per_token",
+           "bytes_per_token_hb", "bytes_per_token_offchip", "bytes_per_token_msb", "bytes_per_token_lsb",
+           "tokens_per_s"]
+
+
+def run(args):
+    import json
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..cli import writable_path
+    from ..sim import corpus
+    from ..sim.elastic_sd import generate
+    from ..sim.lm import MoELM
+
+    if args.quick:
+        args.batch, args.k_d, args.bits, args.choice, args.new = [1, 4], [1, 2], ["draft"], ["topk"], 16
+    for b in args.batch:
+        if b > 16:
+            raise UserError(f"--batch {b}: a batch holds 1 to 16 sequences")
+    model_path = args.model or _default_model("moe_lm.npz")
+    draft_path = args.draft_model or _default_model("draft_lm.npz")
+    target = MoELM.load(model_path)
+    draft = None if args.no_baselines else MoELM.load(draft_path)
+    grid = _settings_grid(args, target.cfg.top_k)
+    args.out.mkdir(parents=True, exist_ok=True)
+    writable_path(args.out / "sd.csv")
+    if args.traces:
+        (args.out / "traces").mkdir(exist_ok=True)
+
+    held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
+    prompts = list(corpus.heldout_windows(held, max(args.batch), args.prompt_len))
+    print(f"elmoe3d sd: {model_path.name} ({target.meta.get('steps', '?')} steps), {len(grid)} settings x "
+          f"batch {' '.join(map(str, args.batch))}, {args.new} new bytes after {args.prompt_len}-byte "
+          f"held-out prompts, {'sampling' if args.sampling else 'greedy'}", file=sys.stderr)
+    rows = []
+    jobs = [(b, s) for b in args.batch for s in grid]
+    for b, s in tqdm(jobs, desc="elmoe3d sd", unit="run", file=sys.stderr):
+        trace = args.out / "traces" / f"{s.label().replace(' ', '_').replace('/', '-')}_b{b}.jsonl" if args.traces else None
+        r = generate(target, prompts[:b], args.new, s, draft_model=draft, seed=args.seed, trace_path=trace)
+        rows.append({k: r.stats[k] for k in COLUMNS})
+
+    _write_table(rows, args.out)
+    with open(args.out / "sd.json", "w") as f:
+        json.dump({"model": str(model_path), "model_steps": target.meta.get("steps"),
+                   "new": args.new, "prompt_len": args.prompt_len, "capacity": args.capacity,
+                   "scope": args.scope, "policy": args.policy, "rows": rows}, f, indent=1,
+                  default=lambda x: x.item() if isinstance(x, np.generic) else str(x))
+    _plot(rows, args.out / "sd.png")
+    print(format_table(rows))
+    for line in best_per_batch(rows):
+        print(line)
+    print(f"wrote {args.out / 'sd.csv'}, {args.out / 'sd.json'}, {args.out / 'sd.png'}", file=sys.stderr)
+    return 0
+
+
+def _write_table(rows, out):
+    import csv
+    with open(out / "sd.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def format_table(rows):
+    """A fixed-width text table of the main figures (bytes in KiB per generated token)."""
+    head = (f"{'batch':>5} {'setting':<40} {'accept':>6} {'tok/pass':>8} {'speedup':>7} {'exp/tok':>7} "
+            f"{'hit':>5} {'KiB/tok':>8} {'HB':>7} {'offchip':>7} {'tok/s':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = "-" if r["acceptance_rate"] != r["acceptance_rate"] else f"{r['acceptance_rate']:.2f}"
+        lines.append(f"{r['batch']:>5} {r['label']:<40} {acc:>6} {r['tokens_per_target_pass']:>8.2f} "
+                     f"{r['pass_speedup']:>6.2f}x {r['experts_per_token']:>7.2f} {r['hit_rate']:>5.2f} "
+                     f"{r['bytes_per_token'] / 1024:>8.0f} {r['bytes_per_token_hb'] / 1024:>7.0f} "
+                     f"{r['bytes_per_token_offchip'] / 1024:>7.0f} {r['tokens_per_s']:>6.0f}")
+    return "\n".join(lines)
+
+
+def best_per_batch(rows):
+    """Per batch size, the setting with the largest target-pass speed-up and the one with the
+    least off-chip traffic per token (the memory-bound cost)."""
+    out = []
+    for b in sorted({r["batch"] for r in rows}):
+        rs = [r for r in rows if r["batch"] == b]
+        fast = max(rs, key=lambda r: (r["pass_speedup"], -r["bytes_per_token_offchip"]))
+        lean = min(rs, key=lambda r: (r["bytes_per_token_offchip"], -r["pass_speedup"]))
+        out.append(f"batch {b:>2}: best speed-up {fast['label']} ({fast['pass_speedup']:.2f}x target passes, "
+                   f"{fast['bytes_per_token_offchip'] / 1024:.0f} KiB/token off-chip); least off-chip traffic "
+                   f"{lean['label']} ({lean['bytes_per_token_offchip'] / 1024:.0f} KiB/token, "
+                   f"{lean['pass_speedup']:.2f}x)")
+    return out
+
+
+def _plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in rows})
+    metrics = [("acceptance_rate", "acceptance rate"), ("bytes_per_token_offchip", "off-chip KiB / token"),
+               ("bytes_per_token", "total KiB / token"), ("pass_speedup", "speed-up in target passes")]
+    fig, axes = plt.subplots(len(metrics), len(batches), figsize=(4.2 * len(batches), 2.8 * len(metrics)),
+                             squeeze=False)
+    for col, b in enumerate(batches):
+        rs = [r for r in rows if r["batch"] == b]
+        elastic = [r for r in rs if r["method"] == "elastic"]
+        curves = sorted({(r["expert_bits"], r["dense_bits"], r["expert_choice"], r["gamma"], r["adaptive"])
+                         for r in elastic})
+        for row, (key, name) in enumerate(metrics):
+            ax = axes[row][col]
+            scale = 1024 if "bytes" in key else 1
+            for c in curves:
+                pts = sorted((r["k_d"], r[key] / scale) for r in elastic
+                             if (r["expert_bits"], r["dense_bits"], r["expert_choice"], r["gamma"], r["adaptive"]) == c)
+                ax.plot(*zip(*pts), marker="o",
+                        label=f"{c[0]}/{c[1]} {c[2]} g{c[3]}{'a' if c[4] else ''}")
+            for r, style in ((r, s) for r in rs for m, s in (("plain", ":"), ("separate", "--")) if r["method"] == m):
+                if r[key] == r[key]:
+                    ax.axhline(r[key] / scale, linestyle=style, color="gray",
+                               label=f"{r['method']}{'' if r['method'] == 'plain' else ' g' + str(r['gamma'])}")
+            ax.set_xticks(sorted({r["k_d"] for r in elastic}) or [1])
+            ax.set_xlabel("draft experts per token k_d")
+            ax.set_ylabel(name)
+            if row == 0:
+                ax.set_title(f"batch {b}")
+            ax.grid(alpha=0.3)
+    uniq = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            uniq.setdefault(lab, h)
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=min(4, len(uniq)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
