@@ -1,0 +1,84 @@
+"""``elmoe3d generate``: Verilog + JSON for every PE-array top, clear one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from elmoe3d.cli import main
+
+
+def _run(*argv):
+    return subprocess.run([sys.executable, "-m", "elmoe3d", *argv], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("argv, module_ports", [
+    (["--top", "pe_array", "--rows", "3", "--cols", "2", "--lanes", "2"],
+     {"i_cmd__payload", "i_act__payload", "i_msb__payload", "i_lsb__payload", "o_result__payload"}),
+    (["--top", "mac_array_baseline", "--rows", "2", "--cols", "5", "--pipeline", "0"],
+     {"i_cmd__payload", "i_act__payload", "i_weight__payload", "o_result__payload"}),
+    (["--top", "pe", "--terms", "4", "--acc-bits", "24", "--max-k", "100"],
+     {"i_act", "i_operand", "i_shift", "i_valid", "i_clear", "o_acc"}),
+    (["--top", "lsb_augment", "--width", "3"], {"i_msb", "i_lsb", "i_plane", "o_operand", "o_shift"}),
+])
+def test_generate_writes_verilog_and_json(argv, module_ports, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", *argv, "-o", str(out)]) == 0
+    name = argv[1]
+    v = out / f"{name}.v"
+    assert capsys.readouterr().out.strip() == str(v)
+    assert f"module {name}(" in v.read_text()
+    meta = json.loads((out / f"{name}.json").read_text())
+    assert meta["top"] == name
+    assert module_ports <= {p["name"] for p in meta["ports"]}
+    given = dict(zip(argv[2::2], argv[3::2]))
+    for opt, value in given.items():
+        assert meta["params"][opt[2:].replace("-", "_")] == int(value)
+
+
+def test_generate_widths_in_json(tmp_path):
+    assert main(["generate", "--top", "pe_array", "--rows", "3", "--cols", "5", "--lanes", "2",
+                 "--acc-bits", "20", "--max-k", "31", "-o", str(tmp_path)]) == 0
+    ports = {p["name"]: p for p in json.loads((tmp_path / "pe_array.json").read_text())["ports"]}
+    assert ports["i_msb__payload"]["width"] == 3 * 5 * 4
+    assert ports["i_act__payload"]["width"] == 2 * 5 * 8
+    assert ports["o_result__payload"]["width"] == 2 * 3 * 20
+    assert ports["o_result__ready"]["dir"] == "in" and ports["i_cmd__ready"]["dir"] == "out"
+
+
+def test_generate_list(capsys):
+    assert main(["generate", "--list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("pe:", "pe_array:", "mac_array_baseline:", "lsb_augment:", "--rows", "--acc-bits"):
+        assert name in text
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--top", "nope"], "unknown top 'nope'; choose from"),
+    (["--top", "pe", "--rows", "3"], "top 'pe' takes no option --rows; it takes: --terms"),
+    (["--top", "pe_array", "--rows", "0"], "rows must be at least 1, got 0"),
+    (["--top", "pe_array", "--cols", "x"], "--cols: expected int, got 'x'"),
+    (["--top", "pe_array", "--pipeline", "2"], "--pipeline: '2' is not one of 0, 1"),
+    (["--top", "pe_array", "--acc-bits", "24"],
+     "acc_bits = 24 can overflow for max_k = 4096: a 24-bit accumulator holds at most 511 inputs"),
+    (["--top", "pe_array", "--lanes", "32"], "lanes must be at most 16, got 32"),
+])
+def test_generate_bad_values_exit_2_one_line(argv, fragment, tmp_path):
+    result = _run("generate", *argv, "-o", str(tmp_path / "x"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--top", "pe"], "-o/--out DIR is required"),
+    (["-o", "somewhere"], "--top NAME is required (or --list)"),
+    (["--top", "pe", "-o", "/nonexistent/dir/out"], "cannot create /nonexistent/dir/out: folder /nonexistent/dir does not exist"),
+])
+def test_generate_usage_errors(argv, fragment):
+    result = _run("generate", *argv)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
