@@ -5,12 +5,38 @@
 (:mod:`elmoe3d.sim.benches.icarus`) and calls :func:`elmoe3d.sim.benches.runner.run_bench`.
 """
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...hw.tops import get_top
 from ...hw.verilog import write_verilog
 from .icarus import icarus_verilog
 from .runner import run_bench
+
+@dataclass(frozen=True)
+class Entry:
+    """One regression run: a top, its parameters, and whether ``--quick`` keeps it."""
+
+    name: str
+    top: str
+    params: dict = field(default_factory=dict)
+    quick: bool = False       # part of the quick subset
+    seeds: tuple = (1, 2, 3)
+
+
+# The regression ``elmoe3d regress`` runs (the pytest launchers cover the same ground).
+REGRESSION = [
+    Entry("pe-t1", "pe", dict(terms=1, pipeline=1), quick=True),
+    Entry("pe-t3-p0", "pe", dict(terms=3, pipeline=0)),
+    Entry("pe-t2-acc20", "pe", dict(terms=2, acc_bits=20, max_k=31)),
+    Entry("pe_array-2x2", "pe_array", dict(rows=2, cols=2), quick=True),
+    Entry("pe_array-4x3-p0", "pe_array", dict(rows=4, cols=3, pipeline=0)),
+    Entry("pe_array-3x5-l2-acc20", "pe_array", dict(rows=3, cols=5, lanes=2, acc_bits=20, max_k=31), quick=True),
+    Entry("pe_array-16x16", "pe_array", dict(rows=16, cols=16), seeds=(1,)),
+    Entry("mac_array-4x3-l2", "mac_array_baseline", dict(rows=4, cols=3, lanes=2), quick=True),
+    Entry("mac_array-3x5-acc20", "mac_array_baseline", dict(rows=3, cols=5, acc_bits=20, max_k=31)),
+    Entry("mac_array-16x16", "mac_array_baseline", dict(rows=16, cols=16), seeds=(1,)),
+]
 
 BENCHES = {
     "pe": "elmoe3d.sim.benches.tb_pe",

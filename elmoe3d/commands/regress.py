@@ -1,0 +1,106 @@
+"""``elmoe3d regress``: the cocotb regression of the PE array tops, outside pytest, with a summary."""
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+HELP = "run the cocotb regression (PE, PE array, INT8 baseline) against the golden model; pass/fail table"
+
+
+def add_arguments(p):
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
+                   help="simulator (default %(default)s; icarus needs no C++ tool chain)")
+    p.add_argument("--quick", action="store_true", help="the quick subset, fewer cases per bench")
+    p.add_argument("--waves", action="store_true", help="dump waveforms (FST / VCD) in each run's folder")
+    p.add_argument("--only", metavar="TEXT", action="append",
+                   help="run only entries whose name contains TEXT (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the regression entries and exit")
+    p.add_argument("-o", "--out", metavar="DIR", default="elmoe3d-regress",
+                   help="folder for build folders, logs and results (default %(default)s)")
+
+
+def _selected(args):
+    from ..sim.benches.launch import REGRESSION
+    entries = [e for e in REGRESSION if e.quick or not args.quick]
+    if args.only:
+        entries = [e for e in entries if any(t in e.name for t in args.only)]
+        if not entries:
+            raise UserError(f"no regression entry matches {', '.join(args.only)}; "
+                            f"see elmoe3d regress --list")
+    return entries
+
+
+def format_table(rows):
+    head = f"{'entry':<24} {'top':<20} {'params':<44} {'tests':>5} {'result':<6} {'wall s':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<24} {r['top']:<20} {r['params']:<44} {r['tests']:>5} {r['result']:<6} "
+                     f"{r['wall_s']:>7.1f}")
+    passed = sum(r["result"] == "PASS" for r in rows)
+    lines.append(f"{passed} of {len(rows)} passed")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _output_to(path):
+    """Send this process's (and its children's) stdout and stderr to ``path`` for a while."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def run(args):
+    from ..sim.toolchain import simulator_missing
+    entries = _selected(args)
+    if args.list:
+        for e in entries:
+            print(f"{e.name:<24} {e.top:<20} {e.params} seeds {list(e.seeds)}{' (quick)' if e.quick else ''}")
+        return 0
+    why = simulator_missing(args.simulator)
+    if why:
+        raise UserError(why)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"cannot write into {out}: it is not a folder")
+    from cocotb_tools.check_results import get_results
+    from ..sim.benches.launch import run_top_bench
+    rows = []
+    for e in entries:
+        build = out / f"{e.name}-{args.simulator}"
+        build.mkdir(parents=True, exist_ok=True)
+        log = build / "regress.log"
+        print(f"elmoe3d regress: {e.name} ({args.simulator}) ... ", end="", file=sys.stderr, flush=True)
+        start = time.time()
+        result, why = "PASS", ""
+        try:
+            with _output_to(log):
+                run_top_bench(e.top, e.params, build, seeds=e.seeds[:1] if args.quick else e.seeds,
+                              quick=args.quick, simulator=args.simulator, waves=args.waves)
+        except (AssertionError, SystemExit, RuntimeError) as exc:
+            result, why = "FAIL", f" ({str(exc).splitlines()[0]}; see {log})"
+        xml = build / "results.xml"
+        tests = get_results(xml)[0] if xml.exists() else 0
+        if not xml.exists():
+            result = "ERROR"
+        print(f"{result}{why}", file=sys.stderr, flush=True)
+        rows.append({"name": e.name, "top": e.top, "params": ",".join(f"{k}={v}" for k, v in e.params.items()),
+                     "tests": tests, "result": result, "wall_s": time.time() - start})
+    print(format_table(rows))
+    print(f"logs and build folders: {out}", file=sys.stderr)
+    return 0 if all(r["result"] == "PASS" for r in rows) else 1
