@@ -66,6 +66,14 @@ def measure(target_path, draft_path):
     return target, draft, train, held, train_bytes, held_bytes, rows, shares, speed
 
 
+def _phases(name, meta):
+    """One line on the training phases (a run stopped by its time budget, a continuation)."""
+    phases = meta.get("phases") or [{k: meta.get(k) for k in ("steps", "lr", "steps_planned", "train_minutes")}]
+    text = "; ".join(f"phase {i + 1}: {p['steps']} of {p['steps_planned']} planned steps at peak lr {p['lr']} "
+                     f"({p['train_minutes']:.0f} min)" for i, p in enumerate(phases))
+    return f"- {name} schedule: {text}. A phase stopped early by its time budget ends before its cosine decay does."
+
+
 def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, speed):
     tm, dm = target.meta, draft.meta
     c, d = target.cfg, draft.cfg
@@ -80,10 +88,10 @@ def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, spee
         "| file | layers | d_model | heads | experts / top-k | expert FFN | parameters | steps | training time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| `moe_lm.npz` (target) | {c.n_layers} | {c.d_model} | {c.n_heads} | {c.n_experts} / {c.top_k} | "
-        f"{c.d_ffn} (SwiGLU) | {c.n_params:,} | {tm.get('steps')} of {tm.get('steps_planned')} planned | "
+        f"{c.d_ffn} (SwiGLU) | {c.n_params:,} | {tm.get('steps')} | "
         f"{tm.get('train_minutes', 0):.0f} min |",
         f"| `draft_lm.npz` (separate draft) | {d.n_layers} | {d.d_model} | {d.n_heads} | dense (1 / 1) | "
-        f"{d.d_ffn} (SwiGLU) | {d.n_params:,} | {dm.get('steps')} of {dm.get('steps_planned')} planned | "
+        f"{d.d_ffn} (SwiGLU) | {d.n_params:,} | {dm.get('steps')} | "
         f"{dm.get('train_minutes', 0):.0f} min |",
         "",
         "Architecture: pre-norm decoder, RMSNorm, RoPE attention (no biases), byte vocabulary (256),",
@@ -97,14 +105,15 @@ def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, spee
         f"the training interpreter (Python {tm.get('python')}), {len(train) + len(held)} files, split by file with seed "
         f"{tm.get('seed')}: {len(train)} training files ({len(train_bytes):,} bytes), {len(held)} held out "
         f"({len(held_bytes):,} bytes): {', '.join(held)}.",
-        f"- Batches of {tm.get('batch')} random windows of {tm.get('seq')} bytes; AdamW (lr {tm.get('lr')}, "
-        "betas 0.9/0.95, weight decay 0.1 on matrices), 100 warm-up steps then cosine decay to 10 % of the "
-        f"planned steps, gradient clipping at 1; load-balancing loss (Switch) weight {tm.get('lb_coef')}; "
+        f"- Batches of {tm.get('batch')} random windows of {tm.get('seq')} bytes; AdamW (betas 0.9/0.95, "
+        "weight decay 0.1 on matrices), linear warm-up then cosine decay to 10 % over the planned steps "
+        f"of a phase, gradient clipping at 1; load-balancing loss (Switch) weight {tm.get('lb_coef')}; "
         "one CPU thread, seed 0.",
+        _phases("Target", tm),
         f"- Target: {tm.get('steps')} steps ({tm.get('steps', 0) * tm.get('batch', 0) * tm.get('seq', 0) / 1e6:.1f} M "
         f"bytes, {tm.get('steps', 0) * tm.get('batch', 0) * tm.get('seq', 0) / max(len(train_bytes), 1):.1f} epochs); "
         f"final training loss {tm.get('train_bits_per_byte', float('nan')):.3f} bits/byte (running mean).",
-        f"- Separate draft: {dm.get('steps')} steps, same recipe.",
+        _phases("Separate draft (same recipe)", dm),
         "",
         f"## Held-out bits per byte ({WINDOWS} windows x {LENGTH - 1} predictions, numpy golden model)",
         "",

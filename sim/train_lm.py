@@ -16,7 +16,8 @@ AdamW, linear warm-up then cosine decay to 10 %, gradient clipping at 1.
 The forward pass is the same network as :mod:`.lm` (pre-norm blocks, RMSNorm, RoPE attention,
 Mixtral-style routing of SPEC section 3, SwiGLU experts). Every ``--export-every`` steps the
 model is evaluated on held-out windows and written (float16, :mod:`.lm_config` format), so a
-partial run leaves a usable model.
+partial run leaves a usable model. ``--init`` continues from an exported model with a fresh
+optimizer and schedule (a second, lower-rate phase; the metadata records both phases).
 """
 
 import argparse
@@ -178,7 +179,7 @@ def lr_at(step, steps, lr, warmup):
 
 
 def train(cfg, steps, out, batch=16, seq=256, lr=3e-3, warmup=100, lb_coef=0.01, seed=0,
-          export_every=250, eval_windows=32, threads=1, max_minutes=None, log=print):
+          export_every=250, eval_windows=32, threads=1, max_minutes=None, init=None, log=print):
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     names = corpus.stdlib_files()
@@ -190,16 +191,26 @@ def train(cfg, steps, out, batch=16, seq=256, lr=3e-3, warmup=100, lb_coef=0.01,
     log(f"corpus: {len(train_names)} training files ({len(data)} bytes), {len(held_names)} held-out "
         f"({len(held)} bytes); unigram {unigram:.3f} bits/byte")
     model = MoELM(cfg)
+    prior = {}
+    if init is not None:                      # continue from an exported model (fresh optimizer)
+        init_cfg, weights, prior = load_weights(init)
+        if init_cfg != cfg:
+            raise ValueError(f"--init model has config {init_cfg}, expected {cfg}")
+        model.load(weights)
+        log(f"continuing from {init} ({prior.get('steps')} steps)")
     log(f"model: {cfg} = {sum(p.numel() for p in model.parameters())} parameters")
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(seed)
     meta = {"python": sys.version.split()[0], "corpus": "stdlib top-level *.py",
             "heldout_files": held_names, "n_train_files": len(train_names), "seed": seed,
             "batch": batch, "seq": seq, "lr": lr, "lb_coef": lb_coef, "steps_planned": steps,
             "unigram_bits_per_byte": unigram}
+    if init is not None:
+        meta["phases"] = prior.get("phases", [{k: prior.get(k) for k in ("steps", "lr", "steps_planned", "train_minutes")}])
+    base_steps, base_minutes = prior.get("steps", 0), prior.get("train_minutes", 0.0)
+    gen = torch.Generator().manual_seed(seed + base_steps)   # a continuation sees new windows
     t0, run_loss = time.time(), None
     for step in range(steps):
         for g in opt.param_groups:
@@ -223,8 +234,12 @@ def train(cfg, steps, out, batch=16, seq=256, lr=3e-3, warmup=100, lb_coef=0.01,
         out_of_time = max_minutes is not None and time.time() - t0 > 60 * max_minutes
         if done % export_every == 0 or done == steps or out_of_time:
             bpb = bits_per_byte(model, windows)
-            meta.update({"steps": done, "train_bits_per_byte": run_loss / math.log(2),
-                         "heldout_bits_per_byte_torch": bpb, "train_minutes": (time.time() - t0) / 60})
+            meta.update({"steps": base_steps + done, "train_bits_per_byte": run_loss / math.log(2),
+                         "heldout_bits_per_byte_torch": bpb,
+                         "train_minutes": base_minutes + (time.time() - t0) / 60})
+            if init is not None:
+                meta["phases"] = meta["phases"][:1] + [{"steps": done, "lr": lr, "steps_planned": steps,
+                                                        "train_minutes": (time.time() - t0) / 60}]
             save_weights(out, cfg, model.export(), meta)
             log(f"step {done}: held-out {bpb:.3f} bits/byte (torch float32); wrote {out}")
             if out_of_time:
@@ -247,11 +262,12 @@ def main(argv=None):
     p.add_argument("--export-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-minutes", type=float, help="stop (and export) once this much time is spent")
+    p.add_argument("--init", help="continue from this exported model (a fresh optimizer and schedule)")
     p.add_argument("-o", "--out", required=True)
     a = p.parse_args(argv)
     cfg = LMConfig.from_json(a.config) if a.config else (TARGET if a.preset == "target" else DRAFT_BASELINE)
     _, meta = train(cfg, a.steps, a.out, a.batch, a.seq, a.lr, a.warmup, a.lb_coef, a.seed,
-                    a.export_every, threads=a.threads, max_minutes=a.max_minutes, log=lambda s: print(s, flush=True))
+                    a.export_every, threads=a.threads, max_minutes=a.max_minutes, init=a.init, log=lambda s: print(s, flush=True))
     print(json.dumps({k: v for k, v in meta.items() if k != "heldout_files"}))
     return 0
 

@@ -23,8 +23,8 @@ def add_arguments(p):
     p.add_argument("--k-d", type=positive_int, nargs="+", default=[1, 2], help="draft experts per token (default 1 2)")
     p.add_argument("--bits", choices=["draft", "full"], nargs="+", default=["draft", "full"],
                    help="bit modes of the draft's experts (default draft full)")
-    p.add_argument("--dense-bits", choices=["full", "draft"], nargs="+", default=["full"],
-                   help="bit modes of the draft's attention and LM head (default full)")
+    p.add_argument("--dense-bits", choices=["full", "draft"], nargs="+", default=["full", "draft"],
+                   help="bit modes of the draft's attention and LM head (default full draft)")
     p.add_argument("--choice", choices=["topk", "cached"], nargs="+", default=["topk", "cached"],
                    help="draft expert choice (default topk cached)")
     p.add_argument("--gamma", type=positive_int, nargs="+", default=[4], help="draft lengths (default 4)")
@@ -44,7 +44,7 @@ def add_arguments(p):
     p.add_argument("--no-baselines", action="store_true", help="skip plain decoding and the separate draft")
     p.add_argument("--traces", action="store_true", help="write a routing trace per run to OUT/traces/")
     p.add_argument("--quick", action="store_true",
-                   help="small grid: batch 1 4, k_d 1 2, draft bits, topk, 16 new bytes")
+                   help="small grid: batch 1 4, k_d 1 2, draft expert bits, full dense bits, topk, 16 new bytes")
     p.add_argument("-o", "--out", type=Path, default=Path("results/sd"), help="output folder (default results/sd)")
 
 
@@ -91,6 +91,7 @@ def run(args):
 
     if args.quick:
         args.batch, args.k_d, args.bits, args.choice, args.new = [1, 4], [1, 2], ["draft"], ["topk"], 16
+        args.dense_bits = ["full"]
     for b in args.batch:
         if b > 16:
             raise UserError(f"--batch {b}: a batch holds 1 to 16 sequences")
