@@ -16,7 +16,7 @@ order the two input ports were served in. A fill (a miss that got a slot) also s
 ``(key, slot, prefetch)`` on ``o_fill``; the next request is taken only once both are accepted.
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -205,9 +205,9 @@ class ExpertCache(wiring.Component):
                      touch.eq(look & ((demand & hit) | alloc)),
                      touch_fill.eq(alloc),
                      touch_slot.eq(Mux(hit, hit_slot, victim))]
-        valid_arr, tag_arr = Array(valid), Array(tag)
         evict = Signal()
-        m.d.comb += evict.eq(alloc & valid_arr[victim])
+        victim_tag = Signal(kw)
+        m.d.comb += [evict.eq(alloc & _pick(valid, victim)), victim_tag.eq(_pick(tag, victim))]
 
         with m.If(look):
             m.d.sync += [
@@ -217,7 +217,7 @@ class ExpertCache(wiring.Component):
                 self.o_resp.payload.evict.eq(evict),
                 self.o_resp.payload.bypass.eq((op != OpCode.UNPIN) & ~hit & ~found),
                 self.o_resp.payload.slot.eq(Mux(hit | alloc, touch_slot, 0)),
-                self.o_resp.payload.victim.eq(Mux(evict, tag_arr[victim], 0)),
+                self.o_resp.payload.victim.eq(Mux(evict, victim_tag, 0)),
                 self.o_fill.payload.key.eq(req.key), self.o_fill.payload.slot.eq(victim),
                 self.o_fill.payload.prefetch.eq(op == OpCode.PREFETCH),
                 counters["hits"].eq(counters["hits"] + (demand & hit)),
@@ -228,6 +228,9 @@ class ExpertCache(wiring.Component):
                 counters["bypasses"].eq(counters["bypasses"] + (demand & ~hit & ~found)),
             ]
 
+        if cfg.policy == "lru":
+            r_touched = Signal(rank_bits)
+            m.d.comb += r_touched.eq(_pick(rank, touch_slot))
         for i in range(n):
             this = touch & (touch_slot == i)
             with m.If(alloc & (victim == i)):
@@ -238,7 +241,6 @@ class ExpertCache(wiring.Component):
                 with m.If(op == OpCode.UNPIN):
                     m.d.sync += pinned[i].eq(0)
             if cfg.policy == "lru":
-                r_touched = Array(rank)[touch_slot]
                 with m.If(this):
                     m.d.sync += rank[i].eq(0)
                 with m.Elif(touch & (rank[i] < r_touched)):
@@ -269,6 +271,14 @@ def _first(bits):
     out = Const(0)
     for i in reversed(range(len(bits))):
         out = Mux(bits[i], i, out)
+    return out
+
+
+def _pick(values, index):
+    """``values[index]`` as a chain of muxes (see :func:`_first` for why not ``Array``)."""
+    out = values[0]
+    for i in range(1, len(values)):
+        out = Mux(index == i, values[i], out)
     return out
 
 

@@ -1,0 +1,98 @@
+"""The HB memory interface RTL against a cocotb channel model and the golden model.
+
+Each test node builds its own Verilog and simulator in ``tmp_path``. Random cases: random request
+lengths and bases with 10 % illegal requests, random stalls on the request, output and channel
+command streams, random gaps on the channel beat streams, random per-burst latency and channels
+that return their bursts out of order (interleaved). Full-rate case: back-to-back plane reads with
+no stalls; the measured cycles must equal the analytical model ``sim.hb_memory.stream_cycles``.
+"""
+
+import json
+
+import pytest
+
+from elmoe3d.errors import UserError
+from elmoe3d.hw.hb_memory import HBMemory
+from elmoe3d.hw.verilog import write_verilog
+from elmoe3d.sim.benches.runner import run_bench
+from elmoe3d.sim.hb_memory import HBConfig, stream_cycles
+
+PARAMS = {
+    "tiny": dict(channels=2, width=16, burst=4, outstanding=4, latency=6, lines=256, len_bits=8),
+    "wide": dict(channels=4, width=32, burst=8, outstanding=0, latency=24, lines=65536, len_bits=16),
+    "narrow": dict(channels=1, width=8, burst=1, outstanding=2, latency=3, lines=16, len_bits=5, counter_bits=8),
+    "odd": dict(channels=3, width=24, burst=2, outstanding=8, latency=10, lines=1024, len_bits=11),
+}
+
+
+def _run(tmp_path, params, cases, simulator="verilator"):
+    v = write_verilog(HBMemory(**params), "hb_memory", tmp_path, params)
+    report = tmp_path / "report.json"
+    run_bench(verilog=v, toplevel="hb_memory", module="elmoe3d.sim.benches.tb_hb_memory", build_dir=tmp_path,
+              config={"params": params, "cases": cases, "report": str(report)}, simulator=simulator)
+    return json.loads(report.read_text())
+
+
+def _random(seed, n=100, **kw):
+    case = {"kind": "random", "n": n, "seed": seed, "stall": 0.3, "cmd_stall": 0.3, "gap": 0.3, "illegal": 0.1}
+    case.update(kw)
+    return case
+
+
+@pytest.mark.parametrize("name", ["tiny", "narrow", "odd"])
+def test_random_requests_exactly_once_in_order(tmp_path, name):
+    p = PARAMS[name]
+    cases = [_random(1), _random(2, stall=0.0, cmd_stall=0.0, gap=0.6, lat=[1, 40]),
+             _random(3, stall=0.7, cmd_stall=0.0, gap=0.0), {"kind": "fullrate", "n": 3, "plane_lines": 12}]
+    rep = _run(tmp_path, p, cases)
+    assert all(r["counters"]["errors"] > 0 for r in rep[:3])
+    cfg = HBConfig(**{k: v for k, v in p.items() if k != "counter_bits"})
+    if cfg.full_rate:
+        assert rep[3]["span_cycles"] == stream_cycles(cfg, [12] * 3)
+    else:                                                   # too few bursts in flight for the latency
+        assert rep[3]["span_cycles"] > stream_cycles(cfg, [12] * 3)
+
+
+def test_full_rate_plane_reads(tmp_path):
+    """4 channels x 32 bits, burst 8, latency 24: four back-to-back reads of 1024-line planes."""
+    p = PARAMS["wide"]
+    rep = _run(tmp_path, p, [{"kind": "fullrate", "n": 4, "plane_lines": 1024},
+                             {"kind": "fullrate", "n": 1, "plane_lines": 64}, _random(4, n=60)])
+    cfg = HBConfig(**p)
+    full = rep[0]
+    assert full["span_cycles"] == stream_cycles(cfg, [1024] * 4)
+    assert full["achieved_fraction"] >= 0.99                # the issue asks for >= 0.90
+    assert rep[1]["span_cycles"] == stream_cycles(cfg, [64])
+    assert all(b >= 4096 for b in full["busy"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny", "wide"])
+def test_random_requests_long(tmp_path, name):
+    _run(tmp_path, PARAMS[name], [_random(s, n=1500) for s in (10, 11)])
+
+
+@pytest.mark.icarus
+def test_hb_icarus_smoke(tmp_path):
+    _run(tmp_path, PARAMS["tiny"], [_random(5, n=30), {"kind": "fullrate", "n": 2, "plane_lines": 8}],
+         simulator="icarus")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"channels": 17}, "channels must be in [1, 16], got 17"),
+    ({"burst": 3}, "burst must be a power of two, got 3"),
+    ({"counter_bits": 65}, "counter_bits must be an integer in [8, 64], got 65"),
+    ({"lines": 3}, "lines must be a power of two, got 3"),
+])
+def test_refusals(kwargs, message):
+    with pytest.raises(UserError) as info:
+        HBMemory(**kwargs)
+    assert str(info.value) == message
+
+
+def test_ports_and_widths():
+    dut = HBMemory(channels=4, width=64, burst=16, latency=24, lines=1 << 20, len_bits=16)
+    assert dut.i_req.payload.shape().size == 20 + 16
+    assert dut.o_data.payload.shape().size == 4 * 64 + 1
+    assert dut.o_cmd[3].payload.shape().size == 20 + 5 + 2
+    assert dut.i_beat[0].payload.shape().size == 64 + 2
