@@ -132,8 +132,12 @@ def run(args):
     from ..cli import writable_path
     if args.json:
         writable_path(args.json)
-    from ..hw.pe_array import PEArray
-    PEArray(rows=args.rows, cols=args.cols, lanes=args.lanes, max_k=max(4096, args.k + 1))  # refuse early
+    from ..hw.pe import check_acc
+    from ..hw.pe_array import MAX_COLS, MAX_LANES, MAX_ROWS, check_size
+    check_size("rows", args.rows, MAX_ROWS)            # refuse bad shapes before slow work
+    check_size("cols", args.cols, MAX_COLS)
+    check_size("lanes", args.lanes, MAX_LANES)
+    check_acc(32, max(4096, args.k + 1))
     libs = _libraries(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
