@@ -16,7 +16,7 @@ order the two input ports were served in. A fill (a miss that got a slot) also s
 ``(key, slot, prefetch)`` on ``o_fill``; the next request is taken only once both are accepted.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,6 +57,9 @@ def fill_layout(cfg):
     return data.StructLayout({"key": key_layout(cfg), "slot": cfg.slot_bits, "prefetch": 1})
 
 
+# Every slot's tag is compared in one cycle; beyond this a set-associative design would be the choice.
+MAX_ENTRIES = 64
+
 # Cycles from a request's handshake to its response's valid (checked by the bench).
 LOOKUP_LATENCY = 2
 
@@ -94,7 +97,9 @@ class ExpertCache(wiring.Component):
     """
 
     def __init__(self, *, entries=16, policy="lru", layer_bits=4, expert_bits=6, count_bits=8,
-                 score_bits=8, decay_shift=3, counter_bits=32):
+                 score_bits=8, decay_shift=6, counter_bits=32):
+        if isinstance(entries, int) and not isinstance(entries, bool) and not 2 <= entries <= MAX_ENTRIES:
+            raise UserError(f"entries must be in [2, {MAX_ENTRIES}], got {entries}")
         self.config = CacheConfig(entries=entries, policy=policy, layer_bits=layer_bits,
                                   expert_bits=expert_bits, count_bits=count_bits,
                                   score_bits=score_bits, decay_shift=decay_shift)
@@ -253,10 +258,11 @@ class ExpertCache(wiring.Component):
                 vtop = (1 << cfg.value_bits) - 1
                 decayed = Signal(cfg.value_bits, name=f"entry_{i}_decayed")
                 summed = Signal(cfg.value_bits + 1, name=f"entry_{i}_summed")
+                add = Cat(Const(0, cfg.decay_shift), req.score)     # score with decay_shift fraction bits
                 m.d.comb += [decayed.eq(value[i] - (value[i] >> cfg.decay_shift)),
-                             summed.eq(decayed + req.score)]
+                             summed.eq(decayed + add)]
                 with m.If(this):
-                    m.d.sync += value[i].eq(Mux(touch_fill, req.score, Mux(summed > vtop, vtop, summed)))
+                    m.d.sync += value[i].eq(Mux(touch_fill, add, Mux(summed > vtop, vtop, summed)))
                 with m.Elif(touch):
                     m.d.sync += value[i].eq(decayed)
         return m
@@ -284,7 +290,6 @@ def _pick(values, index):
 
 def Cat_any(bits):
     """OR of a list of 1-bit values."""
-    from amaranth.hdl import Cat
     return Cat(*bits).any()
 
 
@@ -299,7 +304,7 @@ GENERATE_TOPS = [
             Param("expert_bits", int, 6, "expert field width of a key"),
             Param("count_bits", int, 8, "LFU counter width"),
             Param("score_bits", int, 8, "router score width"),
-            Param("decay_shift", int, 3, "score policy: v -= v >> decay_shift per touch"),
+            Param("decay_shift", int, 6, "score policy: v -= v >> decay_shift per touch"),
             Param("counter_bits", int, 32, "statistics counter width"),
         )),
 ]

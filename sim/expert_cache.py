@@ -33,8 +33,9 @@ Victim choice (normative)
      hit adds 1); ties go to the lowest slot index.
    - ``score``: router-score-aware, an exponentially decayed sum of router scores per slot
      ("how much routing probability mass has this plane carried recently"). Every touch first
-     decays *all* slots, ``v -= v >> decay_shift``, then a hit adds the request's score
-     (saturating at ``score_bits + decay_shift`` bits) and a fill sets ``v = score``. The victim
+     decays *all* slots, ``v -= v >> decay_shift``, then a hit adds the request's score scaled by
+     ``2**decay_shift`` (fixed point with ``decay_shift`` fraction bits, saturating at
+     ``score_bits + 2*decay_shift`` bits) and a fill sets ``v = score * 2**decay_shift``. The victim
      has the smallest ``v``; ties go to the lowest slot index. A plane that experts are routed
      to with high confidence survives even when it was not touched last; a plane that tokens only
      brush with a small top-k weight leaves first.
@@ -83,7 +84,7 @@ class CacheConfig:
 
     Parameters
     ----------
-    entries : int       slots (planes the cache holds), 2..64
+    entries : int       slots (planes the cache holds), 2..4096 (the RTL takes up to 64)
     policy : str        ``lru``, ``lfu`` or ``score``
     layer_bits : int    width of the layer field of a key (1..8)
     expert_bits : int   width of the expert field of a key (1..10)
@@ -99,11 +100,11 @@ class CacheConfig:
     expert_bits: int = 6
     count_bits: int = 8
     score_bits: int = 8
-    decay_shift: int = 3
+    decay_shift: int = 6
     plane_bytes: int = 1 << 20
 
     def __post_init__(self):
-        _check_int("entries", self.entries, 2, 64)
+        _check_int("entries", self.entries, 2, 4096)
         if self.policy not in POLICIES:
             raise UserError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         _check_int("layer_bits", self.layer_bits, 1, 8)
@@ -120,8 +121,9 @@ class CacheConfig:
 
     @property
     def value_bits(self):
-        """Width of the score policy's per-slot value."""
-        return self.score_bits + self.decay_shift
+        """Width of the score policy's per-slot value: ``decay_shift`` fraction bits, and room for
+        the steady state of a plane touched every time, ``score * 2**decay_shift``."""
+        return self.score_bits + 2 * self.decay_shift
 
     @property
     def n_layers(self):
@@ -217,17 +219,19 @@ class ExpertCache:
 
     # -- replacement state -------------------------------------------------------------------
     def _touch(self, slot, score, fill):
+        # Only the policy in use keeps its state (the others' would not change any decision).
         cfg = self.config
-        r = self.rank[slot]
-        for j in range(cfg.entries):
-            if self.rank[j] < r:
-                self.rank[j] += 1
-        self.rank[slot] = 0
-        self.count[slot] = 1 if fill else min(self.count[slot] + 1, (1 << cfg.count_bits) - 1)
-        d = cfg.decay_shift
-        for j in range(cfg.entries):
-            self.value[j] -= self.value[j] >> d
-        self.value[slot] = score if fill else min(self.value[slot] + score, (1 << cfg.value_bits) - 1)
+        if cfg.policy == "lru":
+            r = self.rank[slot]
+            self.rank = [x + 1 if x < r else x for x in self.rank]
+            self.rank[slot] = 0
+        elif cfg.policy == "lfu":
+            self.count[slot] = 1 if fill else min(self.count[slot] + 1, (1 << cfg.count_bits) - 1)
+        else:
+            d = cfg.decay_shift
+            self.value = [v - (v >> d) for v in self.value]
+            add = score << d          # d fraction bits, so decay reaches down to a fraction of one score step
+            self.value[slot] = add if fill else min(self.value[slot] + add, (1 << cfg.value_bits) - 1)
 
     def victim(self):
         """The slot a miss would take now, or ``None`` (bypass)."""

@@ -20,7 +20,12 @@ array             shape/dtype  meaning
 ``draft_scores``  (T, kd) float optional: their router probabilities
 ================  ===========  =====================================================
 
-Rows with several sequences of a batch simply follow one another. :func:`routing_to_ops` turns the
+Rows with several sequences of a batch simply follow one another.
+
+The language model's own JSON Lines traces (``elmoe3d sd --traces``, ``sim/routing_trace.py``) are
+read too (:func:`routing_file_ops`): every token of a ``prefill`` or ``target`` pass looks up its
+experts, every token of a ``draft`` pass prefetches the MSB planes of the experts the draft ran
+(the draft's routing predicts the verifier's); scores are the router probabilities. :func:`routing_to_ops` turns the
 rows into cache operations: for each row, first a ``PREFETCH`` of every draft expert's MSB plane
 (when the arrays exist and ``prefetch`` is on), then a ``LOOKUP`` of every routed expert's MSB
 plane (and its LSB plane with ``planes="both"``).
@@ -64,25 +69,25 @@ def zipf_routing(*, n_layers, n_experts, top_k, steps, alpha, seed=0, draft_k=0,
         raise UserError(f"draft_k ({draft_k}) must be <= top_k ({top_k})")
     rng = np.random.default_rng(seed)
     pop = zipf_popularity(n_experts, alpha)
-    perms = [rng.permutation(n_experts) for _ in range(n_layers)]
+    perms = np.stack([rng.permutation(n_experts) for _ in range(n_layers)])
     rows = steps * n_layers
-    experts = np.zeros((rows, top_k), dtype=np.int64)
-    scores = np.zeros((rows, top_k), dtype=np.float64)
-    draft = np.zeros((rows, draft_k), dtype=np.int64)
     layer = np.tile(np.arange(n_layers), steps)
     step = np.repeat(np.arange(steps), n_layers)
-    for r in range(rows):
-        p = pop[perms[layer[r]]]
-        chosen = rng.choice(n_experts, size=top_k, replace=False, p=p)
-        s = p[chosen] * rng.dirichlet(np.full(top_k, 4.0))
-        order = np.argsort(-s, kind="stable")
-        experts[r] = chosen[order]
-        scores[r] = s[order] / s.sum()
-        for j in range(draft_k):
-            if rng.random() < draft_accuracy:
-                draft[r, j] = experts[r, j]
-            else:
-                draft[r, j] = rng.choice(n_experts, p=p)
+    p_rows = pop[perms[layer]]                               # (rows, n_experts)
+    # top_k distinct experts drawn with probabilities p (Gumbel top-k = sampling without replacement)
+    keys = np.log(p_rows) + rng.gumbel(size=p_rows.shape)
+    chosen = np.argsort(-keys, axis=1, kind="stable")[:, :top_k]
+    noise = rng.gamma(4.0, size=(rows, top_k))
+    s = np.take_along_axis(p_rows, chosen, 1) * noise / noise.sum(1, keepdims=True)
+    order = np.argsort(-s, axis=1, kind="stable")
+    experts = np.take_along_axis(chosen, order, 1).astype(np.int64)
+    s = np.take_along_axis(s, order, 1)
+    scores = s / s.sum(1, keepdims=True)
+    draft = experts[:, :draft_k].copy()
+    if draft_k:
+        other = np.argmax(np.log(p_rows)[:, None, :] + rng.gumbel(size=(rows, draft_k, n_experts)), axis=2)
+        miss = rng.random((rows, draft_k)) >= draft_accuracy
+        draft[miss] = other[miss]
     out = {"step": step, "layer": layer, "experts": experts, "scores": scores,
            "n_experts": np.int64(n_experts), "n_layers": np.int64(n_layers)}
     if draft_k:
@@ -183,3 +188,42 @@ def zipf_ops(config, *, steps, n_layers=None, n_experts=None, top_k=2, alpha=1.0
     trace = zipf_routing(n_layers=n_layers or config.n_layers, n_experts=n_experts or config.n_experts,
                          top_k=top_k, steps=steps, alpha=alpha, seed=seed, draft_k=draft_k)
     return routing_to_ops(trace, score_bits=config.score_bits, planes=planes, prefetch=draft_k > 0)
+
+
+def _jsonl_ops(path, score_bits, planes, prefetch):
+    from .routing_trace import read_trace
+    header, records = read_trace(path)
+    ops = []
+    rows = 0
+    for rec in records:
+        layer = int(rec["layer"])
+        draft = rec["kind"] == "draft"
+        if draft and not prefetch:
+            continue
+        for experts, probs in zip(rec["experts"], rec["scores"]):
+            rows += 1
+            for e in experts:
+                s = quantize_score(probs[e], score_bits)
+                if draft:
+                    ops.append((Op.PREFETCH, Key(layer, int(e), Plane.MSB), s))
+                    continue
+                ops.append((Op.LOOKUP, Key(layer, int(e), Plane.MSB), s))
+                if planes == "both":
+                    ops.append((Op.LOOKUP, Key(layer, int(e), Plane.LSB), s))
+    return ops, int(header["n_layers"]), int(header["n_experts"]), rows
+
+
+def routing_file_ops(path, *, score_bits=8, planes="msb", prefetch=True):
+    """``(ops, n_layers, n_experts, rows)`` of a recorded trace: ``.npz`` (this module's format) or
+    the language model's JSON Lines (``.jsonl``)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        try:
+            return _jsonl_ops(path, score_bits, planes, prefetch)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            if isinstance(exc, UserError):
+                raise
+            raise UserError(f"routing trace {path}: malformed record ({exc!r})") from None
+    trace = load_routing(path)
+    return (routing_to_ops(trace, score_bits=score_bits, planes=planes, prefetch=prefetch),
+            int(trace["n_layers"]), int(trace["n_experts"]), len(trace["layer"]))
