@@ -291,8 +291,10 @@ def format_markdown(report):
     out += ["", "## Method", ""]
     if tech:
         flat = "flattened" if report["flatten"] else "hierarchy kept"
+        buffered = (f", buffering and sizing with inputs driven by {area['driving_cell']}"
+                    if area.get("driving_cell") else "")
         out.append(f"- Yosys {report['tools']['yosys'] or ''}: `synth -top` ({flat}), `dfflibmap`, "
-                   f"`abc -D {round(report['clock_ns'] * 1000)}` (ps)"
+                   f"`abc -D {round(report['clock_ns'] * 1000)}` (ps{buffered})"
                    + (f" with dont_use {', '.join(area['dont_use'])}" if area.get("dont_use") else "")
                    + ", `stat -liberty`.")
         if timing:

@@ -77,11 +77,36 @@ def nand2_weight(cell_type):
     return None, 0.0
 
 
-# ABC's script: Yosys' default for Liberty mapping without its SAT sweeps (`&fraig -x; scorr`).
-# Those took minutes per multiplier-rich module in the WebAssembly build (a 16-term PE: >5 min
-# against 6 s without them) for no better result there; structural rewriting (`dc2`), choices
-# (`&dch`) and delay-aware mapping (`&nf -D`) stay.
+# ABC's script: Yosys' default without its SAT sweeps (`&fraig -x; scorr`). Those took minutes
+# per multiplier-rich module in the WebAssembly build (a 16-term PE: >5 min against 6 s without
+# them); structural rewriting (`dc2`), choices (`&dch`) and delay-aware mapping (`&nf -D`) stay.
 ABC_SCRIPT = "+strash;dc2;dretime;strash;&get -n;&dch -f;&nf {D};&put"
+# With a Liberty file, ABC then buffers high-fanout nets and sizes gates for the period (what
+# Yosys' own script does with -constr). Without it a 16x16 array's broadcast mode bit drove 1 500
+# pins through one flip-flop: 59 ns paths and a 17 MHz "Fmax" that no real flow would report.
+ABC_LIBERTY_SCRIPT = ABC_SCRIPT + ";buffer -p;upsize {D};dnsize {D}"
+# Module outputs' load for ABC's sizing (femtofarads per Yosys' documentation of -constr).
+ABC_OUTPUT_LOAD = 0.01
+
+
+def driving_cell(liberty, dont_use=()):
+    """An inverter of the library (drive 2 if there is one) that ABC assumes drives each input.
+
+    Returns None when the library has no cell named like an inverter: ABC then maps without
+    buffering. ``dont_use`` patterns (fnmatch) are skipped.
+    """
+    import fnmatch
+    text = Path(liberty).read_text(errors="replace")
+    names = re.findall(r"^\s*cell\s*\(\s*\"?([\w.\-]+)\"?\s*\)", text, flags=re.M)
+    invs = [n for n in names if re.search(r"(?i)(^|_)(inv|clkinv)(_|x|\d|$)", n) and "clk" not in n.lower()
+            and not any(fnmatch.fnmatch(n, p) for p in dont_use)]
+    if not invs:
+        return None
+    for suffix in ("_2", "X2"):
+        for n in invs:
+            if n.endswith(suffix):
+                return n
+    return invs[0]
 
 
 def is_sky130(liberty):
@@ -98,7 +123,8 @@ def library_name(liberty):
     return match.group(1) if match else Path(liberty).name
 
 
-def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=None, flatten=False):
+def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=None, flatten=False,
+                 constr=None):
     """The Yosys script text (file names are written into it as given).
 
     Give file names relative to the folder Yosys runs in: the WebAssembly sandbox maps ``/tmp``
@@ -107,7 +133,8 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
     ``dont_use`` (patterns) defaults to :data:`SKY130_DONT_USE` for a sky130 library, else none.
     ``flatten`` synthesizes the design flat (better optimization across module boundaries, but
     area only for the top); otherwise hierarchy is kept for the per-module area and the mapped
-    netlist is flattened only for OpenSTA.
+    netlist is flattened only for OpenSTA. ``constr`` names ABC's constraint file (driving cell
+    and output load): ABC then buffers and sizes (:data:`ABC_LIBERTY_SCRIPT`).
     """
     lines = [f"read_verilog {_q(v)}" for v in verilog_files]
     lines += [f"hierarchy -check -top {_q(top)}",
@@ -124,7 +151,9 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
     du = "".join(f" -dont_use {_q(p)}" for p in dont_use)
     period_ps = max(1, round(clock_ns * 1000))
     lines += [f"dfflibmap -liberty {lib}{du}",
-              f'abc -liberty {lib} -D {period_ps} -script "{ABC_SCRIPT}"{du}',
+              f"abc -liberty {lib} -D {period_ps}"
+              + (f' -constr {_q(constr)} -script "{ABC_LIBERTY_SCRIPT}"' if constr else f' -script "{ABC_SCRIPT}"')
+              + du,
               "opt_clean",
               f"tee -o stat.txt stat -liberty {lib}",
               f"tee -q -o stat.json stat -json -liberty {lib}",
@@ -331,10 +360,17 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
         log(f"running Yosys on {top} ({'Liberty ' + library_name(liberty) if liberty else 'no Liberty: technology-independent'}) ...")
     if liberty is not None and dont_use is None:
         dont_use = SKY130_DONT_USE if is_sky130(liberty) else ()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    constr = driver = None
+    if liberty is not None:
+        driver = driving_cell(liberty, dont_use)
+        if driver:
+            constr = "abc.constr"
+            (out_dir / constr).write_text(f"set_driving_cell {driver}\nset_load {ABC_OUTPUT_LOAD}\n")
     # Relative names: the sandbox reaches every folder through "..", but its /tmp is private.
     script = yosys_script([os.path.relpath(v, out_dir) for v in files], top,
                           liberty=None if liberty is None else os.path.relpath(liberty, out_dir),
-                          clock_ns=clock_ns, dont_use=dont_use, flatten=flatten)
+                          clock_ns=clock_ns, dont_use=dont_use, flatten=flatten, constr=constr)
     run_yosys(script, out_dir, log=log)
     area = parse_stat_json(out_dir / "stat.json", liberty=liberty is not None)
     area["unit"] = "um^2" if liberty else "NAND2 eq."
@@ -344,4 +380,5 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
         area["unmapped"] = unmapped_cells(out_dir / "cells.json")
         area["library"] = library_name(liberty)
         area["dont_use"] = list(dont_use)
+        area["driving_cell"] = driver
     return area

@@ -99,6 +99,8 @@ def test_sky130_excludes_dont_use_cells(tmp_path):
     lib = _liberty("sky130hd")
     area = yosys_flow.synthesize_verilog(_write(Mac(), "mac", tmp_path), "mac", tmp_path, liberty=lib)
     assert "*lpflow*" in area["dont_use"] and "*conb*" in area["dont_use"]
+    assert area["driving_cell"] == "sky130_fd_sc_hd__inv_2"        # ABC buffers and sizes
+    assert "-constr abc.constr" in (tmp_path / "synth.ys").read_text()
     used = {c for m in area["modules"].values() for c in m["cell_types"]}
     assert used and all(c.startswith("sky130_fd_sc_hd__") for c in used)
     assert not any(p in c for c in used for p in ("lpflow", "probe", "clkbuf", "conb", "einv", "dlygate"))
@@ -204,6 +206,16 @@ def test_long_runs_report_progress(tmp_path, monkeypatch):
     yosys_flow.synthesize_verilog(_write(Mac(), "mac", tmp_path), "mac", tmp_path, log=lines.append)
     assert lines[0].startswith("running Yosys on mac") and lines[-1].startswith("Yosys finished in")
     assert any(line.startswith("Yosys still running") for line in lines[1:-1]), lines
+
+
+def test_driving_cell_choice(tmp_path):
+    lib = tmp_path / "x.lib"
+    lib.write_text("library (x) {\n  cell (NAND2_X1) { }\n  cell (INV_X1) { }\n  cell (INV_X2) { }\n"
+                   "  cell (CLKINV_X2) { }\n}\n")
+    assert yosys_flow.driving_cell(lib) == "INV_X2"
+    assert yosys_flow.driving_cell(lib, ["INV_X2"]) == "INV_X1"
+    lib.write_text("library (x) {\n  cell (NAND2_X1) { }\n}\n")
+    assert yosys_flow.driving_cell(lib) is None
 
 
 def test_nand2_weights():
