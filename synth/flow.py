@@ -130,7 +130,7 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
         sta = sta_flow.run_sta(area["netlist"], lib, top, out_dir, clock_ns=clock_ns,
                                activity=activity, log=log)
         runtime["sta"] = round(time.monotonic() - start, 2)
-        timing = {k: sta[k] for k in ("clock_ns", "clock_port", "worst_slack_ns", "tns_ns", "met",
+        timing = {k: sta[k] for k in ("clock_ns", "clock_port", "worst_slack_ns", "wns_ns", "tns_ns", "met",
                                       "fmax_mhz", "timing_report")}
         power = {"activity": activity, "clock_mhz": 1000.0 / clock_ns, "static_ports": sta["static_ports"],
                  **sta["power_mw"]}

@@ -125,7 +125,7 @@ def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock
     ``static_ports`` present in the design (by default the synchronous reset, held inactive while
     the design works) toggle at activity 0 rather than ``activity``.
 
-    Keys: ``clock_ns``, ``worst_slack_ns``, ``tns_ns``, ``met`` (slack >= 0), ``fmax_mhz``
+    Keys: ``clock_ns``, ``worst_slack_ns``, ``wns_ns`` (``min(0, worst slack)``), ``tns_ns``, ``met`` (slack >= 0), ``fmax_mhz``
     (None when nothing is constrained), ``activity``, ``power_mw`` (internal, switching, leakage,
     total; plus ``sequential_mw`` and ``combinational_mw``), ``timing_report`` (file with the
     critical path). Raises ``UserError`` when ``sta`` is missing or fails.
@@ -164,7 +164,8 @@ def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock
     power_mw["sequential"] = power_w.get("sequential", {}).get("total", 0.0) * 1e3
     power_mw["combinational"] = power_w.get("combinational", {}).get("total", 0.0) * 1e3
     return {"clock_ns": clock_ns, "clock_port": clock_port if has_clock else None,
-            "worst_slack_ns": slack if slack != float("inf") else None, "tns_ns": figures["tns_ns"],
+            "worst_slack_ns": slack if slack != float("inf") else None,
+            "wns_ns": min(0.0, slack), "tns_ns": figures["tns_ns"],
             "met": slack >= 0, "fmax_mhz": fmax, "activity": activity, "static_ports": static,
             "power_mw": power_mw,
             "timing_report": str(out_dir / "timing.rpt"), "sta_log": str(out_dir / "sta.log")}
