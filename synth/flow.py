@@ -159,6 +159,7 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
     area_total["sequential_share"] = (area_total["sequential_area"] / area_total["area"]
                                       if area_total["area"] else 0.0)
     report["area"]["groups"] = module_groups(area)
+    report["area"]["cells_by_type"] = cells_by_type(area)
     _write_reports(report, out_dir)
     if log:
         log(f"wrote {out_dir / 'report.md'} and {out_dir / 'report.json'}")
@@ -204,6 +205,15 @@ def module_groups(area):
         g["share_of_design"] = g["area"] / total
         g["sequential_share"] = g["sequential_area"] / g["area"] if g["area"] else 0.0
     return list(groups.values())
+
+
+def cells_by_type(area):
+    """``{cell type: count}`` over the whole design (every instance), most frequent first."""
+    counts = {}
+    for mod in area["modules"].values():
+        for cell, n in mod["cell_types"].items():
+            counts[cell] = counts.get(cell, 0) + n * mod["instances"]
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def tool_versions(yosys_log, with_sta):
@@ -283,6 +293,12 @@ def format_markdown(report):
                    f"{100 * g['share_of_design']:.1f} % | {100 * g['sequential_share']:.1f} % |")
     if len(groups) > MAX_TABLE_ROWS:
         out.append(f"| ... {len(groups) - MAX_TABLE_ROWS} more in report.json | | | | | |")
+    cells = area.get("cells_by_type", {})
+    if cells:
+        shown = list(cells.items())[:12]
+        rest = sum(cells.values()) - sum(n for _, n in shown)
+        out += ["", "Most used cells: " + ", ".join(f"`{c}` x{n}" for c, n in shown)
+                + (f", {rest} others" if rest else "") + "."]
     if area.get("unweighted_cells"):
         out += ["", "Cells without a NAND2 weight (not counted): "
                 + ", ".join(f"`{c}` x{n}" for c, n in sorted(area["unweighted_cells"].items()))]

@@ -193,7 +193,10 @@ def test_technology_independent_area(tmp_path):
     assert set(area["modules"]) == {"pair", "pair.mac_0", "pair.mac_1"}
     assert report["timing"] is None and report["power_mw"] is None and report["energy"] is None
     assert report["notes"] == [flow.NO_LIBERTY]
+    cells = area["cells_by_type"]
+    assert sum(cells.values()) == area["total"]["cells"] and all(c.startswith("$_") for c in cells)
     md = (tmp_path / "report.md").read_text()
+    assert "Most used cells: `$_" in md
     assert "NAND2 eq." in md and "Timing and power need a Liberty file" in md
     # 12-bit accumulators x2 + 13-bit output: 37 flip-flops with enable or reset
     dff, _ = yosys_flow.nand2_weight("$_DFF_P_")
