@@ -16,6 +16,7 @@ Without a Liberty file only the technology-independent area is reported; with on
 OpenSTA, area in um^2 and a sentence saying timing and power need OpenSTA.
 """
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -64,7 +65,7 @@ def resolve_liberty(liberty):
 
 
 def synthesize(top_name, params, out_dir, liberty=None, clock_ns=5.0, activity=0.2, *,
-               flatten=False, log=_stderr_log):
+               flatten=False, idle_ports=(), log=_stderr_log):
     """Synthesize a registered top with ``params`` (a dict; missing ones take defaults)."""
     from ..hw.tops import get_top
     _check_settings(clock_ns, activity)
@@ -77,18 +78,22 @@ def synthesize(top_name, params, out_dir, liberty=None, clock_ns=5.0, activity=0
     macs = top.macs_per_cycle(**params) if top.macs_per_cycle else None
     return synthesize_component(component, top_name, out_dir, params=params, macs_per_cycle=macs,
                                 liberty=lib, clock_ns=clock_ns, activity=activity, flatten=flatten,
-                                log=log)
+                                idle_ports=idle_ports, log=log)
 
 
 def synthesize_component(component, name, out_dir, *, params=None, macs_per_cycle=None, liberty=None,
-                         clock_ns=5.0, activity=0.2, flatten=False, log=_stderr_log):
+                         clock_ns=5.0, activity=0.2, flatten=False, idle_ports=(), log=_stderr_log):
     """Synthesize an Amaranth component as Verilog module ``name``.
 
     ``macs_per_cycle`` (``{mode: MACs per cycle}``) adds energy per MAC to the report.
     """
-    from ..hw.verilog import write_verilog
+    from ..hw.verilog import port_list, write_verilog
     _check_settings(clock_ns, activity)
     lib = resolve_liberty(liberty)
+    inputs = [p["name"] for p in port_list(component) if p["dir"] == "in" and p["name"] != "clk"]
+    for pattern in idle_ports:                 # refuse before the slow work
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in inputs):
+            raise UserError(f"--idle {pattern}: no input port of {name} matches; its inputs: {', '.join(inputs)}")
     out_dir = _out_dir(out_dir)
     start = time.monotonic()
     if log:
@@ -96,15 +101,21 @@ def synthesize_component(component, name, out_dir, *, params=None, macs_per_cycl
     v_path = write_verilog(component, name, out_dir, params or {})
     seconds = time.monotonic() - start
     report = synthesize_verilog([v_path], name, out_dir, params=params, macs_per_cycle=macs_per_cycle,
-                                liberty=lib, clock_ns=clock_ns, activity=activity, flatten=flatten, log=log)
+                                liberty=lib, clock_ns=clock_ns, activity=activity, flatten=flatten,
+                                idle_ports=idle_ports, log=log)
     report["runtime_s"]["verilog"] = round(seconds, 2)
     _write_reports(report, out_dir)
     return report
 
 
 def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cycle=None, liberty=None,
-                       clock_ns=5.0, activity=0.2, flatten=False, dont_use=None, log=_stderr_log):
-    """Synthesize Verilog files (a path or a list) with top module ``top``; see the module doc."""
+                       clock_ns=5.0, activity=0.2, flatten=False, dont_use=None, idle_ports=(),
+                       log=_stderr_log):
+    """Synthesize Verilog files (a path or a list) with top module ``top``; see the module doc.
+
+    ``idle_ports``: name patterns of input ports held still (activity 0) in the power analysis,
+    for example ``["i_lsb__*"]`` for a mode that never uses the LSB planes.
+    """
     _check_settings(clock_ns, activity)
     lib = resolve_liberty(liberty)
     out_dir = _out_dir(out_dir)
@@ -128,7 +139,7 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
                          + "; timing and power ignore them.")
         start = time.monotonic()
         sta = sta_flow.run_sta(area["netlist"], lib, top, out_dir, clock_ns=clock_ns,
-                               activity=activity, log=log)
+                               activity=activity, idle_ports=idle_ports, log=log)
         runtime["sta"] = round(time.monotonic() - start, 2)
         timing = {k: sta[k] for k in ("clock_ns", "clock_port", "worst_slack_ns", "wns_ns", "tns_ns", "met",
                                       "fmax_mhz", "timing_report")}

@@ -15,6 +15,7 @@ report, so each run sets the activity once and reports power once; errors are pr
 ``Error: ...`` lines while the script goes on, so the output is checked for them.
 """
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -45,6 +46,12 @@ def top_ports(netlist, top):
     if not match:
         raise UserError(f"module {top} not found in {netlist}")
     return [p.strip().lstrip("\\").split()[-1] for p in match.group(1).split(",") if p.strip()]
+
+
+def input_ports(netlist):
+    """Names of the input ports declared in a Yosys-written netlist (``input [7:0] a;``)."""
+    text = Path(netlist).read_text()
+    return re.findall(r"^\s*input\s+(?:\[[^\]]*\]\s*)?\\?([^\s;]+)\s*;", text, flags=re.M)
 
 
 def sta_script(netlist, liberty, top, clock_ns, activity, clock_port="clk", has_clock_port=True,
@@ -119,11 +126,13 @@ def _number(text):
 
 
 def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock_port="clk",
-            static_ports=("rst",), log=None):
+            static_ports=("rst",), idle_ports=(), log=None):
     """Timing and power of a gate-level netlist; returns a dict of figures.
 
     ``static_ports`` present in the design (by default the synchronous reset, held inactive while
-    the design works) toggle at activity 0 rather than ``activity``.
+    the design works) toggle at activity 0 rather than ``activity``. ``idle_ports`` are name
+    patterns (``i_lsb__*``) of more ports held still, for the power of a mode that leaves them
+    idle; a pattern that matches no port is refused.
 
     Keys: ``clock_ns``, ``worst_slack_ns``, ``wns_ns`` (``min(0, worst slack)``), ``tns_ns``, ``met`` (slack >= 0), ``fmax_mhz``
     (None when nothing is constrained), ``activity``, ``power_mw`` (internal, switching, leakage,
@@ -143,6 +152,12 @@ def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock
     ports = top_ports(netlist, top)
     has_clock = clock_port in ports
     static = [p for p in static_ports if p in ports and p != clock_port]
+    inputs = [p for p in input_ports(netlist) if p != clock_port] if idle_ports else []
+    for pattern in idle_ports:
+        matched = [p for p in inputs if fnmatch.fnmatchcase(p, pattern)]
+        if not matched:
+            raise UserError(f"--idle {pattern}: no input port of {top} matches; its inputs: {', '.join(inputs)}")
+        static += [p for p in matched if p not in static]
     script = out_dir / "sta.tcl"
     script.write_text(sta_script(netlist, liberty, top, clock_ns, activity, clock_port, has_clock, static))
     if log:

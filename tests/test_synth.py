@@ -146,6 +146,10 @@ def test_power_rises_with_activity(pair_report, tmp_path):
     for p in powers:
         assert p["total"] == pytest.approx(p["internal"] + p["switching"] + p["leakage"], rel=1e-3)
     assert pair_report["power_mw"]["static_ports"] == ["rst"]
+    idle = sta_flow.run_sta(netlist, lib, "pair", tmp_path / "idle", clock_ns=5.0, activity=0.2, idle_ports=["a", "b*"])
+    assert idle["static_ports"] == ["rst", "a", "b"] and idle["power_mw"]["total"] < totals[1]
+    with pytest.raises(UserError, match=r"--idle total: no input port of pair matches; its inputs: "):
+        sta_flow.run_sta(netlist, lib, "pair", tmp_path / "x", idle_ports=["total"])
 
 
 @needs_sta

@@ -96,6 +96,21 @@ def test_cli_synthesizes_verilog_files(tmp_path, capsys):
         assert (out / "netlist.v").exists() and (out / "timing.rpt").exists()
 
 
+def test_idle_ports_must_match_an_input(tmp_path):
+    # a component's ports are known before synthesis: refused at once
+    with pytest.raises(UserError, match=r"--idle acc: no input port of mac matches; its inputs: rst, a, b, en"):
+        flow.synthesize_component(Mac(), "mac", tmp_path, idle_ports=["acc"], log=None)
+    assert not (tmp_path / "mac.v").exists()
+    if not have("sta") or shipped_liberty("nangate45") is None:
+        return
+    # Verilog files: known once Yosys has read them; the last line says why, exit 2
+    src = tmp_path / "m.v"
+    src.write_text("module m(input a, output b);\n  assign b = ~a;\nendmodule\n")
+    result = _cli("--verilog", src, "--top", "m", "--liberty", "nangate45", "--idle", "q*", "-o", tmp_path / "o")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "elmoe3d: error: --idle q*: no input port of m matches; its inputs: a"
+
+
 def _cli(*argv):
     return subprocess.run([sys.executable, "-m", "elmoe3d", "synth", *map(str, argv)],
                           capture_output=True, text=True)

@@ -18,6 +18,9 @@ def add_arguments(p):
                    help="clock period target in ns (default %(default)s)")
     p.add_argument("--activity", type=unit_fraction, default=0.2, metavar="A",
                    help="toggle rate per cycle of the inputs for power (default %(default)s)")
+    p.add_argument("--idle", action="append", default=[], metavar="PORT",
+                   help="hold input ports matching this pattern still in the power analysis (activity "
+                        "0), e.g. 'i_lsb__*' for the power of a mode that leaves them idle; repeatable")
     p.add_argument("--flatten", action="store_true",
                    help="synthesize flat (optimizes across modules; area only for the whole design)")
     p.add_argument("--verilog", metavar="FILE", nargs="+", type=Path,
@@ -34,7 +37,7 @@ def run(args):
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise UserError(f"cannot write into {out}: folder {out.parent} does not exist")
     settings = dict(liberty=args.liberty, clock_ns=args.clock_ns, activity=args.activity,
-                    flatten=args.flatten)
+                    flatten=args.flatten, idle_ports=args.idle)
     if args.verilog:
         given = given_params(args)
         if given:
