@@ -16,8 +16,9 @@ operand), sums them with a balanced adder tree, applies the bit-nesting shift (:
   built by this one class, so the baseline differs only in what the bit slicing changes.
 - ``pipeline = 1`` registers the nested term (multiplier + tree in one stage, the accumulate in
   the next); ``pipeline = 0`` accumulates in the cycle of the inputs.
-- ``i_clear`` zeroes the accumulator and flushes the pipeline (the array raises it when it
-  accepts a command, with ``i_valid`` low).
+- ``i_clear`` zeroes the accumulator ``pipeline`` cycles later, like a term (the array raises
+  it when it accepts a command, with ``i_valid`` low); a term that follows the clear is added
+  after it. Registering it per PE keeps the array's clear net at one load per PE.
 
 With ``terms = 1`` this is the single MAC that ``tests/test_formal_pe.py`` proves: in FULL mode
 (an MSB cycle then an LSB cycle) it adds exactly ``a * q``; in DRAFT mode ``8 * a * m``.
@@ -145,13 +146,17 @@ class PE(wiring.Component):
         if self.pipeline:
             s1_term = Signal.like(term, name="s1_term", reset_less=True)  # guarded by s1_valid
             s1_valid = Signal(name="s1_valid")
-            m.d.sync += [s1_term.eq(term), s1_valid.eq(self.i_valid & ~self.i_clear)]
-            add_term, add_valid = s1_term, s1_valid
+            # The clear travels with the pipeline too: each PE's own register drives its
+            # accumulator's reset, so the array's clear net fans out to one flop per PE.
+            s1_clear = Signal(name="s1_clear")
+            m.d.sync += [s1_term.eq(term), s1_valid.eq(self.i_valid & ~self.i_clear),
+                         s1_clear.eq(self.i_clear)]
+            add_term, add_valid, clear = s1_term, s1_valid, s1_clear
         else:
-            add_term, add_valid = term, self.i_valid
+            add_term, add_valid, clear = term, self.i_valid, self.i_clear
 
         acc = Signal(signed(self.acc_bits), name="acc")
-        with m.If(self.i_clear):
+        with m.If(clear):
             m.d.sync += acc.eq(0)
         with m.Elif(add_valid):
             m.d.sync += acc.eq(acc + add_term)

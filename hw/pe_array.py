@@ -64,7 +64,7 @@ def gemv_cycles(*, k, cols, mode, pipeline=1, n=None, rows=None):
     """Analytical clock cycles of a GEMV with no stalls (what the benches measure).
 
     One command is ``1`` (accept, clear) ``+ phases * ceil(k / cols)`` (beats; 2 phases in FULL,
-    1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain, when k > 0) ``+ 1`` (result
+    1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain) ``+ 1`` (result
     transfer) cycles, from one command transfer to the next. With ``n`` and ``rows`` it is the
     whole GEMV of ``ceil(n / rows)`` row tiles. Batch lanes cost nothing extra.
     """
@@ -72,7 +72,7 @@ def gemv_cycles(*, k, cols, mode, pipeline=1, n=None, rows=None):
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     beats = _ceil_div(k, cols)
     phases = 2 if mode == "full" else 1
-    per_tile = 1 + phases * beats + (pipeline if beats else 0) + 1
+    per_tile = 1 + phases * beats + pipeline + 1
     tiles = 1 if n is None else _ceil_div(n, rows)
     return tiles * per_tile
 
@@ -125,6 +125,7 @@ class GemvArrayBase(wiring.Component):
         last_beat = Signal(name="last_beat")
         m.d.comb += last_beat.eq(remaining <= self.cols)
 
+        # operands[row]: that row's operand vector; shift[row]: its nesting shift (or None)
         pe_valid, beat_done, operands, shift = self._weights(m, running, act.valid, mode, clear)
         m.d.comb += act.ready.eq(beat_done)
 
@@ -150,7 +151,7 @@ class GemvArrayBase(wiring.Component):
                 m.d.comb += [pe.i_valid.eq(pe_valid), pe.i_clear.eq(clear),
                              res.payload[lane][r].eq(pe.o_acc)]
                 if pe.nested:
-                    m.d.comb += pe.i_shift.eq(shift)
+                    m.d.comb += pe.i_shift.eq(shift[r])
 
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
@@ -160,7 +161,7 @@ class GemvArrayBase(wiring.Component):
                     if self._command_has_mode:
                         m.d.sync += mode.eq(cmd.payload.mode)
                     with m.If(cmd.payload.k == 0):
-                        m.next = "DONE"
+                        m.next = "DRAIN" if self.pipeline else "DONE"   # the clear is pipelined
                     with m.Else():
                         m.next = "RUN"
             with m.State("RUN"):
@@ -170,7 +171,7 @@ class GemvArrayBase(wiring.Component):
                     with m.If(last_beat):
                         m.next = "DRAIN" if self.pipeline else "DONE"
             if self.pipeline:
-                with m.State("DRAIN"):      # the last term is in the PEs' pipeline register
+                with m.State("DRAIN"):      # the last term (or the clear) is in the PEs' pipeline
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += res.valid.eq(1)
@@ -233,16 +234,25 @@ class PEArray(GemvArrayBase):
         with m.If(lsb_fire | clear):
             m.d.sync += phase.eq(Plane.MSB)
 
-        operands = []
+        operands, shifts = [], []
         for r in range(self.rows):
+            # One copy of the phase register per row: the operand selects of a row (5 per
+            # weight) and its PEs' shift hang on their own flop instead of one array-wide net.
+            # Each copy holds through its own output, so synthesis cannot merge the copies.
+            phase_r = Signal(Plane, name=f"phase_{r}")
+            with m.If(msb_fire & full):
+                m.d.sync += phase_r.eq(Plane.LSB)
+            with m.If(lsb_fire | clear):
+                m.d.sync += phase_r.eq(Plane.MSB)
             aug = LsbAugment(width=self.cols)
             m.submodules[f"aug_{r}"] = aug
             m.d.comb += [aug.i_msb.eq(msb.payload[r]), aug.i_lsb.eq(lsb.payload[r]),
-                         aug.i_plane.eq(phase)]
+                         aug.i_plane.eq(phase_r)]
             operands.append(aug.o_operand)
+            shifts.append(aug.o_shift)
         pe_valid = msb_fire | lsb_fire
         beat_done = Mux(full, lsb_fire, msb_fire)
-        return pe_valid, beat_done, operands, phase == Plane.MSB
+        return pe_valid, beat_done, operands, shifts
 
 
 def _array_macs(*, rows, cols, lanes, **_):

@@ -111,7 +111,8 @@ def test_layouts_round_trip():
 
 
 @pytest.mark.parametrize("k, cols, mode, pipeline, n, rows, cycles", [
-    (0, 4, "draft", 1, None, None, 2),
+    (0, 4, "draft", 1, None, None, 3),
+    (0, 4, "full", 0, None, None, 2),
     (1, 4, "draft", 1, None, None, 4),
     (16, 4, "draft", 1, None, None, 7),
     (16, 4, "full", 1, None, None, 11),
