@@ -26,6 +26,9 @@ every weight fetch)::
   full_gemv(q, a)``. FULL has half the MAC rate of DRAFT and reads twice the weight bytes.
 - **Result.** After the pipeline drains, ``o_result`` offers all ``lanes x rows`` accumulators in
   one beat and holds them until the transfer; then the array accepts the next command.
+- **Fan-out.** The operand selects of a row (5 per weight) and its PEs' nesting shift hang on
+  that row's own copy of the phase register, and each PE registers the clear in its pipeline,
+  so no control net spans the whole array (the synthesis flow inserts no buffers).
 - **Streams.** Every port is an ``amaranth.lib.stream`` (transfer on ``valid & ready``). The
   array's ``ready`` outputs depend on the ``valid`` inputs (it takes an activation beat only
   together with its weight beat), never the other way round; ``o_result.valid`` never waits for
