@@ -96,3 +96,21 @@ def test_ports_and_widths():
     assert dut.o_data.payload.shape().size == 4 * 64 + 1
     assert dut.o_cmd[3].payload.shape().size == 20 + 5 + 2
     assert dut.i_beat[0].payload.shape().size == 64 + 2
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--top", "hb_memory", "--channels", "2", "--width", "16", "--burst", "4"], None),
+    (["--top", "expert_cache", "--entries", "8", "--policy", "score"], None),
+    (["--top", "hb_memory", "--burst", "6"], "burst must be a power of two, got 6"),
+    (["--top", "expert_cache", "--entries", "65"], "entries must be in [2, 64], got 65"),
+])
+def test_generate_tops(tmp_path, capsys, argv, fragment):
+    from elmoe3d.cli import main
+    status = main(["generate", "-o", str(tmp_path), *argv])
+    if fragment is None:
+        assert status == 0
+        name = argv[1]
+        meta = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (tmp_path / f"{name}.v").read_text().count(f"module {name}(") == 1 and meta["ports"]
+    else:
+        assert status == 2 and fragment in capsys.readouterr().err

@@ -60,7 +60,8 @@ def add_arguments(p):
     p.add_argument("--clock-ns", type=positive_float, default=5.0, help="synthesis clock target in ns (default %(default)s)")
     p.add_argument("--liberty", default="sky130hd", help="Liberty for synthesis (default %(default)s)")
     p.add_argument("--synth-entries", type=_int_list, default=[8, 16, 32],
-                   help="cache sizes to synthesize per policy, comma list (default 8,16,32; each <= 64)")
+                   help="cache sizes to synthesize with the first policy, comma list (default 8,16,32; each "
+                        "<= 64); the other policies are synthesized at 16")
     p.add_argument("--no-rtl", action="store_true", help="skip the Verilator measurements (latency, bandwidth)")
     p.add_argument("--no-synth", action="store_true", help="skip synthesis (area, Fmax)")
 
@@ -150,9 +151,15 @@ def _synth(out, args, hb_params):
     rows = []
 
     def one(top, params):
+        from ..errors import UserError
         t = time.monotonic()
-        r = synthesize(top, params, out / "synth" / f"{top}_{'_'.join(str(v) for v in params.values())}",
-                       liberty=args.liberty, clock_ns=args.clock_ns, log=None)
+        try:
+            r = synthesize(top, params, out / "synth" / f"{top}_{'_'.join(str(v) for v in params.values())}",
+                           liberty=args.liberty, clock_ns=args.clock_ns, log=None)
+        except (UserError, RuntimeError, OSError) as exc:     # one failed run must not lose the others
+            _log(f"synthesis of {top} {params} failed: {exc}")
+            rows.append({"top": top, "params": params, "error": str(exc).splitlines()[0]})
+            return
         mod = r["area"]["modules"][top]
         row = {"top": top, "params": params, "area_um2": mod["area"], "sequential_um2": mod["sequential_area"],
                "cells": mod["cells"], "fmax_mhz": r["timing"]["fmax_mhz"], "power_mw": r["power_mw"]["total"],
@@ -160,10 +167,13 @@ def _synth(out, args, hb_params):
         _log(f"synthesized {top} {params}: {row['area_um2']:.0f} um^2, Fmax {row['fmax_mhz']:.0f} MHz")
         rows.append(row)
 
-    for policy in args.policies:
-        for n in args.synth_entries:
-            if n <= 64:
-                one("expert_cache", {"entries": n, "policy": policy})
+    # area per slot with the first policy, then every other policy at 16 slots
+    first, others = args.policies[0], args.policies[1:]
+    for n in args.synth_entries:
+        if n <= 64:
+            one("expert_cache", {"entries": n, "policy": first})
+    for policy in others:
+        one("expert_cache", {"entries": 16, "policy": policy})
     one("hb_memory", hb_params)
     return rows
 
@@ -186,7 +196,7 @@ def run(args):
         raise UserError(f"--decay-shift must be in [1, 8], got {args.decay_shift}")
     hb_params = dict(channels=args.hb_channels, width=args.hb_width, burst=args.hb_burst, latency=args.hb_latency,
                      lines=1 << 20, len_bits=16)
-    hb = HBConfig(**hb_params)               # refuses bad HB parameters before the slow work
+    hb = HBConfig(**hb_params, clock_mhz=1000.0 / args.clock_ns)   # refuses bad HB parameters before the slow work
     trace = routing_file_ops(args.trace, planes=args.planes) if args.trace else None
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -247,13 +257,17 @@ def run(args):
                    f"{h4['lines'] // 4}-line reads back to back, {h4['lines']} lines in {h4['span_cycles']} cycles = "
                    f"**{h4['achieved_fraction']:.4f} of peak**; one plane {h1['span_cycles']} cycles "
                    f"({h1['achieved_fraction']:.4f}).",
-               f"Expert cache lookup latency {r['cache']['lookup_latency_cycles']} cycles (request handshake to "
+               f"Expert cache lookup latency {', '.join(map(str, r['cache']['lookup_latency_cycles']))} cycles (request handshake to "
                f"response valid), {r['cache']['cycles_per_op']:.3f} cycles per operation without stalls."]
     if "synth" in result:
         md += ["", f"## Area and Fmax ({args.liberty}, target {args.clock_ns} ns)", "",
                "| block | parameters | area um^2 | sequential um^2 | cells | Fmax MHz | power mW |",
                "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for row in result["synth"]:
+            if "error" in row:
+                md.append(f"| {row['top']} | {', '.join(f'{k}={v}' for k, v in row['params'].items())} | "
+                          f"failed: {row['error'][:80]} | | | | |")
+                continue
             md.append(f"| {row['top']} | {', '.join(f'{k}={v}' for k, v in row['params'].items())} | "
                       f"{row['area_um2']:.0f} | {row['sequential_um2']:.0f} | {row['cells']} | "
                       f"{row['fmax_mhz']:.0f} | {row['power_mw']:.2f} |")
