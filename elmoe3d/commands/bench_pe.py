@@ -36,6 +36,9 @@ def add_arguments(p):
     p.add_argument("--activity", type=unit_fraction, default=0.2, help="input activity for power (default %(default)s)")
     p.add_argument("--k", type=positive_int, default=4096, help="GEMV length for the cycle count (default %(default)s)")
     p.add_argument("--no-sim", action="store_true", help="skip the cycle-count simulation")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse a synthesis report already in -o DIR when its parameters, library, clock "
+                        "and activity match (re-render the tables without re-synthesizing)")
     p.add_argument("-o", "--out", metavar="DIR", default="elmoe3d-bench-pe",
                    help="folder for synthesis and simulation runs (default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
@@ -128,6 +131,19 @@ def _cycles(args, out):
     return rows
 
 
+def _reusable(folder, design, params, clock, activity):
+    """The report in ``folder`` if it was made for the same design and settings, else None."""
+    path = folder / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    same = (report.get("top") == design and report.get("clock_ns") == clock and report.get("activity") == activity
+            and all(report.get("params", {}).get(k) == v for k, v in params.items()))
+    if same:
+        print(f"elmoe3d bench-pe: reusing {path}", file=sys.stderr)
+    return report if same else None
+
+
 def run(args):
     from ..cli import writable_path
     if args.json:
@@ -154,8 +170,8 @@ def run(args):
         reports = {}
         for design in ("pe_array", "mac_array_baseline"):
             folder = out / f"{Path(lib).name.split('.')[0]}-{design}"
-            reports[design] = synthesize(design, params, folder, liberty=lib, clock_ns=clock,
-                                         activity=args.activity)
+            reports[design] = (_reusable(folder, design, params, clock, args.activity) if args.reuse else None) \
+                or synthesize(design, params, folder, liberty=lib, clock_ns=clock, activity=args.activity)
             result["reports"][f"{lib}/{design}"] = str(folder / "report.md")
             if reports[design]["timing"] is None:
                 raise UserError(f"{lib}: synthesis gave no timing/power (is OpenSTA installed?)")
