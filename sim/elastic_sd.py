@@ -29,6 +29,8 @@ Traffic model (what the statistics count; bytes are 4 bits per weight per plane)
 - A pass loads each expert that any of its tokens uses **once** (the union over batch and
   positions). A target pass looks up each such expert's MSB plane: a hit reads HB, a miss reads
   off-chip and fills the cache (replacement per policy); it always reads the LSB plane off-chip.
+  Within a pass the lookups go in ascending order of the experts' mean router score, so the
+  pass's most important experts are the most recently used ones.
   A draft pass reads MSB planes (and LSB planes when its expert bits are ``full``) of its experts
   without changing the cache; with ``prefetch`` the experts the draft's router ranks in the top
   ``k`` for the drafted tokens are filled ahead of verification (SpecMoE-style; counted as
@@ -244,7 +246,8 @@ class _Run:
     def target_traffic(self, result, count=True):
         plane, by = self.t.plane_bytes, self.c.bytes
         for layer, (r, used) in enumerate(zip(result.routing, self._experts_used(result))):
-            for e in used:
+            # least important first: the pass's heaviest experts end most recently used
+            for e in sorted(used, key=lambda e: self._scores(r, e)):
                 key, score = (layer, int(e), "msb"), self._scores(r, e)
                 hit = self.cache.lookup(key, score)
                 if not hit:

@@ -125,7 +125,7 @@ def run(args):
                   default=lambda x: x.item() if isinstance(x, np.generic) else str(x))
     _plot(rows, args.out / "sd.png")
     print(format_table(rows))
-    for line in best_per_batch(rows):
+    for line in best_per_batch(rows, target.cfg.top_k):
         print(line)
     print(f"wrote {args.out / 'sd.csv'}, {args.out / 'sd.json'}, {args.out / 'sd.png'}", file=sys.stderr)
     return 0
@@ -153,13 +153,20 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def best_per_batch(rows):
-    """Per batch size, the setting with the largest target-pass speed-up and the one with the
-    least off-chip traffic per token (the memory-bound cost)."""
+def is_target_copy(row, top_k):
+    """A draft identical to the target (all experts, all bits): always accepted, no cheaper."""
+    return (row["method"] == "elastic" and row["k_d"] == top_k and row["expert_bits"] == "full"
+            and row["dense_bits"] == "full" and row["expert_choice"] == "topk")
+
+
+def best_per_batch(rows, top_k):
+    """Per batch size, the setting with the largest target-pass speed-up (drafts identical to the
+    target left out) and the one with the least off-chip traffic per token (the memory-bound
+    cost)."""
     out = []
     for b in sorted({r["batch"] for r in rows}):
         rs = [r for r in rows if r["batch"] == b]
-        fast = max(rs, key=lambda r: (r["pass_speedup"], -r["bytes_per_token_offchip"]))
+        fast = max([r for r in rs if not is_target_copy(r, top_k)] or rs, key=lambda r: (r["pass_speedup"], -r["bytes_per_token_offchip"]))
         lean = min(rs, key=lambda r: (r["bytes_per_token_offchip"], -r["pass_speedup"]))
         out.append(f"batch {b:>2}: best speed-up {fast['label']} ({fast['pass_speedup']:.2f}x target passes, "
                    f"{fast['bytes_per_token_offchip'] / 1024:.0f} KiB/token off-chip); least off-chip traffic "
@@ -190,7 +197,7 @@ def _plot(rows, path):
                 pts = sorted((r["k_d"], r[key] / scale) for r in elastic
                              if (r["expert_bits"], r["dense_bits"], r["expert_choice"], r["gamma"], r["adaptive"]) == c)
                 ax.plot(*zip(*pts), marker="o",
-                        label=f"{c[0]}/{c[1]} {c[2]} g{c[3]}{'a' if c[4] else ''}")
+                        label=f"experts {c[0]}, dense {c[1]}, {c[2]}, g{c[3]}{'a' if c[4] else ''}")
             for r, style in ((r, s) for r in rs for m, s in (("plain", ":"), ("separate", "--")) if r["method"] == m):
                 if r[key] == r[key]:
                     ax.axhline(r[key] / scale, linestyle=style, color="gray",
