@@ -32,6 +32,7 @@ def test_help_everywhere(command):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["numerics", "--d-model", "-4"], "expected a positive integer, got '-4'"),
+    (["demo", "--quick", "-o", "/nonexistent/dir/demo"], "folder /nonexistent/dir does not exist"),
     (["numerics", "--top-k", "9"], "top_k = 9 exceeds the number of experts (8)"),
     (["numerics", "--bogus"], "unrecognized arguments: --bogus"),
     (["numerics", "--weights", "cauchy"], "invalid choice: 'cauchy'"),
@@ -47,3 +48,17 @@ def test_user_mistakes_are_one_line_and_exit_2(argv, fragment):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.synth
+def test_demo_runs_every_step_end_to_end(tmp_path):
+    """The README's first command (quick variant): report, Verilog, regression, synthesis."""
+    from elmoe3d.sim.toolchain import simulator_missing
+    if simulator_missing("verilator") and simulator_missing("icarus"):
+        pytest.skip("no simulator installed")
+    result = _run("demo", "--quick", "-o", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rel. RMS error, full INT8 vs float" in result.stdout
+    assert (tmp_path / "demo" / "verilog" / "pe_array.v").is_file()
+    assert "1 of 1 passed" in result.stdout
+    assert (tmp_path / "demo" / "synth" / "report.json").is_file()
