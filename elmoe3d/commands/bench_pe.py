@@ -39,7 +39,7 @@ def add_arguments(p):
     p.add_argument("--reuse", action="store_true",
                    help="reuse a synthesis report already in -o DIR when its parameters, library, clock "
                         "and activity match (re-render the tables without re-synthesizing)")
-    p.add_argument("-o", "--out", metavar="DIR", default="elmoe3d-bench-pe",
+    p.add_argument("-o", "--out", metavar="DIR", default="results/bench-pe",
                    help="folder for synthesis and simulation runs (default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
 

@@ -19,7 +19,7 @@ def add_arguments(p):
     p.add_argument("--only", metavar="TEXT", action="append",
                    help="run only entries whose name contains TEXT (repeatable)")
     p.add_argument("--list", action="store_true", help="list the regression entries and exit")
-    p.add_argument("-o", "--out", metavar="DIR", default="elmoe3d-regress",
+    p.add_argument("-o", "--out", metavar="DIR", default="results/regress",
                    help="folder for build folders, logs and results (default %(default)s)")
 
 
