@@ -1,6 +1,6 @@
 """The expert-cache RTL against the golden model (cocotb; one build folder per test node).
 
-Default run: per policy, 8 000 random operations with random stalls on all four streams, 2 000
+Default run: per policy, 5 000 random operations with random stalls on all four streams, 2 000
 without stalls (lookup latency and throughput checked), and a Zipf routing trace with draft
 prefetches. ``-m slow``: 100 000 random and 100 000+ Zipf operations per policy.
 """
@@ -33,9 +33,9 @@ def _run(tmp_path, params, cases, simulator="verilator"):
 
 @pytest.mark.parametrize("name", ["lru", "lfu", "score"])
 def test_cache_matches_golden(tmp_path, name):
-    cases = [{"kind": "random", "n": 8000, "seed": 11, "stall": 0.3},
+    cases = [{"kind": "random", "n": 5000, "seed": 11, "stall": 0.3},
              {"kind": "random", "n": 2000, "seed": 12, "stall": 0.0, "alpha": 0.6},
-             {"kind": "zipf", "steps": 300, "seed": 13, "stall": 0.2, "draft_k": 1, "alpha": 1.1}]
+             {"kind": "zipf", "steps": 250, "seed": 13, "stall": 0.2, "draft_k": 1, "alpha": 1.1}]
     rep = _run(tmp_path, PARAMS[name], cases)
     assert rep[1]["latency"] == [2]
     assert rep[1]["cycles"] <= 2 * rep[1]["ops"] + 10          # one operation every 2 cycles

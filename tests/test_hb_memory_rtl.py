@@ -33,7 +33,7 @@ def _run(tmp_path, params, cases, simulator="verilator"):
     return json.loads(report.read_text())
 
 
-def _random(seed, n=100, **kw):
+def _random(seed, n=80, **kw):
     case = {"kind": "random", "n": n, "seed": seed, "stall": 0.3, "cmd_stall": 0.3, "gap": 0.3, "illegal": 0.1}
     case.update(kw)
     return case
