@@ -160,9 +160,11 @@ def _synth(out, args, hb_params):
             _log(f"synthesis of {top} {params} failed: {exc}")
             rows.append({"top": top, "params": params, "error": str(exc).splitlines()[0]})
             return
-        mod = r["area"]["modules"][top]
-        row = {"top": top, "params": params, "area_um2": mod["area"], "sequential_um2": mod["sequential_area"],
-               "cells": mod["cells"], "fmax_mhz": r["timing"]["fmax_mhz"], "power_mw": r["power_mw"]["total"],
+        total = r["area"]["total"]                  # the whole design, submodules included
+        timing, power = r.get("timing") or {}, r.get("power_mw") or {}
+        row = {"top": top, "params": params, "area_um2": total["area"], "sequential_um2": total["sequential_area"],
+               "cells": total["cells"], "fmax_mhz": timing.get("fmax_mhz", float("nan")),
+               "power_mw": power.get("total", float("nan")),
                "seconds": round(time.monotonic() - t, 1)}
         _log(f"synthesized {top} {params}: {row['area_um2']:.0f} um^2, Fmax {row['fmax_mhz']:.0f} MHz")
         rows.append(row)
