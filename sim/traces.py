@@ -191,25 +191,34 @@ def zipf_ops(config, *, steps, n_layers=None, n_experts=None, top_k=2, alpha=1.0
 
 
 def _jsonl_ops(path, score_bits, planes, prefetch):
+    """Cache operations of the language model's JSON Lines trace, as ``elmoe3d sd`` counts them.
+
+    A pass loads each expert that any of its tokens uses once (the union over the batch and
+    positions), so each pass record gives one operation per *unique* expert, in ascending order
+    of the expert's mean router probability over the pass's tokens (its most important experts
+    end most recently used), with that mean as the score: the order and scores of
+    ``sim/elastic_sd.py``. Target and prefill passes look up; draft passes prefetch.
+    """
     from .routing_trace import read_trace
     header, records = read_trace(path)
     ops = []
     rows = 0
     for rec in records:
         layer = int(rec["layer"])
+        rows += len(rec["experts"])
         draft = rec["kind"] == "draft"
-        if draft and not prefetch:
+        if (draft and not prefetch) or not rec["experts"]:
             continue
-        for experts, probs in zip(rec["experts"], rec["scores"]):
-            rows += 1
-            for e in experts:
-                s = quantize_score(probs[e], score_bits)
-                if draft:
-                    ops.append((Op.PREFETCH, Key(layer, int(e), Plane.MSB), s))
-                    continue
-                ops.append((Op.LOOKUP, Key(layer, int(e), Plane.MSB), s))
-                if planes == "both":
-                    ops.append((Op.LOOKUP, Key(layer, int(e), Plane.LSB), s))
+        used = sorted({int(e) for experts in rec["experts"] for e in experts})
+        mean = np.asarray(rec["scores"], dtype=np.float64)[:, used].mean(axis=0)
+        for e, p in sorted(zip(used, mean), key=lambda pair: pair[1]):
+            s = quantize_score(p, score_bits)
+            if draft:
+                ops.append((Op.PREFETCH, Key(layer, e, Plane.MSB), s))
+                continue
+            ops.append((Op.LOOKUP, Key(layer, e, Plane.MSB), s))
+            if planes == "both":
+                ops.append((Op.LOOKUP, Key(layer, e, Plane.LSB), s))
     return ops, int(header["n_layers"]), int(header["n_experts"]), rows
 
 

@@ -46,7 +46,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--decay-shift", type=positive_int, default=6, help="score policy decay shift (default %(default)s)")
     p.add_argument("--prefetch", action="store_true",
-                   help="Zipf trace: add one draft-predicted prefetch per row (80%% accurate), SpecMoE style")
+                   help="prefetch what the draft predicts, SpecMoE style: on the Zipf trace one prefetch per "
+                        "row (80%% accurate), on a recorded trace the experts of its draft passes")
     p.add_argument("--trace", type=existing_file, metavar="FILE",
                    help="also sweep a recorded routing trace: .npz (format in sim/traces.py) or the .jsonl "
                         "that `elmoe3d sd --traces` writes")
@@ -199,7 +200,7 @@ def run(args):
     hb_params = dict(channels=args.hb_channels, width=args.hb_width, burst=args.hb_burst, latency=args.hb_latency,
                      lines=1 << 20, len_bits=16)
     hb = HBConfig(**hb_params, clock_mhz=1000.0 / args.clock_ns)   # refuses bad HB parameters before the slow work
-    trace = routing_file_ops(args.trace, planes=args.planes) if args.trace else None
+    trace = routing_file_ops(args.trace, planes=args.planes, prefetch=args.prefetch) if args.trace else None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
