@@ -123,8 +123,8 @@ class MoELM(nn.Module):
             lbs.append(lb)
         return self.lm_head(self.norm(x)), torch.stack(lbs).mean()
 
-    def export(self):
-        """``{key: float64 numpy array}`` in the :mod:`.lm_config` layout."""
+    def parameter_map(self):
+        """``{key: parameter}`` in the :mod:`.lm_config` layout (what export and load share)."""
         out = {"tok_emb": self.tok_emb.weight, "norm": self.norm.weight, "lm_head": self.lm_head.weight}
         for i, b in enumerate(self.layers):
             p = f"layers.{i}."
@@ -132,18 +132,15 @@ class MoELM(nn.Module):
                         p + "wq": b.wq.weight, p + "wk": b.wk.weight, p + "wv": b.wv.weight,
                         p + "wo": b.wo.weight, p + "router": b.router, p + "gate": b.gate,
                         p + "up": b.up, p + "down": b.down})
-        return {k: v.detach().double().numpy() for k, v in out.items()}
+        return out
+
+    def export(self):
+        """``{key: float64 numpy array}`` in the :mod:`.lm_config` layout."""
+        return {k: v.detach().double().numpy() for k, v in self.parameter_map().items()}
 
     def load(self, weights):
         """Load ``{key: array}`` (the :mod:`.lm_config` layout) into the parameters."""
-        own = {}
-        for i, b in enumerate(self.layers):
-            p = f"layers.{i}."
-            own.update({p + "attn_norm": b.attn_norm.weight, p + "ffn_norm": b.ffn_norm.weight,
-                        p + "wq": b.wq.weight, p + "wk": b.wk.weight, p + "wv": b.wv.weight,
-                        p + "wo": b.wo.weight, p + "router": b.router, p + "gate": b.gate,
-                        p + "up": b.up, p + "down": b.down})
-        own.update({"tok_emb": self.tok_emb.weight, "norm": self.norm.weight, "lm_head": self.lm_head.weight})
+        own = self.parameter_map()
         assert set(own) == set(weight_shapes(self.cfg))
         with torch.no_grad():
             for k, param in own.items():
