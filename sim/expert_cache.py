@@ -50,7 +50,7 @@ plane hit by a demand access before it left).
 import enum
 from dataclasses import asdict, dataclass, field
 
-from ..errors import UserError
+from ..errors import UserError, check_int
 
 POLICIES = ("lru", "lfu", "score")
 
@@ -69,13 +69,6 @@ class Plane(enum.IntEnum):
 
     MSB = 0
     LSB = 1
-
-
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise UserError(f"{name} must be in [{lo}, {hi}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -104,15 +97,15 @@ class CacheConfig:
     plane_bytes: int = 1 << 20
 
     def __post_init__(self):
-        _check_int("entries", self.entries, 2, 4096)
+        check_int("entries", self.entries, 2, 4096)
         if self.policy not in POLICIES:
             raise UserError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        _check_int("layer_bits", self.layer_bits, 1, 8)
-        _check_int("expert_bits", self.expert_bits, 1, 10)
-        _check_int("count_bits", self.count_bits, 2, 16)
-        _check_int("score_bits", self.score_bits, 1, 16)
-        _check_int("decay_shift", self.decay_shift, 1, 8)
-        _check_int("plane_bytes", self.plane_bytes, 1, 1 << 40)
+        check_int("layer_bits", self.layer_bits, 1, 8)
+        check_int("expert_bits", self.expert_bits, 1, 10)
+        check_int("count_bits", self.count_bits, 2, 16)
+        check_int("score_bits", self.score_bits, 1, 16)
+        check_int("decay_shift", self.decay_shift, 1, 8)
+        check_int("plane_bytes", self.plane_bytes, 1, 1 << 40)
 
     @property
     def slot_bits(self):

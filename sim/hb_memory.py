@@ -24,14 +24,7 @@ peak bandwidth is ``line_bytes`` per cycle.
 
 from dataclasses import asdict, dataclass
 
-from ..errors import UserError
-
-
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise UserError(f"{name} must be in [{lo}, {hi}], got {value}")
+from ..errors import UserError, check_int
 
 
 def _pow2(name, value):
@@ -70,20 +63,20 @@ class HBConfig:
     clock_mhz: float = 1000.0
 
     def __post_init__(self):
-        _check_int("channels", self.channels, 1, 16)
-        _check_int("width", self.width, 8, 512)
+        check_int("channels", self.channels, 1, 16)
+        check_int("width", self.width, 8, 512)
         if self.width % 8:
             raise UserError(f"width must be a multiple of 8, got {self.width}")
-        _check_int("burst", self.burst, 1, 256)
+        check_int("burst", self.burst, 1, 256)
         _pow2("burst", self.burst)
-        _check_int("latency", self.latency, 1, 1024)
-        _check_int("outstanding", self.outstanding, 0, 64)
+        check_int("latency", self.latency, 1, 1024)
+        check_int("outstanding", self.outstanding, 0, 64)
         if self.outstanding:
-            _check_int("outstanding", self.outstanding, 2, 64)
+            check_int("outstanding", self.outstanding, 2, 64)
             _pow2("outstanding", self.outstanding)
-        _check_int("lines", self.lines, 2, 1 << 32)
+        check_int("lines", self.lines, 2, 1 << 32)
         _pow2("lines", self.lines)
-        _check_int("len_bits", self.len_bits, 1, 32)
+        check_int("len_bits", self.len_bits, 1, 32)
         if not self.clock_mhz > 0:
             raise UserError(f"clock_mhz must be > 0, got {self.clock_mhz}")
         if self.slots > 64:
