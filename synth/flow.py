@@ -55,7 +55,7 @@ def resolve_liberty(liberty):
     """``None``, a shipped short name (``sky130hd``, ``nangate45``) or a path -> readable path."""
     if liberty is None:
         return None
-    from ..sim.toolchain import liberty_path
+    from ..toolchain import liberty_path
     path = liberty_path(str(liberty))
     # liberty_path looks for the word; a Liberty file opens its library group near the start
     head = path.read_bytes()[:65536].decode("latin-1")

@@ -53,7 +53,7 @@ def test_user_mistakes_are_one_line_and_exit_2(argv, fragment):
 @pytest.mark.synth
 def test_demo_runs_every_step_end_to_end(tmp_path):
     """The README's first command (quick variant): report, Verilog, regression, synthesis."""
-    from elmoe3d.sim.toolchain import simulator_missing
+    from elmoe3d.toolchain import simulator_missing
     if simulator_missing("verilator") and simulator_missing("icarus"):
         pytest.skip("no simulator installed")
     result = _run("demo", "--quick", "-o", str(tmp_path / "demo"))

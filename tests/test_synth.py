@@ -15,7 +15,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.toolchain import have, shipped_liberty
+from elmoe3d.toolchain import have, shipped_liberty
 from elmoe3d.synth import flow, sta_flow, yosys_flow
 
 pytestmark = pytest.mark.synth

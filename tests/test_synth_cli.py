@@ -13,7 +13,7 @@ from elmoe3d.commands._top_args import add_top_arguments, top_params
 from elmoe3d.errors import UserError
 from elmoe3d.hw import tops as tops_module
 from elmoe3d.hw.tops import Param, Top
-from elmoe3d.sim.toolchain import have, shipped_liberty
+from elmoe3d.toolchain import have, shipped_liberty
 from elmoe3d.synth import flow
 
 from test_synth import Mac  # pytest puts tests/ on sys.path

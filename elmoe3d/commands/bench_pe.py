@@ -45,7 +45,7 @@ def add_arguments(p):
 
 
 def _libraries(args):
-    from ..sim.toolchain import LIBERTY_FILES, PDK_DIR
+    from ..toolchain import LIBERTY_FILES, PDK_DIR
     libs = args.liberty or [n for n in LIBERTY_FILES if (PDK_DIR / LIBERTY_FILES[n]).is_file()]
     if not libs:
         raise UserError(f"no shipped Liberty file in {PDK_DIR}: pass --liberty FILE")

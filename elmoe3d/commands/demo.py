@@ -34,7 +34,7 @@ def _step(title, argv):
 
 def run(args):
     from ..cli import writable_path
-    from ..sim.toolchain import shipped_liberty, simulator_missing
+    from ..toolchain import shipped_liberty, simulator_missing
 
     out = Path(args.out)
     writable_path(out)                       # refuse a missing parent before any work

@@ -66,7 +66,7 @@ def _output_to(path):
 
 
 def run(args):
-    from ..sim.toolchain import simulator_missing
+    from ..toolchain import simulator_missing
     entries = _selected(args)
     if args.list:
         for e in entries:

