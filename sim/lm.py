@@ -23,6 +23,12 @@ An :class:`Execution` says how a pass computes:
 - ``expert_bits``: ``full`` or ``draft`` (MSB planes + LSB augmentation, :func:`~.gemv.draft_gemv`)
   for the experts; ``dense_bits`` the same for the attention projections and the LM head.
 - ``k``: experts per token (the draft's budget ``k_d``); ``None`` means the model's ``top_k``.
+- ``int_moe``: every MoE layer on the integer path of SPEC section 7 (:mod:`.int_moe`): the host
+  quantizes the normed hidden state per token (INT8 and a fixed-point scale), the layer runs in
+  integers (router, top-k, gate weights, SwiGLU, combine) and its INT32 output is dequantized
+  by the layer's ``out_scale`` into the residual stream. The layer runs on
+  :attr:`MoELM.moe_engine`: the golden :func:`~.int_moe.int_moe` by default, or any engine with
+  the same call (the instruction-set simulator, ``elmoe3d.firmware.engine``).
 
 ``allowed`` (per layer, a boolean mask over experts) restricts the choice to the experts whose
 MSB planes are in the HB cache: the draft's ``cached`` expert choice. Routing weights are always
@@ -37,8 +43,10 @@ from ..errors import UserError
 from .blas_threads import single_threaded
 from .kv_cache import KVCache
 from .lm_config import LMConfig, load_weights, weight_shapes
-from .moe_layer import (Expert, QExpert, QLinear, expert_float, expert_int8, linear_int8,
-                        renormalize, router_probs, softmax, top_k)
+from .int_moe import IntPass, calibrate_layer, fold_layer, int_moe, load_int_scales, quantize_tokens
+from .int_moe import scales_path as int_scales_path
+from .moe_layer import (Expert, QExpert, QLinear, QMoEWeights, expert_float, expert_int8,
+                        linear_int8, renormalize, router_probs, softmax, top_k)
 
 BIT_MODES = ("full", "draft")
 MAX_BATCH = 16
@@ -61,6 +69,7 @@ class Execution:
     expert_bits: str = "full"
     dense_bits: str = "full"
     k: int = None
+    int_moe: bool = False
 
     def __post_init__(self):
         for name in ("expert_bits", "dense_bits"):
@@ -71,10 +80,13 @@ class Execution:
             raise UserError("draft bit modes need the INT8 path (int8=True)")
         if self.k is not None and (not isinstance(self.k, (int, np.integer)) or self.k < 1):
             raise UserError(f"experts per token must be a positive integer, got {self.k!r}")
+        if self.int_moe and not self.int8:
+            raise UserError("the integer MoE path needs the INT8 path (int8=True)")
 
 
 TARGET = Execution()
 FLOAT = Execution(int8=False)
+INT_TARGET = Execution(int_moe=True)
 
 
 @dataclass
@@ -97,6 +109,7 @@ class ForwardResult:
     routing: list = field(default_factory=list)
     seq_of_token: np.ndarray = None
     positions: np.ndarray = None
+    moe_inputs: list = None
 
 
 def rms_norm(x, gain, eps):
@@ -144,12 +157,58 @@ class MoELM:
         self.experts = [[Expert(*(self.w[f"layers.{i}.{p}"][e] for p in ("gate", "up", "down")))
                          for e in range(cfg.n_experts)] for i in range(cfg.n_layers)]
         self.qexperts = [[QExpert.from_float(e) for e in layer] for layer in self.experts]
+        self.int_scales = None      # per layer, the static scales of the integer MoE path
+        self._int_layers = None
+        self.moe_engine = self.golden_engine
+
+    # -- the integer MoE path (SPEC section 7) -----------------------------------------------
+    def qlayer(self, layer):
+        """Layer ``layer``'s MoE weights, quantized (:class:`~.moe_layer.QMoEWeights`)."""
+        return QMoEWeights(self.w[f"layers.{layer}.router"], self.qexperts[layer])
+
+    def set_int_scales(self, scales):
+        """Use per-layer static scales (a list of :func:`~.int_moe.calibrate_layer` dicts)."""
+        if not isinstance(scales, (list, tuple)) or len(scales) != self.cfg.n_layers:
+            raise UserError(f"integer MoE scales must be a list of {self.cfg.n_layers} layers")
+        self._int_layers = [fold_layer(self.qlayer(i), sc, self.cfg.top_k) for i, sc in enumerate(scales)]
+        self.int_scales = [dict(layer.scales) for layer in self._int_layers]
+
+    def calibrate_int(self, windows):
+        """Fix the integer path's static scales from the MoE inputs of TARGET passes over
+        ``windows`` (n, L) bytes; returns them (what :meth:`set_int_scales` takes)."""
+        windows = np.asarray(windows)
+        inputs = [[] for _ in range(self.cfg.n_layers)]
+        for start in range(0, len(windows), MAX_BATCH):
+            chunk = windows[start:start + MAX_BATCH]
+            res = self.forward(list(chunk), self.new_cache(len(chunk)), TARGET, capture=True)
+            for i, h in enumerate(res.moe_inputs):
+                inputs[i].append(h)
+        scales = [calibrate_layer(self.qlayer(i), np.concatenate(h), self.cfg.top_k) for i, h in enumerate(inputs)]
+        self.set_int_scales(scales)
+        return self.int_scales
+
+    @property
+    def int_layers(self):
+        """The folded integer layers (:class:`~.int_moe.IntMoELayer`), one per MoE layer."""
+        if self._int_layers is None:
+            raise UserError("the integer MoE path needs calibrated scales: load a model with its "
+                            "scales file, or call calibrate_int()")
+        return self._int_layers
+
+    def golden_engine(self, layer, x, xm, xe, moe_pass, allowed):
+        """The default engine of the integer path: the golden :func:`~.int_moe.int_moe`."""
+        return int_moe(self.int_layers[layer], x, xm, xe, moe_pass, allowed)
 
     @classmethod
     def load(cls, path):
-        """A model from a weights file (:func:`~.lm_config.load_weights`; clear errors)."""
+        """A model from a weights file (:func:`~.lm_config.load_weights`; clear errors), with the
+        integer path's scales from ``<stem>.int_scales.json`` beside it when that file exists."""
         cfg, weights, meta = load_weights(path)
-        return cls(cfg, weights, meta)
+        model = cls(cfg, weights, meta)
+        scales = int_scales_path(path)
+        if scales.exists():
+            model.set_int_scales(load_int_scales(scales))
+        return model
 
     # -- sizes the traffic model needs ------------------------------------------------------
     @property
@@ -203,6 +262,13 @@ class MoELM:
         k = c.top_k if execution.k is None else execution.k
         if k > c.top_k:
             raise UserError(f"experts per token k = {k} exceeds the model's top_k = {c.top_k}")
+        if execution.int_moe:
+            a, xm, xe = quantize_tokens(h)
+            moe_pass = IntPass(bits=execution.expert_bits, k=k,
+                               choice="topk" if allowed is None else "cached")
+            mask = None if allowed is None else np.asarray(allowed, dtype=bool)
+            res = self.moe_engine(layer, a, xm, xe, moe_pass, mask)
+            return res.out * self._int_layers[layer].out_scale, Routing(res.chosen, probs)
         scores = probs
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)
@@ -225,11 +291,12 @@ class MoELM:
         return out, Routing(chosen, probs)
 
     # -- the pass ----------------------------------------------------------------------------
-    def forward(self, new_tokens, cache, execution=TARGET, allowed=None):
+    def forward(self, new_tokens, cache, execution=TARGET, allowed=None, capture=False):
         """Append ``new_tokens[b]`` (bytes, 1-D ints, possibly empty) to sequence ``b`` of
         ``cache`` and return their logits and routing (:class:`ForwardResult`).
 
         ``allowed``: None, or per layer a boolean mask (n_experts,) of the usable experts.
+        ``capture``: also return each MoE layer's input (the normed hidden state, (T, d)).
         """
         c = self.cfg
         if len(new_tokens) != cache.batch:
@@ -247,19 +314,22 @@ class MoELM:
         seq_of = np.repeat(np.arange(cache.batch), counts)
         positions = np.concatenate([np.arange(L, L + n) for L, n in zip(cache.lengths, counts)])
         x = self.w["tok_emb"][np.concatenate(toks).astype(np.int64)]
-        routing = []
+        routing, inputs = [], []
         for i in range(c.n_layers):
             p = f"layers.{i}."
             x = x + self._attention(i, rms_norm(x, self.w[p + "attn_norm"], c.norm_eps), cache,
                                     counts, positions, execution)
-            y, r = self._moe(i, rms_norm(x, self.w[p + "ffn_norm"], c.norm_eps), execution,
-                             None if allowed is None else allowed[i])
+            h = rms_norm(x, self.w[p + "ffn_norm"], c.norm_eps)
+            if capture:
+                inputs.append(h)
+            y, r = self._moe(i, h, execution, None if allowed is None else allowed[i])
             x = x + y
             routing.append(r)
         cache.advance(counts)
         logits = self._proj(rms_norm(x, self.w["norm"], c.norm_eps), "lm_head", execution,
                             execution.dense_bits)
-        return ForwardResult(np.split(logits, np.cumsum(counts)[:-1]), routing, seq_of, positions)
+        return ForwardResult(np.split(logits, np.cumsum(counts)[:-1]), routing, seq_of, positions,
+                             inputs if capture else None)
 
     def logits(self, sequences, execution=TARGET):
         """Logits of every position of whole sequences (a fresh cache): a list of (n_b, 256)."""
