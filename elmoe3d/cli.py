@@ -4,12 +4,16 @@ Each sub-command lives in its own module under ``elmoe3d.commands`` and provides
 line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules import heavy dependencies
 (Amaranth, cocotb, ...) inside ``run`` so that ``elmoe3d --help`` stays fast.
 
-A user's mistake (bad option, bad value, missing file) prints one line on stderr and exits with
-status 2; set ``ELMOE3D_DEBUG=1`` to see the traceback instead.
+A user's mistake (bad option, bad value, missing or corrupt file, an output path that cannot
+be written, a full disk) prints one line on stderr and exits with status 2; set
+``ELMOE3D_DEBUG=1`` to see the traceback instead. Output whose reader has gone (``elmoe3d ... |
+head``) ends the command quietly with status 141, as a Unix tool killed by ``SIGPIPE`` does.
 """
 
 import argparse
+import errno
 import importlib
+import math
 import os
 import pkgutil
 import sys
@@ -69,8 +73,33 @@ def positive_float(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def finite_float(text):
+    """argparse type: a finite float (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# A clock period is given in ns; synthesis hands ABC whole picoseconds and OpenSTA reports to
+# the picosecond, so below 1 ps nothing is measured; above 1 ms (1 kHz) is no clock target.
+CLOCK_NS_MIN, CLOCK_NS_MAX = 0.001, 1e6
+
+
+def clock_ns(text):
+    """argparse type: a clock period in ns, in [CLOCK_NS_MIN, CLOCK_NS_MAX]."""
+    value = positive_float(text)
+    if not CLOCK_NS_MIN <= value <= CLOCK_NS_MAX:
+        raise argparse.ArgumentTypeError(f"expected a clock period from {CLOCK_NS_MIN} ns (1 ps) to "
+                                         f"{CLOCK_NS_MAX:g} ns, got {text!r}")
     return value
 
 
@@ -88,20 +117,18 @@ def unit_fraction(text):
 def existing_file(text):
     """argparse type: the path of a readable file."""
     path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got an empty string")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return path
 
 
 def writable_path(text):
-    """Refuse, before any work is done, an output path whose folder does not exist."""
-    path = Path(text)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {text}: folder {parent} does not exist")
-    if path.is_dir():
-        raise UserError(f"cannot write {text}: it is a folder")
-    return path
+    """Check, before any work is done, that the file ``text`` can be written (its folder is
+    created if missing); see :func:`elmoe3d.paths.output_file`."""
+    from .paths import output_file
+    return output_file(text)
 
 
 def build_parser():
@@ -118,18 +145,47 @@ def build_parser():
     return parser
 
 
+EXIT_BROKEN_PIPE = 141      # 128 + SIGPIPE: what a shell reports for `yes | head`
+
+
+def _quiet_broken_pipe():
+    """The reader of stdout has gone: point stdout at /dev/null so that Python's final flush
+    does not complain again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        return args._run(args) or 0
-    except (UserError, FileNotFoundError) as exc:
+        status = args._run(args) or 0
+        sys.stdout.flush()          # a closed pipe shows here, inside the handler, not at exit
+        return status
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return EXIT_BROKEN_PIPE
+    except (UserError, OSError) as exc:
         if os.environ.get("ELMOE3D_DEBUG"):
             raise
-        message = str(exc) if isinstance(exc, UserError) else f"no such file: {exc.filename}"
+        if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+            _quiet_broken_pipe()
+            return EXIT_BROKEN_PIPE
+        if isinstance(exc, UserError):
+            message = str(exc)
+        else:
+            from .paths import os_error_message
+            message = os_error_message(exc)
         if not message.startswith("elmoe3d"):
             message = f"elmoe3d: error: {message}"
-        print(message.replace("\n", " "), file=sys.stderr)
+        try:
+            print(" ".join(message.split("\n")), file=sys.stderr)
+        except OSError:
+            pass
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("elmoe3d: interrupted", file=sys.stderr)

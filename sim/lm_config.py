@@ -26,6 +26,7 @@ upcast to float64 on load; that float16-rounded model *is* the float reference.
 """
 
 import json
+import math
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -107,14 +108,27 @@ class LMConfig:
 
     @classmethod
     def from_json(cls, text):
+        """The config from its JSON text; ``UserError`` for bad JSON, unknown fields or a value of
+        the wrong type (an integer field given a string or float, a float field a non-number)."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise UserError(f"model config is not valid JSON: {exc}") from None
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        if not isinstance(data, dict):
+            raise UserError(f"model config must be a JSON object, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
         if unknown:
             raise UserError(f"model config has unknown fields: {', '.join(sorted(unknown))}")
+        for name, value in data.items():
+            want = known[name].type
+            if want in (int, "int"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok:
+                raise UserError(f"model config field {name} must be a {'n integer' if want in (int, 'int') else ' finite number'}"
+                                f", got {value!r}")
         return cls(**data)
 
 
@@ -166,6 +180,28 @@ def save_weights(path, cfg, weights, meta=None, dtype=np.float16):
     tmp.replace(path)
 
 
+# Metadata keys that readers use, and the JSON types they expect.
+_META_TYPES = {"steps": int, "python": str, "heldout_files": list, "phases": list, "seed": int,
+               "batch": int, "seq": int, "train_minutes": (int, float), "unigram_bits_per_byte": (int, float),
+               "heldout_bits_per_byte_torch": (int, float), "train_bits_per_byte": (int, float)}
+
+
+def _meta(path, entry):
+    """The ``meta`` entry as a dict; ``UserError`` when it is not a JSON object or a key that
+    readers use has the wrong type."""
+    try:
+        meta = json.loads(str(entry))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"weights file {path}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"weights file {path}: metadata must be a JSON object, got {type(meta).__name__}")
+    for key, want in _META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+            raise UserError(f"weights file {path}: metadata {key} has the wrong type ({value!r})")
+    return meta
+
+
 def load_weights(path):
     """Read a weights file: ``(config, {key: float64 array}, meta dict)``.
 
@@ -174,7 +210,11 @@ def load_weights(path):
     UserError
         The file is missing, not a valid ``.npz``, lacks arrays, or has wrong shapes.
     """
+    if str(path) == "":
+        raise UserError("weights file: an empty name")
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"weights file {path} is a folder")
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
     try:
@@ -184,8 +224,11 @@ def load_weights(path):
         raise UserError(f"weights file {path} is corrupt or not an .npz file ({exc})") from None
     if "config" not in data:
         raise UserError(f"weights file {path} has no 'config' entry")
-    cfg = LMConfig.from_json(str(data.pop("config")))
-    meta = json.loads(str(data.pop("meta"))) if "meta" in data else {}
+    try:
+        cfg = LMConfig.from_json(str(data.pop("config")))
+    except UserError as exc:
+        raise UserError(f"weights file {path}: {exc}") from None
+    meta = _meta(path, data.pop("meta")) if "meta" in data else {}
     weights = {}
     for key, shape in weight_shapes(cfg).items():
         if key not in data:

@@ -51,17 +51,63 @@ def _out_dir(out_dir):
     return out_dir
 
 
+_CHECKED_LIBERTY = {}
+
+
+def check_liberty(path, shown=None):
+    """Refuse, with the cause named, a Liberty file the flow cannot map onto.
+
+    Yosys reports a file without combinational cells only as "Can't open ABC output file", and a
+    truncated one as a syntax error deep in its log, so the text is checked here first: a
+    ``library (...)`` group opening near the start, balanced braces, at least one cell, one cell
+    with a ``function`` (ABC maps logic onto those) and one with an ``ff`` group (``dfflibmap``
+    maps flip-flops onto those). Results are remembered per (path, size, mtime).
+    """
+    path = Path(path)
+    shown = shown or str(path)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key in _CHECKED_LIBERTY:
+            return path
+        text = path.read_bytes().decode("latin-1")
+    except OSError as exc:
+        from ..paths import os_error_message
+        raise UserError(os_error_message(exc, shown, "cannot read Liberty file")) from None
+    if not text.strip():
+        raise UserError(f"Liberty file {shown} is empty")
+    if not re.search(r"^\s*library\s*\(", text[:65536], flags=re.M):
+        raise UserError(f"{shown} does not look like a Liberty file (no 'library (...)' group at its start)")
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)            # comments may hold anything
+    if text.count("{") != text.count("}"):
+        raise UserError(f"Liberty file {shown} is truncated or malformed: {text.count('{')} '{{' "
+                        f"against {text.count('}')} '}}'")
+    if not re.search(r"\bcell\s*\(", text):
+        raise UserError(f"Liberty file {shown} defines no cell")
+    cells = re.split(r"\bcell\s*\(", text)[1:]
+    sequential = re.compile(r"\b(ff|latch|ff_bank|latch_bank|statetable)\s*\(")
+    if not any(re.search(r"\bfunction\s*:", c) and not sequential.search(c) for c in cells):
+        raise UserError(f"Liberty file {shown} has no combinational cell (no cell with a pin 'function' "
+                        "and no ff/latch group): logic cannot be mapped onto it")
+    if not any(re.search(r"\bff\s*\(", c) for c in cells):
+        raise UserError(f"Liberty file {shown} has no flip-flop cell (no 'ff' group): registers cannot "
+                        "be mapped onto it")
+    _CHECKED_LIBERTY[key] = True
+    return path
+
+
 def resolve_liberty(liberty):
-    """``None``, a shipped short name (``sky130hd``, ``nangate45``) or a path -> readable path."""
+    """``None``, a shipped short name (``sky130hd``, ``nangate45``) or a path -> readable path,
+    checked by :func:`check_liberty`."""
     if liberty is None:
         return None
-    from ..toolchain import liberty_path
-    path = liberty_path(str(liberty))
-    # liberty_path looks for the word; a Liberty file opens its library group near the start
-    head = path.read_bytes()[:65536].decode("latin-1")
-    if not re.search(r"^\s*library\s*\(", head, flags=re.M):
-        raise UserError(f"{liberty} does not look like a Liberty file (no 'library (...)' group at its start)")
-    return path
+    from ..toolchain import LIBERTY_FILES, liberty_path
+    if str(liberty) == "":
+        raise UserError("--liberty: an empty name; give a Liberty file or sky130hd, nangate45")
+    given = Path(liberty)
+    if str(liberty) not in LIBERTY_FILES and given.is_file() and given.stat().st_size == 0:
+        raise UserError(f"Liberty file {liberty} is empty")
+    return check_liberty(liberty_path(str(liberty)), str(liberty))
 
 
 def synthesize(top_name, params, out_dir, liberty=None, clock_ns=5.0, activity=0.2, *,

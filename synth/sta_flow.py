@@ -33,10 +33,12 @@ def sta_binary():
 
 
 def _tcl_path(path):
+    """A file name as one Tcl word: in braces, so spaces, brackets, quotes and $ stay literal
+    (a brace or backslash cannot be quoted that way and is refused)."""
     text = str(path)
-    if any(c in text for c in '{}"\\[]$ '):
-        raise UserError(f"cannot pass {text!r} to OpenSTA: braces, brackets, quotes, $ or spaces in the name")
-    return text
+    if any(c in text for c in '{}\\\n'):
+        raise UserError(f"cannot pass {text!r} to OpenSTA: braces, backslashes or newlines in the name")
+    return "{" + text + "}"
 
 
 def top_ports(netlist, top):
@@ -163,7 +165,8 @@ def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock
     if log:
         log(f"running OpenSTA at {clock_ns:g} ns, input activity {activity:g} ...")
     start = time.monotonic()
-    result = subprocess.run([binary, "-no_init", "-no_splash", "-exit", str(script)], cwd=out_dir,
+    # by its name in cwd: OpenSTA sources the script through Tcl, where a space would split the path
+    result = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
                             capture_output=True, text=True)
     text = result.stdout + result.stderr
     (out_dir / "sta.log").write_text(text)

@@ -16,6 +16,9 @@ Usage in a command module::
 
     def run(args):
         top, params = top_params(args)    # Top, {name: value} with defaults filled in
+
+Sizes whose elaboration would not end in reasonable time are refused here with the limit named
+(:func:`check_size_limits`), before anything is built.
 """
 
 import argparse
@@ -95,6 +98,27 @@ def convert(param, text):
     return value
 
 
+def _size_limits():
+    """``{(top, param): (most, why)}``: widths the generators take but that no design of this
+    accelerator needs and whose elaboration would run for minutes to hours (measured:
+    ``lsb_augment --width 4096`` 32 s, growing faster than linearly; 100 000 never ends).
+
+    A PE sums at most the products of one PE-array row, and an LSB-augmentation unit serves one
+    row of weights, so both are bounded by the array's widest row (``hw.pe_array.MAX_COLS``).
+    """
+    from ..hw.pe_array import MAX_COLS
+    row = f"the widest PE-array row (MAX_COLS = {MAX_COLS})"
+    return {("pe", "terms"): (MAX_COLS, row), ("lsb_augment", "width"): (MAX_COLS, row)}
+
+
+def check_size_limits(top, params):
+    """Refuse a parameter above its limit in :func:`_size_limits`, naming the limit and why."""
+    for name, value in params.items():
+        limit = _size_limits().get((top.name, name))
+        if limit and isinstance(value, int) and value > limit[0]:
+            raise UserError(f"{option_name(name)} {value}: at most {limit[0]}, {limit[1]}")
+
+
 def top_params(args, top=None):
     """The chosen :class:`Top` and its parameters (defaults overlaid with the given options).
 
@@ -117,4 +141,6 @@ def top_params(args, top=None):
         raise UserError(f"top {top.name!r} takes no option {', '.join(option_name(n) for n in unknown)}; "
                         f"it takes: {', '.join(option_name(p.name) for p in top.params) or 'none'}")
     by_name = {p.name: p for p in top.params}
-    return top, top.resolve({name: convert(by_name[name], text) for name, text in given.items()})
+    params = top.resolve({name: convert(by_name[name], text) for name, text in given.items()})
+    check_size_limits(top, params)
+    return top, params

@@ -1,9 +1,9 @@
 """``elmoe3d generate``: Verilog (and a JSON of parameters and ports) for a registered top."""
 
 import sys
-from pathlib import Path
 
 from ..errors import UserError
+from ..paths import output_dir
 from ._top_args import add_top_arguments, option_name, top_params
 
 HELP = "write the Verilog of a hardware top (pe, pe_array, mac_array_baseline, ...) and its port JSON"
@@ -35,14 +35,10 @@ def run(args):
         return 0
     if not args.top:
         raise UserError("elmoe3d generate: --top NAME is required (or --list)")
-    if not args.out:
+    if args.out is None:
         raise UserError("elmoe3d generate: -o/--out DIR is required")
     top, params = top_params(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"cannot write into {out}: it is not a folder")
-    if not out.parent.is_dir() and str(out.parent):
-        raise UserError(f"cannot create {out}: folder {out.parent} does not exist")
+    out = output_dir(args.out)                 # created (nested too) and checked before any work
     component = top.build(**params)            # UserError for illegal parameter values
     from ..hw.verilog import write_verilog
     path = write_verilog(component, top.name, out, params)

@@ -24,22 +24,43 @@ def add_arguments(p):
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
 
 
+# Peak memory of the report, measured with ru_maxrss on shapes from d 256-1024, E 8-32, T 64-16384:
+# about 21-26 bytes per weight (float64 weights, their INT8 copy and quantization temporaries)
+# and under 3 bytes per (token, d_model + d_ffn, expert); the estimate below rounds both up.
+BYTES_PER_WEIGHT, BYTES_PER_TOKEN_ACT = 32, 4
+MIXTRAL_TOKENS = 16
+
+
+def memory_estimate(shape, tokens):
+    """Bytes the layer report of ``shape`` over ``tokens`` tokens needs, at most (see above)."""
+    experts = shape.n_experts + shape.n_shared
+    return (BYTES_PER_WEIGHT * experts * shape.expert_params
+            + BYTES_PER_TOKEN_ACT * tokens * (shape.d_model + shape.d_ffn) * experts)
+
+
 def run(args):
+    from ..limits import check_memory
     from ..sim.bit_nesting_report import expert_report, format_report, layer_report
     from ..sim.moe_layer import MIXTRAL_8X7B, MoEShape
 
-    from ..cli import writable_path
-    if args.json:
-        writable_path(args.json)
+    from ..paths import output_file, write_text
+    if args.json is not None:
+        output_file(args.json, "--json")
     shape = MoEShape(d_model=args.d_model, n_experts=args.experts, top_k=args.top_k,
                      d_ffn=args.d_ffn, n_shared=args.shared)
+    need = memory_estimate(shape, args.tokens)
+    if not args.no_mixtral:     # one expert materialized, at most 16 tokens
+        need = max(need, memory_estimate(MoEShape(d_model=MIXTRAL_8X7B.d_model, n_experts=1, top_k=1,
+                                                  d_ffn=MIXTRAL_8X7B.d_ffn), MIXTRAL_TOKENS))
+    check_memory(f"numerics with d_model {shape.d_model}, {shape.n_experts} + {shape.n_shared} experts of "
+                 f"FFN {shape.d_ffn}, {args.tokens} tokens" + ("" if args.no_mixtral else " (and the Mixtral column)"),
+                 need)
     print(f"elmoe3d numerics: layer {shape}, {args.weights} weights, seed {args.seed}", file=sys.stderr)
     rows = [layer_report(shape, args.seed, args.weights, args.tokens)]
     if not args.no_mixtral:
         print("elmoe3d numerics: one Mixtral-8x7B expert ...", file=sys.stderr)
-        rows.append(expert_report(MIXTRAL_8X7B, args.seed, args.weights, min(args.tokens, 16)))
+        rows.append(expert_report(MIXTRAL_8X7B, args.seed, args.weights, min(args.tokens, MIXTRAL_TOKENS)))
     print(format_report(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    if args.json is not None:
+        write_text(args.json, json.dumps(rows, indent=2))
     return 0

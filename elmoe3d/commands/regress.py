@@ -4,7 +4,6 @@ import contextlib
 import os
 import sys
 import time
-from pathlib import Path
 
 from ..errors import UserError
 
@@ -15,16 +14,35 @@ def add_arguments(p):
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
                    help="simulator (default %(default)s; icarus needs no C++ tool chain)")
     p.add_argument("--quick", action="store_true", help="the quick subset, fewer cases per bench")
-    p.add_argument("--waves", action="store_true", help="dump waveforms (FST / VCD) in each run's folder")
+    p.add_argument("--waves", action="store_true", help="dump waveforms (dump.vcd) in each run's folder")
     p.add_argument("--only", metavar="TEXT", action="append",
                    help="run only entries whose name contains TEXT (repeatable)")
     p.add_argument("--list", action="store_true", help="list the regression entries and exit")
     p.add_argument("-o", "--out", metavar="DIR", default="results/regress",
                    help="folder for build folders, logs and results (default %(default)s)")
+    from ..hw.tops import all_tops
+    from ..sim.benches.launch import BENCHES
+    from ._top_args import add_top_arguments
+    add_top_arguments(p, {name: top for name, top in all_tops().items() if name in BENCHES})
+    for action in p._actions:          # --top is optional here: without it the table runs
+        if action.dest == "top":
+            action.required = False
+            action.help = ("instead of the table, regress this top with the parameters given (the same "
+                           "Verilog `elmoe3d generate` writes for them): " + action.help.split("(", 1)[-1].rstrip(")"))
 
 
 def _selected(args):
-    from ..sim.benches.launch import REGRESSION
+    from ..sim.benches.launch import REGRESSION, Entry
+    from ._top_args import given_params, top_params
+    if args.top is None and given_params(args):
+        raise UserError("top parameters need --top NAME")
+    if args.top is not None:
+        if args.only:
+            raise UserError("--only selects table entries; it cannot be combined with --top")
+        top, params = top_params(args)
+        given = given_params(args)
+        name = "-".join([top.name] + [f"{k}{given[k]}" for k in sorted(given)])
+        return [Entry(name, top.name, {k: params[k] for k in given}, quick=True)]
     entries = [e for e in REGRESSION if e.quick or not args.quick]
     if args.only:
         entries = [e for e in entries if any(t in e.name for t in args.only)]
@@ -75,9 +93,8 @@ def run(args):
     why = simulator_missing(args.simulator)
     if why:
         raise UserError(why)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"cannot write into {out}: it is not a folder")
+    from ..paths import output_dir
+    out = output_dir(args.out)
     from cocotb_tools.check_results import get_results
     from ..sim.benches.launch import run_top_bench
     rows = []

@@ -84,7 +84,7 @@ def run(args):
     import numpy as np
     from tqdm import tqdm
 
-    from ..cli import writable_path
+    from ..paths import output_dir, write_text
     from ..sim import corpus
     from ..sim.elastic_sd import generate
     from ..sim.lm import MoELM
@@ -100,10 +100,9 @@ def run(args):
     target = MoELM.load(model_path)
     draft = None if args.no_baselines else MoELM.load(draft_path)
     grid = _settings_grid(args, target.cfg.top_k)
-    args.out.mkdir(parents=True, exist_ok=True)
-    writable_path(args.out / "sd.csv")
+    args.out = output_dir(args.out)            # created (nested too) and checked before any work
     if args.traces:
-        (args.out / "traces").mkdir(exist_ok=True)
+        output_dir(args.out / "traces")
 
     held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
     prompts = list(corpus.heldout_windows(held, max(args.batch), args.prompt_len))
@@ -118,11 +117,11 @@ def run(args):
         rows.append({k: r.stats[k] for k in COLUMNS})
 
     _write_table(rows, args.out)
-    with open(args.out / "sd.json", "w") as f:
-        json.dump({"model": str(model_path), "model_steps": target.meta.get("steps"),
-                   "new": args.new, "prompt_len": args.prompt_len, "capacity": args.capacity,
-                   "scope": args.scope, "policy": args.policy, "rows": rows}, f, indent=1,
-                  default=lambda x: x.item() if isinstance(x, np.generic) else str(x))
+    write_text(args.out / "sd.json", json.dumps(
+        {"model": str(model_path), "model_steps": target.meta.get("steps"),
+         "new": args.new, "prompt_len": args.prompt_len, "capacity": args.capacity,
+         "scope": args.scope, "policy": args.policy, "rows": rows}, indent=1,
+        default=lambda x: x.item() if isinstance(x, np.generic) else str(x)))
     _plot(rows, args.out / "sd.png")
     print(format_table(rows))
     for line in best_per_batch(rows, target.cfg.top_k):
@@ -133,10 +132,14 @@ def run(args):
 
 def _write_table(rows, out):
     import csv
-    with open(out / "sd.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    import io
+
+    from ..paths import write_text
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "sd.csv", text.getvalue())
 
 
 def format_table(rows):

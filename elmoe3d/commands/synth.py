@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..cli import positive_float, unit_fraction
+from ..cli import clock_ns, existing_file, unit_fraction
 from ._top_args import add_top_arguments, given_params, option_name, top_params
 
 HELP = "synthesize a top with Yosys and OpenSTA: area per module, slack/Fmax, power, pJ per MAC"
@@ -14,8 +14,8 @@ def add_arguments(p):
     p.add_argument("--liberty", metavar="FILE",
                    help="Liberty timing library (.lib or .lib.gz), or a shipped one: sky130hd, "
                         "nangate45; without it only a technology-independent area is reported")
-    p.add_argument("--clock-ns", type=positive_float, default=5.0, metavar="T",
-                   help="clock period target in ns (default %(default)s)")
+    p.add_argument("--clock-ns", type=clock_ns, default=5.0, metavar="T",
+                   help="clock period target in ns, 0.001 to 1e6 (default %(default)s)")
     p.add_argument("--activity", type=unit_fraction, default=0.2, metavar="A",
                    help="toggle rate per cycle of the inputs for power (default %(default)s)")
     p.add_argument("--idle", action="append", default=[], metavar="PORT",
@@ -23,7 +23,7 @@ def add_arguments(p):
                         "0), e.g. 'i_lsb__*' for the power of a mode that leaves them idle; repeatable")
     p.add_argument("--flatten", action="store_true",
                    help="synthesize flat (optimizes across modules; area only for the whole design)")
-    p.add_argument("--verilog", metavar="FILE", nargs="+", type=Path,
+    p.add_argument("--verilog", metavar="FILE", nargs="+", type=existing_file,
                    help="synthesize these Verilog files instead; --top then names their top module")
     add_top_arguments(p)
 
@@ -31,21 +31,21 @@ def add_arguments(p):
 def run(args):
     from ..errors import UserError
     from ..synth import flow
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"cannot write into {out}: it is a file")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise UserError(f"cannot write into {out}: folder {out.parent} does not exist")
-    settings = dict(liberty=args.liberty, clock_ns=args.clock_ns, activity=args.activity,
-                    flatten=args.flatten, idle_ports=args.idle)
+    from ..paths import output_dir
     if args.verilog:
         given = given_params(args)
         if given:
             raise UserError(f"{', '.join(option_name(n) for n in sorted(given))}: top parameters apply "
                             "to registered tops, not to --verilog files")
-        report = flow.synthesize_verilog(args.verilog, args.top, out, **settings)
     else:
         top, params = top_params(args)
+    liberty = flow.resolve_liberty(args.liberty)          # a bad Liberty is refused before any work
+    out = output_dir(args.out)
+    settings = dict(liberty=liberty, clock_ns=args.clock_ns, activity=args.activity,
+                    flatten=args.flatten, idle_ports=args.idle)
+    if args.verilog:
+        report = flow.synthesize_verilog(args.verilog, args.top, out, **settings)
+    else:
         report = flow.synthesize(top.name, params, out, **settings)
     print(flow.format_markdown(report), end="")
     return 0

