@@ -187,11 +187,14 @@ class IntMoELayer:
 class IntPass:
     """One pass over a layer: ``bits`` (``full`` | ``draft``: MSB planes + augmentation for the
     experts), ``k`` experts per token (None: the layer's ``top_k``), ``choice`` (``topk`` |
-    ``cached``: only experts whose MSB plane is resident)."""
+    ``cached``: only experts whose MSB plane is resident), ``update``: whether the pass's plane
+    fetches update the expert cache (the target's verify pass) or only peek (a draft). The
+    arithmetic does not depend on ``update``."""
 
     bits: str = "full"
     k: int = None
     choice: str = "topk"
+    update: bool = True
 
     def __post_init__(self):
         if self.bits not in BIT_MODES:
@@ -207,6 +210,11 @@ class IntPass:
 
 
 VERIFY = IntPass()
+
+
+def draft_pass(k_d, bits="draft", choice="topk"):
+    """A draft pass: ``k_d`` experts, ``bits``, ``choice``; it never updates the cache."""
+    return IntPass(bits=bits, k=k_d, choice=choice, update=False)
 
 
 def silu_table(s_g):

@@ -264,8 +264,9 @@ class MoELM:
             raise UserError(f"experts per token k = {k} exceeds the model's top_k = {c.top_k}")
         if execution.int_moe:
             a, xm, xe = quantize_tokens(h)
-            moe_pass = IntPass(bits=execution.expert_bits, k=k,
-                               choice="topk" if allowed is None else "cached")
+            # The target (k None, full bits) updates the expert cache; a draft only peeks.
+            moe_pass = IntPass(bits=execution.expert_bits, k=k, choice="topk" if allowed is None else "cached",
+                               update=execution.k is None and execution.expert_bits == "full")
             mask = None if allowed is None else np.asarray(allowed, dtype=bool)
             res = self.moe_engine(layer, a, xm, xe, moe_pass, mask)
             return res.out * self._int_layers[layer].out_scale, Routing(res.chosen, probs)
