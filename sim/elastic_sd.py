@@ -74,6 +74,7 @@ class SDSettings:
     cache_capacity : int >= 0  HB expert cache size in MSB planes
     cache_scope : ``layer`` | ``shared``  capacity split evenly per layer, or shared by all
     prefetch : bool            fill the draft's predicted top-k experts before verification
+    integer : bool             every MoE layer of target and draft on the integer path (SPEC 7)
     sampling : bool            speculative sampling (True) or greedy (False)
     temperature : float > 0    sampling temperature (target and draft alike)
     """
@@ -90,6 +91,7 @@ class SDSettings:
     cache_capacity: int = 16
     cache_scope: str = "layer"
     prefetch: bool = False
+    integer: bool = False
     sampling: bool = False
     temperature: float = 1.0
 
@@ -234,7 +236,9 @@ class _Run:
         k_d = k if settings.k_d is None else settings.k_d
         if k_d > k:
             raise UserError(f"k_d = {k_d} exceeds the target's top-k = {k}")
-        self.draft_exec = Execution(expert_bits=settings.expert_bits, dense_bits=settings.dense_bits, k=k_d)
+        self.draft_exec = Execution(expert_bits=settings.expert_bits, dense_bits=settings.dense_bits, k=k_d,
+                                    int_moe=settings.integer)
+        self.target_exec = Execution(int_moe=settings.integer)
 
     # -- traffic ------------------------------------------------------------------------------
     def _experts_used(self, result):
@@ -355,7 +359,7 @@ def _generate(run, seqs, n_new, verifier):
     dcache = run.dm.new_cache(B) if s.method == "separate" else None
     prefill = [x[:-1] for x in seqs]
     if sum(len(p) for p in prefill):
-        res = t.forward(prefill, tcache, TARGET)
+        res = t.forward(prefill, tcache, run.target_exec)
         run.target_traffic(res, count=False)              # warms the expert cache
         run.record("prefill", res)
         if dcache is not None:
@@ -401,7 +405,7 @@ def _generate(run, seqs, n_new, verifier):
         for b in range(B):
             tcache.truncate(b, base_len[b] - 1)            # drop the draft's own entries
         feed = [seqs[b][-1:] + drafts[b] if active[b] else [] for b in range(B)]
-        res = t.forward(feed, tcache, TARGET)
+        res = t.forward(feed, tcache, run.target_exec)
         c.target_passes += 1
         c.seq_target_passes += int(active.sum())
         run.target_traffic(res)
