@@ -1,0 +1,93 @@
+"""Validation of the speed model: published GPU decode measurements and RTL cycle counts.
+
+``perf/data/validation.json`` holds
+
+- three published batch-1 decode measurements of Mixtral-8x7B on A100-80GB GPUs (gpt-fast INT8
+  on one GPU, gpt-fast BF16 on two with tensor parallelism, TensorRT-LLM INT8 on one). The xPU
+  model predicts each with the efficiency the same software reaches on a *dense* model on the
+  same GPU, so the MoE figure is a prediction; the bar is 25 %;
+- cycles the project's RTL measured in Verilator: PE-array GEMV commands (16 x 16, DRAFT and
+  FULL, ``k`` = 128, 256, 4096) and HB-interface plane streams at ``HBConfig()``'s defaults. The
+  accelerator model (:func:`.decode.gemv_tile_cycles` for compute; bytes / (peak x efficiency)
+  for HB) must agree within 10 %, per command and for a whole expert-layer pass of the shipped
+  model (gate, up, down of one expert plus the stream of its two planes).
+"""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from .decode import Settings, gemv_tile_cycles, run_round
+from .models import builtin_models
+from .systems import Tier, builtin_systems
+
+DATA = Path(__file__).resolve().parent / "data"
+GPU_TOLERANCE = 0.25
+RTL_TOLERANCE = 0.10
+
+
+def load():
+    return json.loads((DATA / "validation.json").read_text())
+
+
+def gpu_cases(models=None):
+    """``[{name, measured, predicted, error, ...}]``: the xPU model against each GPU measurement."""
+    models = models or builtin_models()
+    xpu = builtin_systems()["xpu"]
+    out = []
+    for case in load()["gpu"]:
+        # tensor parallelism: each GPU streams its share of the weights with its own memory
+        tier = Tier(gbps=case["gbps"] * case["gpus"], efficiency=case["efficiency"], pj_per_bit=xpu.offchip.pj_per_bit,
+                    capacity_gib=xpu.offchip.capacity_gib * case["gpus"], source=case["source"])
+        system = replace(xpu, name="xpu-validation", offchip=tier, weight_bits=case["weight_bits"],
+                         macs_per_s=xpu.macs_per_s * case["gpus"])
+        r = run_round(system, models[case["model"]], Settings(context=case["context"]), 1)
+        out.append({"name": case["name"], "measured": case["tokens_per_s"], "predicted": r["tokens_per_s"],
+                    "error": r["tokens_per_s"] / case["tokens_per_s"] - 1, "efficiency": case["efficiency"],
+                    "source": case["source"]})
+    return out
+
+
+def hb_model_cycles(lines, efficiency):
+    """HB cycles the perf model charges for ``lines`` (bytes / line_bytes at the tier's efficiency)."""
+    return lines / efficiency
+
+
+def rtl_checks():
+    """``[{what, measured, model, error}]``: PE-array commands, HB streams and one expert-layer pass."""
+    data = load()["rtl"]
+    pe, hb = data["pe_array"], data["hb_memory"]
+    hb_eff = builtin_systems()["elmoe3d"].hb.efficiency
+    out = []
+    measured_cmd = {}
+    for r in pe["measured"]:
+        phases = 2 if r["mode"] == "full" else 1
+        model = gemv_tile_cycles(pe["rows"], r["k"], pe["rows"], pe["cols"], phases)
+        measured_cmd[(r["mode"], r["k"])] = r["cycles"]
+        out.append({"what": f"PE array {pe['rows']}x{pe['cols']} {r['mode']} GEMV, k={r['k']}",
+                    "measured": r["cycles"], "model": model})
+    for r in hb["measured"]:
+        out.append({"what": f"HB stream, {r['planes']} plane(s) of {r['lines'] // r['planes']} lines",
+                    "measured": r["cycles"], "model": hb_model_cycles(r["lines"], hb_eff)})
+    # one expert of the shipped model, FULL mode, one 16x16 array, one token: gate and up are
+    # 256 x 128 (16 row tiles of k = 128), down 128 x 256 (8 tiles of k = 256); its two planes
+    # (48 KiB each) stream over HB while the array computes (overlap), so the layer takes the max
+    m = builtin_models()["shipped"]
+    tiles_gu = math.ceil(m.d_expert / pe["rows"])
+    tiles_d = math.ceil(m.d_model / pe["rows"])
+    rtl_compute = 2 * tiles_gu * measured_cmd[("full", m.d_model)] + tiles_d * measured_cmd[("full", m.d_expert)]
+    model_compute = (2 * tiles_gu * gemv_tile_cycles(pe["rows"], m.d_model, pe["rows"], pe["cols"], 2)
+                     + tiles_d * gemv_tile_cycles(pe["rows"], m.d_expert, pe["rows"], pe["cols"], 2))
+    one_plane = next(r for r in hb["measured"] if r["planes"] == 1)
+    rtl_stream = 2 * one_plane["cycles"]
+    model_stream = hb_model_cycles(2 * one_plane["lines"], hb_eff)
+    out.append({"what": "shipped expert, FULL: PE-array cycles (gate, up, down)", "measured": rtl_compute,
+                "model": model_compute})
+    out.append({"what": "shipped expert: HB stream of its MSB and LSB planes", "measured": rtl_stream,
+                "model": model_stream})
+    out.append({"what": "shipped expert-layer pass, overlapped (max of the two)",
+                "measured": max(rtl_compute, rtl_stream), "model": max(model_compute, model_stream)})
+    for r in out:
+        r["error"] = r["model"] / r["measured"] - 1
+    return out
