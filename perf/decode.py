@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from . import routing as rt
 
-# Cycles a PE-array command spends besides its beats: command accept, one pipeline register,
-# result transfer (hw/pe_array.py gemv_cycles: 1 + phases*beats + pipeline + 1, pipeline 1).
-ARRAY_TILE_OVERHEAD = 3
+# Cycles a PE-array command spends besides its beats and its pipeline drain: command accept and
+# result transfer (hw/pe_array.py gemv_cycles: 1 + phases*beats + pipeline + 1).
+ARRAY_TILE_OVERHEAD = 2
 KV_BITS = 16
 
 
@@ -155,10 +155,11 @@ def matrices(model):
     return out
 
 
-def gemv_tile_cycles(n, k, rows, cols, phases):
+def gemv_tile_cycles(n, k, rows, cols, phases, pipeline=1):
     """Cycles of one ``n x k`` GEMV on one array for up to ``lanes`` tokens (perf's own model:
-    ``ceil(n/rows)`` tiles of ``phases * ceil(k/cols)`` beats plus ``ARRAY_TILE_OVERHEAD``)."""
-    return math.ceil(n / rows) * (phases * math.ceil(k / cols) + ARRAY_TILE_OVERHEAD)
+    ``ceil(n/rows)`` tiles of ``phases * ceil(k/cols)`` beats plus ``ARRAY_TILE_OVERHEAD +
+    pipeline``)."""
+    return math.ceil(n / rows) * (phases * math.ceil(k / cols) + ARRAY_TILE_OVERHEAD + pipeline)
 
 
 def array_cycles(array, model, tokens, experts_per_layer, mode_dense, mode_expert):
@@ -175,11 +176,11 @@ def array_cycles(array, model, tokens, experts_per_layer, mode_dense, mode_exper
     for n, k, count, part in matrices(model):
         if part == "dense":
             groups = math.ceil(tokens / array.lanes)
-            total += count * groups * gemv_tile_cycles(n, k, array.rows, array.cols, phases(mode_dense))
+            total += count * groups * gemv_tile_cycles(n, k, array.rows, array.cols, phases(mode_dense), array.pipeline)
         else:
             groups = math.ceil(max(routed, 1.0) / array.lanes)
             total += (count * model.moe_layers * experts_per_layer * groups
-                      * gemv_tile_cycles(n, k, array.rows, array.cols, phases(mode_expert)))
+                      * gemv_tile_cycles(n, k, array.rows, array.cols, phases(mode_expert), array.pipeline))
     return total / array.arrays
 
 

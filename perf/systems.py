@@ -60,7 +60,8 @@ class Tier:
 @dataclass(frozen=True)
 class Array:
     """PE arrays of the accelerator: ``arrays`` copies of a ``rows x cols x lanes`` array at
-    ``clock_mhz``; ``kind`` ``bit_sliced`` (DRAFT 1 cycle per beat, FULL 2) or ``int8``."""
+    ``clock_mhz`` with ``pipeline`` PE stages; ``kind`` ``bit_sliced`` (DRAFT 1 cycle per beat,
+    FULL 2) or ``int8``."""
 
     kind: str
     rows: int
@@ -68,9 +69,12 @@ class Array:
     lanes: int
     arrays: int
     clock_mhz: float
+    pipeline: int = 1
     source: str = ""
 
     def check(self, owner):
+        if not isinstance(self.pipeline, int) or isinstance(self.pipeline, bool) or not 0 <= self.pipeline <= 4:
+            raise UserError(f"{owner}: array pipeline must be an integer in 0 .. 4, got {self.pipeline!r}")
         if self.kind not in ARRAY_KINDS:
             raise UserError(f"{owner}: array kind must be one of {', '.join(ARRAY_KINDS)}, got {self.kind!r}")
         for name in ("rows", "cols", "lanes", "arrays"):
@@ -161,33 +165,32 @@ def array_pj_per_mac(kind):
 
 
 def accel_defaults():
-    """Array and HB parameters the project's configuration fixes, where ``elmoe3d.config`` has them.
-
-    Today: the HB interface's clock (``HBConfig().clock_mhz``); an ``AccelConfig`` with array rows,
-    cols and lanes is used when it exists.
+    """Array parameters the project's configuration fixes (``elmoe3d.config``), which replace the
+    data file's for the built-in accelerators: rows, cols, lanes and pipeline of the Mixtral-class
+    preset ``PRESETS["mixtral"]`` (else the default ``AccelConfig``), the clock of its HB
+    interface. Empty when the configuration has none of them.
     """
     from .. import config
     out = {}
-    hb = getattr(config, "HBConfig", None)
+    presets = getattr(config, "PRESETS", None) or {}
+    accel = presets.get("mixtral")
+    if accel is None and getattr(config, "AccelConfig", None) is not None:
+        accel = config.AccelConfig()
+    array = getattr(accel, "array", None)
+    for key in ("rows", "cols", "lanes", "pipeline"):
+        v = getattr(array, key, None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[key] = v
+    hb = getattr(accel, "hb", None) or (config.HBConfig() if hasattr(config, "HBConfig") else None)
     if hb is not None:
-        out["clock_mhz"] = float(hb().clock_mhz)
-    accel = getattr(config, "AccelConfig", None)
-    if accel is not None:
-        try:
-            a = accel()
-            for key in ("rows", "cols", "lanes"):
-                v = getattr(a, key, None) or getattr(getattr(a, "array", None), key, None)
-                if isinstance(v, int) and v > 0:
-                    out[key] = v
-        except Exception:       # a configuration still being written must not break the model
-            pass
+        out["clock_mhz"] = float(hb.clock_mhz)
     return out
 
 
 SYSTEM_KEYS = {"label", "based_on", "decoding", "cache", "weight_bits", "overlap", "compute", "offchip", "hb",
                "array", "static_w", "static_source"}
 TIER_KEYS = {"gbps", "efficiency", "pj_per_bit", "capacity_gib", "source"}
-ARRAY_KEYS = {"kind", "rows", "cols", "lanes", "arrays", "clock_mhz", "source"}
+ARRAY_KEYS = {"kind", "rows", "cols", "lanes", "arrays", "clock_mhz", "pipeline", "source"}
 COMPUTE_KEYS = {"macs_per_s", "pj_per_mac", "source"}
 
 
@@ -242,7 +245,7 @@ def system_from_dict(name, raw, table=None, overrides=None):
     if raw.get("array") is not None:
         a = dict(_sub(name, raw["array"], ARRAY_KEYS, "array"))
         a.update(overrides or {})
-        missing = sorted(ARRAY_KEYS - {"source"} - set(a))
+        missing = sorted(ARRAY_KEYS - {"source", "pipeline"} - set(a))
         if missing:
             raise UserError(f"system {name}: missing array field(s) {', '.join(missing)}")
         array = Array(**a)

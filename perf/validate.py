@@ -63,7 +63,7 @@ def rtl_checks():
     measured_cmd = {}
     for r in pe["measured"]:
         phases = 2 if r["mode"] == "full" else 1
-        model = gemv_tile_cycles(pe["rows"], r["k"], pe["rows"], pe["cols"], phases)
+        model = gemv_tile_cycles(pe["rows"], r["k"], pe["rows"], pe["cols"], phases, pe["pipeline"])
         measured_cmd[(r["mode"], r["k"])] = r["cycles"]
         out.append({"what": f"PE array {pe['rows']}x{pe['cols']} {r['mode']} GEMV, k={r['k']}",
                     "measured": r["cycles"], "model": model})
@@ -77,8 +77,8 @@ def rtl_checks():
     tiles_gu = math.ceil(m.d_expert / pe["rows"])
     tiles_d = math.ceil(m.d_model / pe["rows"])
     rtl_compute = 2 * tiles_gu * measured_cmd[("full", m.d_model)] + tiles_d * measured_cmd[("full", m.d_expert)]
-    model_compute = (2 * tiles_gu * gemv_tile_cycles(pe["rows"], m.d_model, pe["rows"], pe["cols"], 2)
-                     + tiles_d * gemv_tile_cycles(pe["rows"], m.d_expert, pe["rows"], pe["cols"], 2))
+    model_compute = (2 * tiles_gu * gemv_tile_cycles(pe["rows"], m.d_model, pe["rows"], pe["cols"], 2, pe["pipeline"])
+                     + tiles_d * gemv_tile_cycles(pe["rows"], m.d_expert, pe["rows"], pe["cols"], 2, pe["pipeline"]))
     one_plane = next(r for r in hb["measured"] if r["planes"] == 1)
     rtl_stream = 2 * one_plane["cycles"]
     model_stream = hb_model_cycles(2 * one_plane["lines"], hb_eff)
