@@ -145,7 +145,7 @@ WHY = {
     "best prior accelerator, energy": "as for speed: where everything fits in HB both read HB at 0.88 pJ/bit; the gain "
                                       "comes from Mixtral and Qwen3-30B, whose experts do not fit",
     "SpecMoE": "on an xPU whose experts are all in HBM, a verification pass loads the union of gamma+1 positions' experts, "
-               "so self-speculation wins only at larger batch; SpecMoE's 4.30x is measured where experts are offloaded "
+               "so self-speculation wins only from batch 6-8 on; SpecMoE's 4.30x is measured where experts are offloaded "
                "(a slower tier), which this model does not include",
 }
 
