@@ -8,7 +8,10 @@ tokens:
 - the draft weight error ``q - q_d`` (mean and RMS, in INT8 steps) against truncation's;
 - bytes of expert weights a draft pass reads per token versus a full pass (MSB planes only
   versus both planes);
-- the golden model's GEMV throughput (MAC/s) for full and draft passes.
+- the golden model's GEMV throughput (MAC/s) for full and draft passes;
+- for a whole layer, the integer path of SPEC section 7 (:mod:`.int_moe`, static scales
+  calibrated on separate Gaussian tokens) in its verify and draft passes, and the share of tokens
+  whose integer top-k set equals the float router's.
 """
 
 import time
@@ -16,8 +19,9 @@ import time
 import numpy as np
 
 from .gemv import draft_gemv, full_gemv
+from .int_moe import calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
 from .moe_layer import (MoEWeights, expert_float, expert_int8, moe_float, moe_int8,
-                        random_expert, random_moe, relative_rms_error)
+                        random_expert, random_moe, relative_rms_error, route)
 from .quant import quantize_activations
 from .slices import draft_weight, msb_slice, truncated_weight
 
@@ -63,6 +67,15 @@ def layer_report(shape, seed=0, dist="outlier", tokens=64):
     ref = moe_float(x, weights, shape.top_k)
     errors = {mode: relative_rms_error(moe_int8(x, qweights, shape.top_k, mode), ref)
               for mode in ("full", "draft", "truncated")}
+    calib = rng.standard_normal((64, shape.d_model))
+    layer = fold_layer(qweights, calibrate_layer(qweights, calib, shape.top_k), shape.top_k)
+    a, xm, xe = quantize_tokens(x)
+    verify = int_moe(layer, a, xm, xe)
+    errors["integer"] = relative_rms_error(verify.out * layer.out_scale, ref)
+    errors["integer_draft"] = relative_rms_error(
+        int_moe(layer, a, xm, xe, draft_pass(shape.top_k)).out * layer.out_scale, ref)
+    chosen, _ = route(x, weights.router, shape.top_k)
+    errors["topk_agreement"] = float((np.sort(chosen, 1) == np.sort(verify.chosen, 1)).all(1).mean())
     q_all = np.concatenate([qe.gate.q.ravel() for qe in qweights.experts])
     mac_full, mac_draft = gemv_throughput(qweights.experts[0].gate.q, tokens, rng)
     return _figures(shape, seed, dist, tokens, "layer", errors, q_all, mac_full, mac_draft)
@@ -89,9 +102,15 @@ def _figures(shape, seed, dist, tokens, scope, errors, q, mac_full, mac_draft):
             "seed": seed, "weights": dist, "tokens": tokens, "scope": scope,
             "rel_rms_full": errors["full"], "rel_rms_draft": errors["draft"],
             "rel_rms_truncated": errors["truncated"],
+            "rel_rms_integer": errors.get("integer"), "rel_rms_integer_draft": errors.get("integer_draft"),
+            "integer_topk_agreement": errors.get("topk_agreement"),
             **weight_error_stats(q),
             "draft_bytes_per_token": draft_bytes, "full_bytes_per_token": full_bytes,
             "gemv_mac_per_s_full": mac_full, "gemv_mac_per_s_draft": mac_draft}
+
+
+def _pct(value, digits):
+    return "n/a (no router)" if value is None else f"{value:.{digits}%}"
 
 
 def format_report(rows):
@@ -105,6 +124,9 @@ def format_report(rows):
            ("rel. RMS error, full INT8 vs float", lambda r: f"{r['rel_rms_full']:.4%}"),
            ("rel. RMS error, draft (MSB+aug) vs float", lambda r: f"{r['rel_rms_draft']:.3%}"),
            ("rel. RMS error, truncation vs float", lambda r: f"{r['rel_rms_truncated']:.3%}"),
+           ("rel. RMS error, integer layer vs float", lambda r: _pct(r["rel_rms_integer"], 4)),
+           ("rel. RMS error, integer draft vs float", lambda r: _pct(r["rel_rms_integer_draft"], 3)),
+           ("integer top-k = float top-k (tokens)", lambda r: _pct(r["integer_topk_agreement"], 1)),
            ("weight error q-q_d: mean / RMS (steps)",
             lambda r: f"{r['draft_error_mean']:+.3f} / {r['draft_error_rms']:.3f}"),
            ("weight error q-16h: mean / RMS (steps)",

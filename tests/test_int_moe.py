@@ -117,3 +117,13 @@ def test_saturating_inputs_stay_exact_and_bounded():
     xm, xe = np.full(4, (1 << 15) - 1), np.full(4, 1)     # the largest token scale: saturates every stage
     res = int_moe(layer, a, xm, xe)
     assert np.all(np.abs(res.out) <= (1 << 31) - 1)
+
+
+def test_numerics_report_has_the_integer_path():
+    from elmoe3d.sim.bit_nesting_report import format_report, layer_report
+    r = layer_report(MoEShape(d_model=64, n_experts=4, top_k=2, d_ffn=96), seed=0, tokens=32)
+    # Measured: 5.6 % (integer) vs 3.5 % (INT8) on the default layer; a few % here.
+    assert r["rel_rms_full"] < r["rel_rms_integer"] < 0.1
+    assert r["rel_rms_integer_draft"] > r["rel_rms_integer"]
+    assert r["integer_topk_agreement"] >= 0.9
+    assert "integer layer vs float" in format_report([r])
