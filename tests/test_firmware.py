@@ -286,3 +286,12 @@ def test_cycle_estimate_grows_with_work():
         cycles[name] = st.cycles
         assert st.cycles == sum(st.by_op.values())
     assert cycles["draft"] < cycles["verify"]
+
+
+def test_disassembler_refuses_a_bad_word_naming_its_index():
+    isa = InstructionSet(preset("default"))
+    words = [isa.encode(Op.NOP), isa.encode(Op.HALT), 0xE]
+    with pytest.raises(UserError, match="instruction 2: unknown opcode 0xe"):
+        disassemble(isa, words)
+    with pytest.raises(UserError, match="instruction 1 .halt.: reserved bits set"):
+        listing(isa, [0, int(Op.HALT) | 1 << 63])
