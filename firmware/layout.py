@@ -67,8 +67,7 @@ def untile_plane(data, n, k, rows, cols):
 
 def signed_nibbles(u):
     """MSB slices (int8, [-8, 7]) from unsigned nibbles."""
-    u = np.asarray(u).astype(np.int8)
-    return np.where(u >= 8, u - 16, u).astype(np.int8)
+    return (np.asarray(u, dtype=np.uint8) << 4).view(np.int8) >> 4     # sign-extend the 4-bit field
 
 
 @dataclass(frozen=True)
