@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import existing_file, nonnegative_int, positive_float, positive_int
+from ..cli import clock_ns, existing_file, finite_float, nonnegative_int, positive_int
 
 HELP = ("expert cache and HB memory benchmark: hit rate vs capacity per policy (Zipf or recorded "
         "routing), achieved vs peak HB bandwidth, lookup latency, area and Fmax in sky130 hd")
@@ -41,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--layers", type=positive_int, default=8, help="Zipf trace: MoE layers (default %(default)s)")
     p.add_argument("--experts", type=positive_int, default=32, help="Zipf trace: experts per layer (default %(default)s)")
     p.add_argument("--top-k", type=positive_int, default=2, help="Zipf trace: experts per token (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=1.0, help="Zipf exponent of expert popularity (default %(default)s)")
+    p.add_argument("--alpha", type=finite_float, default=1.0, help="Zipf exponent of expert popularity (default %(default)s)")
     p.add_argument("--steps", type=positive_int, default=1000, help="Zipf trace: decode steps (default %(default)s)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--decay-shift", type=positive_int, default=6, help="score policy decay shift (default %(default)s)")
@@ -58,7 +58,8 @@ def add_arguments(p):
     p.add_argument("--hb-width", type=positive_int, default=32, help="HB bits per beat per channel (default %(default)s)")
     p.add_argument("--hb-burst", type=positive_int, default=8, help="HB lines per burst (default %(default)s)")
     p.add_argument("--hb-latency", type=positive_int, default=24, help="HB channel latency in cycles (default %(default)s)")
-    p.add_argument("--clock-ns", type=positive_float, default=5.0, help="synthesis clock target in ns (default %(default)s)")
+    p.add_argument("--clock-ns", type=clock_ns, default=5.0,
+                   help="synthesis clock target in ns, 0.001 to 1e6 (default %(default)s)")
     p.add_argument("--liberty", default="sky130hd", help="Liberty for synthesis (default %(default)s)")
     p.add_argument("--synth-entries", type=_int_list, default=[8, 16, 32],
                    help="cache sizes to synthesize with the first policy, comma list (default 8,16,32; each "
@@ -181,6 +182,40 @@ def _synth(out, args, hb_params):
     return rows
 
 
+# The golden cache simulates one operation in about 25 us on this repository's 2-core machine
+# (measured: 800 000 operations of an 8 x 32 Zipf trace, both planes, prefetch) and a trace
+# holds about 300 bytes per operation. A sweep is refused when it would run past an hour or
+# need more memory than the machine has.
+SECONDS_PER_OP, BYTES_PER_OP, MAX_SWEEP_SECONDS = 25e-6, 320, 3600
+MAX_LAYERS, MAX_EXPERTS = 1 << 8, 1 << 10           # the cache key's layer and expert fields (8, 10 bits)
+
+
+def zipf_ops_count(args):
+    """Operations of the Zipf trace: one lookup per routed (step, layer, expert) and plane, plus
+    one prefetch per (step, layer) with --prefetch."""
+    planes = 2 if args.planes == "both" else 1
+    return args.steps * args.layers * (args.top_k * planes + (planes if args.prefetch else 0))
+
+
+def check_sweep_size(args):
+    """Refuse --layers/--experts/--steps whose sweep would exhaust memory or run for hours."""
+    from ..errors import UserError
+    from ..limits import check_memory
+    if args.layers > MAX_LAYERS or args.experts > MAX_EXPERTS:
+        raise UserError(f"--layers {args.layers} --experts {args.experts}: the cache key holds at most "
+                        f"{MAX_LAYERS} layers and {MAX_EXPERTS} experts")
+    ops = zipf_ops_count(args)
+    runs = len(args.policies) * len(args.capacities)
+    seconds = ops * runs * SECONDS_PER_OP
+    if seconds > MAX_SWEEP_SECONDS:
+        most = int(MAX_SWEEP_SECONDS / (SECONDS_PER_OP * runs * max(1, ops // args.steps)))
+        raise UserError(f"--steps {args.steps} x --layers {args.layers}: {ops:,} cache operations x {runs} "
+                        f"sweeps would take about {seconds / 3600:.1f} h at {SECONDS_PER_OP * 1e6:.0f} us each; "
+                        f"the limit is {MAX_SWEEP_SECONDS // 60} min (here at most --steps {most})")
+    check_memory(f"the Zipf trace of --steps {args.steps} x --layers {args.layers} ({ops:,} cache operations)",
+                 ops * BYTES_PER_OP)
+
+
 def run(args):
     import numpy as np
 
@@ -188,23 +223,25 @@ def run(args):
     from ..sim.hb_memory import HBConfig, achieved_fraction, plane_lines, plane_read_time_ns, stream_cycles
     from ..sim.traces import routing_file_ops, routing_to_ops, zipf_routing
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"cannot write into {out}: it is a file")
     if args.top_k > args.experts:
         raise UserError(f"--top-k ({args.top_k}) must be <= --experts ({args.experts})")
     if args.alpha < 0:
         raise UserError(f"--alpha must be >= 0, got {args.alpha}")
     if args.decay_shift > 8:
         raise UserError(f"--decay-shift must be in [1, 8], got {args.decay_shift}")
+    check_sweep_size(args)
+    if not args.no_synth:               # a missing or bad Liberty is refused, not logged per run
+        from ..synth.flow import resolve_liberty
+        try:
+            resolve_liberty(args.liberty)
+        except UserError as exc:
+            raise UserError(f"--liberty: {exc} (or skip synthesis with --no-synth)") from None
     hb_params = dict(channels=args.hb_channels, width=args.hb_width, burst=args.hb_burst, latency=args.hb_latency,
                      lines=1 << 20, len_bits=16)
     hb = HBConfig(**hb_params, clock_mhz=1000.0 / args.clock_ns)   # refuses bad HB parameters before the slow work
     trace = routing_file_ops(args.trace, planes=args.planes, prefetch=args.prefetch) if args.trace else None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write into {out}: {exc.strerror}") from None
+    from ..paths import output_dir, write_text
+    out = output_dir(args.out)                  # created (nested too) and checked before any work
     plane_bytes = args.plane_kib * 1024
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}}
 
@@ -275,9 +312,9 @@ def run(args):
                       f"{row['area_um2']:.0f} | {row['sequential_um2']:.0f} | {row['cells']} | "
                       f"{row['fmax_mhz']:.0f} | {row['power_mw']:.2f} |")
     text = "\n".join(md) + "\n"
-    (out / "report.md").write_text(text)
-    (out / "bench_cache.json").write_text(json.dumps(result, indent=2, default=lambda o: o.item()
-                                                      if isinstance(o, np.generic) else str(o)) + "\n")
+    write_text(out / "report.md", text)
+    write_text(out / "bench_cache.json", json.dumps(result, indent=2, default=lambda o: o.item()
+                                                     if isinstance(o, np.generic) else str(o)) + "\n")
     print(text)
     _log(f"wrote {out / 'report.md'}, {out / 'bench_cache.json'} and {out / 'hit_rate.png'}")
     return 0

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import positive_float, positive_int, unit_fraction
+from ..cli import clock_ns, positive_int, unit_fraction
 from ..errors import UserError
 
 HELP = "benchmark the bit-sliced PE array (DRAFT/FULL) against the INT8 MAC array: area, Fmax, mW, pJ/MAC, cycles"
@@ -31,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--liberty", action="append", metavar="LIB",
                    help="a shipped library (sky130hd, nangate45) or a Liberty path; repeatable "
                         "(default: both shipped libraries)")
-    p.add_argument("--clock-ns", type=positive_float,
+    p.add_argument("--clock-ns", type=clock_ns,
                    help="clock target for every library (default: sky130hd 10 ns, nangate45 2 ns, others 5 ns)")
     p.add_argument("--activity", type=unit_fraction, default=0.2, help="input activity for power (default %(default)s)")
     p.add_argument("--k", type=positive_int, default=4096, help="GEMV length for the cycle count (default %(default)s)")
@@ -136,18 +136,45 @@ def _reusable(folder, design, params, clock, activity):
     path = folder / "report.json"
     if not path.is_file():
         return None
-    report = json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"--reuse: {path} is not a JSON synthesis report ({exc}); delete it or "
+                        "run without --reuse") from None
+    if not isinstance(report, dict) or not isinstance(report.get("params", {}), dict):
+        raise UserError(f"--reuse: {path} is not a synthesis report (not a JSON object with params)")
     same = (report.get("top") == design and report.get("clock_ns") == clock and report.get("activity") == activity
             and all(report.get("params", {}).get(k) == v for k, v in params.items()))
     if same:
         print(f"elmoe3d bench-pe: reusing {path}", file=sys.stderr)
-    return report if same else None
+    if not same:
+        return None
+    missing = _missing_figures(report)
+    if missing:
+        raise UserError(f"--reuse: {path} lacks {missing}; delete it or run without --reuse")
+    return report
+
+
+def _missing_figures(report):
+    """The first key path that :func:`design_rows` needs and ``report`` lacks, or None."""
+    need = [("area", "total", "area"), ("area", "total", "sequential_share"), ("timing", "fmax_mhz"),
+            ("timing", "clock_ns"), ("timing", "worst_slack_ns"), ("power_mw", "total"),
+            ("energy", "macs_per_cycle"), ("energy", "per_mac_pj")]
+    for keys in need:
+        node = report
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return "/".join(keys)
+            node = node[k]
+        if keys[-1] not in ("macs_per_cycle", "per_mac_pj") and not isinstance(node, (int, float)):
+            return "/".join(keys) + " as a number"
+    return None
 
 
 def run(args):
-    from ..cli import writable_path
-    if args.json:
-        writable_path(args.json)
+    from ..paths import output_dir, output_file, write_text
+    if args.json is not None:
+        output_file(args.json, "--json")
     from ..hw.pe import check_acc
     from ..hw.pe_array import MAX_COLS, MAX_LANES, MAX_ROWS, check_size
     check_size("rows", args.rows, MAX_ROWS)            # refuse bad shapes before slow work
@@ -155,13 +182,13 @@ def run(args):
     check_size("lanes", args.lanes, MAX_LANES)
     check_acc(32, max(4096, args.k + 1))
     libs = _libraries(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"cannot write into {out}: it is not a folder")
     try:
-        from ..synth.flow import synthesize
+        from ..synth.flow import resolve_liberty, synthesize
     except ImportError:
         raise UserError("the synthesis flow (elmoe3d.synth.flow) is not installed") from None
+    for lib in libs:                       # a missing or bad Liberty is refused before any work
+        resolve_liberty(lib)
+    out = output_dir(args.out)
     params = dict(rows=args.rows, cols=args.cols, lanes=args.lanes)
     result = {"params": params, "activity": args.activity, "designs": [], "augmentation": {},
               "bit_fusion": {}, "reports": {}, "bit_fusion_reference": BIT_FUSION}
@@ -195,6 +222,6 @@ def run(args):
     print(f"bit-sliced PE array vs INT8 baseline, {args.rows} x {args.cols} x {args.lanes} lane(s), "
           f"activity {args.activity}")
     print(format_tables(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.json is not None:
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0 if all(r["measured"] == r["model"] for r in result.get("cycles", [])) else 1
