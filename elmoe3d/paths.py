@@ -13,9 +13,11 @@ line that names the path and the cause:
 - a folder that cannot be created or written (the operating system's reason, ``EROFS``,
   ``EACCES``, ``EPERM``, ...).
 
-What can only fail while writing (a full disk, ``/dev/full``) is turned into the same kind of
-line by :func:`os_error_message`, which the command line applies to every ``OSError`` that
-reaches it.
+An existing output file is opened without truncation and given an empty write, which refuses a
+device that takes no data (``/dev/full``); a file system without a free block is refused too.
+What can still fail only while writing (a disk that fills up during the run) becomes the same
+kind of line through :func:`write_text` or :func:`os_error_message`, which the command line
+applies to every ``OSError`` that reaches it.
 """
 
 import errno
@@ -63,9 +65,9 @@ def _check_name(text, what):
     return path
 
 
-def _short(text, most=80):
+def _short(text, most=200):
     text = str(text)
-    return text if len(text) <= most else f"{text[:40]}...{text[-20:]} ({len(text)} characters)"
+    return text if len(text) <= most else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
 
 
 def _blocking_file(path):
@@ -95,6 +97,7 @@ def output_dir(text, what="-o/--out"):
     except OSError as exc:
         raise UserError(os_error_message(exc, path, "cannot create folder")) from None
     _probe(path, path)
+    _check_space(path, path)
     return path
 
 
@@ -116,14 +119,30 @@ def output_file(text, what="--json"):
     except OSError as exc:
         raise UserError(os_error_message(exc, parent, "cannot create folder")) from None
     if os.path.lexists(path):
+        # open without truncating and write nothing: refuses a read-only or immutable file, and
+        # a device that takes no data (/dev/full says ENOSPC even to an empty write)
         try:
-            with open(path, "ab"):
-                pass
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+            try:
+                os.write(fd, b"")
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise UserError(os_error_message(exc, path)) from None
     else:
         _probe(parent, path)
+        _check_space(parent, path)
     return path
+
+
+def _check_space(folder, shown):
+    """Refuse a folder on a file system with no block left (one that counts blocks at all)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return
+    if st.f_blocks > 0 and st.f_bavail == 0:
+        raise UserError(f"cannot write {_short(shown)}: {_CAUSES[errno.ENOSPC]}")
 
 
 def _probe(folder, shown):

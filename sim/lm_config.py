@@ -127,8 +127,8 @@ class LMConfig:
             else:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok:
-                raise UserError(f"model config field {name} must be a {'n integer' if want in (int, 'int') else ' finite number'}"
-                                f", got {value!r}")
+                kind = "an integer" if want in (int, "int") else "a finite number"
+                raise UserError(f"model config field {name} must be {kind}, got {value!r}")
         return cls(**data)
 
 

@@ -148,7 +148,7 @@ def test_cli_mistakes_are_one_line_exit_2(tmp_path):
          "expected a positive number, got '0'"),
         (["--verilog", src, "--top", "mac", "--activity", "2", "-o", tmp_path / "o6"], "expected a number in [0, 1]"),
         (["--verilog", src, "--top", "mac", "-o", not_dir], "it is a file"),
-        (["--verilog", src, "--top", "mac", "-o", tmp_path / "a" / "b"], "does not exist"),
+        (["--verilog", src, "--top", "mac", "-o", not_dir / "b"], "file is a file, not a folder"),
         (["--top", "x", "--bogus", "1", "-o", tmp_path / "o7"], "unrecognized arguments: --bogus"),
     ]
     pair = _other_tops_param()

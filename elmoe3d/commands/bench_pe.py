@@ -145,13 +145,12 @@ def _reusable(folder, design, params, clock, activity):
         raise UserError(f"--reuse: {path} is not a synthesis report (not a JSON object with params)")
     same = (report.get("top") == design and report.get("clock_ns") == clock and report.get("activity") == activity
             and all(report.get("params", {}).get(k) == v for k, v in params.items()))
-    if same:
-        print(f"elmoe3d bench-pe: reusing {path}", file=sys.stderr)
     if not same:
         return None
     missing = _missing_figures(report)
     if missing:
         raise UserError(f"--reuse: {path} lacks {missing}; delete it or run without --reuse")
+    print(f"elmoe3d bench-pe: reusing {path}", file=sys.stderr)
     return report
 
 

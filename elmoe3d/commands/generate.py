@@ -38,8 +38,8 @@ def run(args):
     if args.out is None:
         raise UserError("elmoe3d generate: -o/--out DIR is required")
     top, params = top_params(args)
-    out = output_dir(args.out)                 # created (nested too) and checked before any work
-    component = top.build(**params)            # UserError for illegal parameter values
+    component = top.build(**params)            # UserError for illegal values, before a folder is made
+    out = output_dir(args.out)                 # created (nested too) and checked before writing
     from ..hw.verilog import write_verilog
     path = write_verilog(component, top.name, out, params)
     shown = ", ".join(f"{k}={v}" for k, v in params.items())

@@ -45,7 +45,7 @@ def add_arguments(p):
     p.add_argument("--traces", action="store_true", help="write a routing trace per run to OUT/traces/")
     p.add_argument("--quick", action="store_true",
                    help="small grid: batch 1 4, k_d 1 2, draft expert bits, full dense bits, topk, 16 new bytes")
-    p.add_argument("-o", "--out", type=Path, default=Path("results/sd"), help="output folder (default results/sd)")
+    p.add_argument("-o", "--out", default="results/sd", metavar="DIR", help="output folder (default %(default)s)")
 
 
 def _settings_grid(args, top_k):
@@ -100,12 +100,11 @@ def run(args):
     target = MoELM.load(model_path)
     draft = None if args.no_baselines else MoELM.load(draft_path)
     grid = _settings_grid(args, target.cfg.top_k)
+    held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
+    prompts = list(corpus.heldout_windows(held, max(args.batch), args.prompt_len))
     args.out = output_dir(args.out)            # created (nested too) and checked before any work
     if args.traces:
         output_dir(args.out / "traces")
-
-    held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
-    prompts = list(corpus.heldout_windows(held, max(args.batch), args.prompt_len))
     print(f"elmoe3d sd: {model_path.name} ({target.meta.get('steps', '?')} steps), {len(grid)} settings x "
           f"batch {' '.join(map(str, args.batch))}, {args.new} new bytes after {args.prompt_len}-byte "
           f"held-out prompts, {'sampling' if args.sampling else 'greedy'}", file=sys.stderr)
