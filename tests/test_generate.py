@@ -75,7 +75,7 @@ def test_generate_bad_values_exit_2_one_line(argv, fragment, tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--top", "pe"], "-o/--out DIR is required"),
     (["-o", "somewhere"], "--top NAME is required (or --list)"),
-    (["--top", "pe", "-o", "/nonexistent/dir/out"], "cannot create /nonexistent/dir/out: folder /nonexistent/dir does not exist"),
+    (["--top", "pe", "-o", "/etc/passwd/out"], "cannot write into /etc/passwd/out: /etc/passwd is a file, not a folder"),
 ])
 def test_generate_usage_errors(argv, fragment):
     result = _run("generate", *argv)
