@@ -6,19 +6,32 @@ A PE computes one output channel's dot product for one token. Each enabled cycle
 ``terms`` products ``a_t * w_t`` (8-bit signed activation x ``operand_bits``-bit signed
 operand), sums them with a balanced adder tree, applies the bit-nesting shift (:func:`nest
 <elmoe3d.hw.lsb_augment.nest>`: ``<< 3`` for a draft/MSB term) and adds the term to a signed
-``acc_bits`` accumulator::
+``acc_bits`` accumulator. ``pipeline`` (0 .. :data:`MAX_PIPELINE`) register stages sit between
+the inputs and the accumulator; each depth adds one cut to the previous one::
 
-    stage 0 (comb)            | stage 1 (pipeline=1)  | accumulator
-    a_t * w_t -> tree -> nest -> term register       -> acc <= acc + term
+    pipeline | in_* (inputs) | products, tree levels 1..L/2 | mid_* | levels L/2+1..L, nest | term | acc
+    0        |               |          comb                 |       |          comb          |      | acc
+    1        |               |          comb                 |       |          comb          | reg  | acc
+    2        |     reg       |          comb                 |       |          comb          | reg  | acc
+    3        |     reg       |          comb                 |  reg  |          comb          | reg  | acc
 
+- ``pipeline = 1`` registers the nested term (multiplier + tree in one stage, the accumulate in
+  the next); ``pipeline = 0`` accumulates in the cycle of the inputs.
+- ``pipeline >= 2`` registers the PE's inputs (activations, operands, shift, valid, clear) in the
+  PE itself: an activation bit of the array feeds ``rows x lanes`` PEs, and inside each PE
+  5 (or 8) partial-product gates; the register gives each PE its own copy, so no net crosses
+  from the array into the multipliers with hundreds of loads (the synthesis flow buffers within
+  a module only).
+- ``pipeline = 3`` also cuts the adder tree after ``ceil(L / 2)`` of its ``L = ceil(log2 terms)``
+  levels (for ``terms = 1``: after the multiplier); the registers hold the partial sums at their
+  own (derived) widths, so the sum is never truncated.
 - ``operand_bits = 5`` is the bit-sliced PE (operand ``m`` or ``c``, SPEC section 2);
   ``operand_bits = 8`` is the plain INT8 MAC of the baseline array (no nesting shift). Both are
   built by this one class, so the baseline differs only in what the bit slicing changes.
-- ``pipeline = 1`` registers the nested term (multiplier + tree in one stage, the accumulate in
-  the next); ``pipeline = 0`` accumulates in the cycle of the inputs.
 - ``i_clear`` zeroes the accumulator ``pipeline`` cycles later, like a term (the array raises
   it when it accepts a command, with ``i_valid`` low); a term that follows the clear is added
-  after it. Registering it per PE keeps the array's clear net at one load per PE.
+  after it. Registering it per PE keeps the array's clear net at one load per PE. Data
+  registers have no reset (``valid`` guards them); ``valid`` and ``clear`` registers do.
 
 With ``terms = 1`` this is the single MAC that ``tests/test_formal_pe.py`` proves: in FULL mode
 (an MSB cycle then an LSB cycle) it adds exactly ``a * q``; in DRAFT mode ``8 * a * m``.
@@ -43,11 +56,14 @@ from .tops import Param, Top
 OPERAND_CHOICES = (OPERAND_BITS, WEIGHT_BITS)   # bit-sliced (5) or the INT8 baseline (8)
 DEFAULT_MAX_K = 4096
 MAX_ACC_BITS = 64
+MAX_PIPELINE = 3
+DEFAULT_PIPELINE = 3     # the timing-closed default (1 before issue 11; see README "Bit-sliced PE array")
+PIPELINE_CHOICES = tuple(range(MAX_PIPELINE + 1))
 
 
 def check_pipeline(pipeline):
-    if isinstance(pipeline, bool) or pipeline not in (0, 1):
-        raise UserError(f"pipeline must be 0 or 1, got {pipeline!r}")
+    if isinstance(pipeline, bool) or pipeline not in PIPELINE_CHOICES:
+        raise UserError(f"pipeline must be an integer in 0..{MAX_PIPELINE}, got {pipeline!r}")
     return pipeline
 
 
@@ -69,16 +85,43 @@ def check_acc(acc_bits, max_k):
     return acc_bits, max_k
 
 
-def tree_sum(values):
-    """Balanced adder tree (widths grow by one bit per level, never truncated)."""
+def tree_levels(count):
+    """Levels of the balanced adder tree over ``count`` values (``ceil(log2 count)``)."""
+    return (count - 1).bit_length()
+
+
+def tree_reduce(values, levels=None):
+    """``levels`` levels (default: all) of a balanced adder tree; returns the partial sums.
+
+    Widths grow by one bit per level (Amaranth's ``+``), never truncated.
+    """
     values = list(values)
-    while len(values) > 1:
+    done = 0
+    while len(values) > 1 and (levels is None or done < levels):
         values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
                   for i in range(0, len(values), 2)]
-    return values[0]
+        done += 1
+    return values
+
+
+def tree_sum(values):
+    """Balanced adder tree (widths grow by one bit per level, never truncated)."""
+    return tree_reduce(values)[0]
 
 
 class PE(wiring.Component):
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "No stream and no command: each cycle with `i_valid` high adds the sum of the {terms} "
+        "products `i_act[t] * i_operand[t]` (shifted left by 3 when `i_shift` is high, 5-bit "
+        "operands only) to the accumulator that `o_acc` shows; `i_clear` zeroes it. Both take "
+        "effect after the PE's register stages (`pipeline`); a term that follows a clear is added "
+        "after it.",
+        "Ranges: every int8 activation (-128 included) and every operand value is computed as "
+        "its two's-complement value. The {acc_bits}-bit accumulator holds any {max_k} weights' "
+        "terms exactly and wraps modulo 2**{acc_bits} beyond that, with no flag.",
+    )
+
     """A multiply-accumulate PE over ``terms`` parallel products.
 
     Parameters
@@ -92,7 +135,8 @@ class PE(wiring.Component):
     max_k : int
         Longest dot product the PE must hold without overflow (default 4096).
     pipeline : int
-        0 or 1 register stages between the products and the accumulator.
+        Register stages between the inputs and the accumulator, 0 .. 3 (default 3; see the
+        module docstring for where each sits).
 
     Members
     -------
@@ -100,18 +144,18 @@ class PE(wiring.Component):
     i_operand : In(ArrayLayout(signed(operand_bits), terms))
     i_valid : In(1)       accumulate this cycle's term
     i_shift : In(1)       (5-bit operands only) the term is a draft term: shift it by 3
-    i_clear : In(1)       zero the accumulator, flush the pipeline
-    o_acc : Out(signed(acc_bits))
+    i_clear : In(1)       zero the accumulator ``pipeline`` cycles later
+    o_acc : Out(signed(acc_bits))  the accumulator, ``pipeline + 1`` cycles after the last term
 
     Raises
     ------
     UserError
-        A size below 1, an operand width other than 5 or 8, a pipeline other than 0/1, or an
+        A size below 1, an operand width other than 5 or 8, a pipeline outside 0..3, or an
         accumulator that can overflow for ``max_k`` inputs.
     """
 
     def __init__(self, *, terms=1, operand_bits=OPERAND_BITS, acc_bits=ACC_BITS,
-                 max_k=DEFAULT_MAX_K, pipeline=1):
+                 max_k=DEFAULT_MAX_K, pipeline=DEFAULT_PIPELINE):
         self.terms = check_positive("terms", terms)
         if operand_bits not in OPERAND_CHOICES or isinstance(operand_bits, bool):
             raise UserError(f"operand_bits must be {OPERAND_CHOICES[0]} (bit-sliced) or "
@@ -131,35 +175,61 @@ class PE(wiring.Component):
             members["i_shift"] = In(1)
         super().__init__(members)
 
+    @property
+    def latency(self):
+        """Cycles from a term (or clear) at the inputs to its effect on ``o_acc``."""
+        return self.pipeline + 1
+
     def elaborate(self, platform):
         m = Module()
+        p = self.pipeline
+        act, operand = self.i_act, self.i_operand
+        shift = self.i_shift if self.nested else None
+        # A clear wins over a term of the same cycle; from here on valid and clear travel together.
+        valid, clear = self.i_valid & ~self.i_clear, self.i_clear
+
+        def stage(name, value, *, reset_less=True):
+            """A pipeline register named ``name`` loaded every cycle with ``value``."""
+            reg = Signal.like(value, name=name, reset_less=reset_less) if isinstance(value, Signal) \
+                else Signal(value.shape(), name=name, reset_less=reset_less)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        if p >= 2:      # input registers: each PE its own copy of the array's broadcast nets
+            act = stage("in_act", act)
+            operand = stage("in_operand", operand)
+            if shift is not None:
+                shift = stage("in_shift", shift)
+            valid, clear = stage("in_valid", valid, reset_less=False), stage("in_clear", clear, reset_less=False)
+
         products = []
         for t in range(self.terms):
             prod = Signal(signed(ACT.width + self.operand_bits), name=f"prod_{t}")
-            m.d.comb += prod.eq(self.i_act[t] * self.i_operand[t])
+            m.d.comb += prod.eq(act[t] * operand[t])
             products.append(prod)
-        total = tree_sum(products)
-        term_value = nest(total, self.i_shift) if self.nested else total
+
+        if p >= 3:      # cut the adder tree half-way (after the multipliers when terms = 1)
+            partial = tree_reduce(products, -(-tree_levels(self.terms) // 2))
+            partial = [stage(f"mid_sum_{i}", v) for i, v in enumerate(partial)]
+            if shift is not None:
+                shift = stage("mid_shift", shift)
+            valid, clear = stage("mid_valid", valid, reset_less=False), stage("mid_clear", clear, reset_less=False)
+            total = tree_sum(partial)
+        else:
+            total = tree_sum(products)
+
+        term_value = nest(total, shift) if self.nested else total
         term = Signal(signed(len(term_value)), name="term")
         m.d.comb += term.eq(term_value)
-
-        if self.pipeline:
-            s1_term = Signal.like(term, name="s1_term", reset_less=True)  # guarded by s1_valid
-            s1_valid = Signal(name="s1_valid")
-            # The clear travels with the pipeline too: each PE's own register drives its
-            # accumulator's reset, so the array's clear net fans out to one flop per PE.
-            s1_clear = Signal(name="s1_clear")
-            m.d.sync += [s1_term.eq(term), s1_valid.eq(self.i_valid & ~self.i_clear),
-                         s1_clear.eq(self.i_clear)]
-            add_term, add_valid, clear = s1_term, s1_valid, s1_clear
-        else:
-            add_term, add_valid, clear = term, self.i_valid, self.i_clear
+        if p >= 1:      # the nested term: the accumulator's adder has a stage of its own
+            term = stage("s_term", term)
+            valid, clear = stage("s_valid", valid, reset_less=False), stage("s_clear", clear, reset_less=False)
 
         acc = Signal(signed(self.acc_bits), name="acc")
         with m.If(clear):
             m.d.sync += acc.eq(0)
-        with m.Elif(add_valid):
-            m.d.sync += acc.eq(acc + add_term)
+        with m.Elif(valid):
+            m.d.sync += acc.eq(acc + term)
         m.d.comb += self.o_acc.eq(acc)
         return m
 
@@ -174,6 +244,7 @@ GENERATE_TOPS = [
         params=(Param("terms", int, 1, "products summed per cycle"),
                 Param("acc_bits", int, ACC_BITS, "signed accumulator width"),
                 Param("max_k", int, DEFAULT_MAX_K, "longest dot product (overflow rule)"),
-                Param("pipeline", int, 1, "register stages before the accumulator", (0, 1))),
+                Param("pipeline", int, DEFAULT_PIPELINE, "register stages before the accumulator",
+                      PIPELINE_CHOICES)),
         macs_per_cycle=_pe_macs),
 ]

@@ -51,7 +51,7 @@ from ..sim.slices import OPERAND_BITS
 from .layouts import (ACT, Mode, Plane, act_layout, command_layout, k_shape, plane_layout,
                       result_layout)
 from .lsb_augment import LsbAugment, check_positive
-from .pe import DEFAULT_MAX_K, PE, check_acc, check_pipeline
+from .pe import DEFAULT_MAX_K, DEFAULT_PIPELINE, PE, PIPELINE_CHOICES, check_acc, check_pipeline
 from .tops import Param, Top
 
 MAX_ROWS = MAX_COLS = 256
@@ -63,16 +63,17 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def gemv_cycles(*, k, cols, mode, pipeline=1, n=None, rows=None):
+def gemv_cycles(*, k, cols, mode, pipeline=DEFAULT_PIPELINE, n=None, rows=None):
     """Analytical clock cycles of a GEMV with no stalls (what the benches measure).
 
     One command is ``1`` (accept, clear) ``+ phases * ceil(k / cols)`` (beats; 2 phases in FULL,
-    1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain) ``+ 1`` (result
-    transfer) cycles, from one command transfer to the next. With ``n`` and ``rows`` it is the
+    1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain: the PEs' register stages)
+    ``+ 1`` (result transfer) cycles, from one command transfer to the next. With ``n`` and ``rows`` it is the
     whole GEMV of ``ceil(n / rows)`` row tiles. Batch lanes cost nothing extra.
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    check_pipeline(pipeline)
     beats = _ceil_div(k, cols)
     phases = 2 if mode == "full" else 1
     per_tile = 1 + phases * beats + pipeline + 1
@@ -97,7 +98,28 @@ class GemvArrayBase(wiring.Component):
     OPERAND_BITS = OPERAND_BITS
     _command_has_mode = True
 
-    def __init__(self, *, rows, cols, lanes=1, acc_bits=ACC_BITS, max_k=DEFAULT_MAX_K, pipeline=1):
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "Command: a transfer on `i_cmd` clears the accumulators and starts a GEMV of `k` inputs. "
+        "The array then takes ceil(k / {cols}) activation beats on `i_act`, each together with "
+        "its weight beat (`i_msb` in DRAFT; `i_msb` then `i_lsb`, two cycles, in FULL; "
+        "`i_weight` on the INT8 baseline, whose command has no `mode`), offers all lanes x rows "
+        "accumulators in one `o_result` beat and takes the next command only after that beat's "
+        "transfer. Columns at or beyond `k` on the last beat are masked to zero, so a partial "
+        "beat may be padded with anything; `k = 0` takes no beat and returns zeros.",
+        "Ranges: the `k` field carries 0 .. 2**width - 1 (its width is that of max_k = {max_k}). "
+        "A `k` above max_k is computed like any other and cannot overflow: the {acc_bits}-bit "
+        "accumulators hold 2**width - 1 products of |a*q| <= 2**14. Every int8 activation is "
+        "computed as its two's-complement value, -128 included (the quantizer of SPEC section 2 "
+        "never makes -128; the hardware does not saturate it). No input value is refused and no "
+        "flag is raised; `elmoe3d.sim.gemv.array_gemv` is the golden definition (DRAFT "
+        "8*sum(a*m) with m = 2*(q >> 4) + 1; FULL and INT8 sum(a*q)).",
+        "Cycles per command without stalls: `elmoe3d.hw.pe_array.gemv_cycles` (accept, beats, "
+        "pipeline drain, result transfer).",
+    )
+
+    def __init__(self, *, rows, cols, lanes=1, acc_bits=ACC_BITS, max_k=DEFAULT_MAX_K,
+                 pipeline=DEFAULT_PIPELINE):
         self.rows = check_size("rows", rows, MAX_ROWS)
         self.cols = check_size("cols", cols, MAX_COLS)
         self.lanes = check_size("lanes", lanes, MAX_LANES)
@@ -174,8 +196,13 @@ class GemvArrayBase(wiring.Component):
                     with m.If(last_beat):
                         m.next = "DRAIN" if self.pipeline else "DONE"
             if self.pipeline:
-                with m.State("DRAIN"):      # the last term (or the clear) is in the PEs' pipeline
-                    m.next = "DONE"
+                # The last term (or the clear) is in the PEs' pipeline for `pipeline` cycles.
+                drain = Signal(range(self.pipeline), name="drain")
+                with m.State("DRAIN"):
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == self.pipeline - 1):
+                        m.d.sync += drain.eq(0)
+                        m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += res.valid.eq(1)
                 with m.If(res.ready):
@@ -199,7 +226,8 @@ class PEArray(GemvArrayBase):
     max_k : int
         Longest GEMV the command may ask for; ``acc_bits`` must hold it (default 4096).
     pipeline : int
-        0 or 1 register stages between products and accumulators (default 1).
+        Register stages of each PE between its inputs and its accumulator, 0 .. 3 (default 3:
+        input registers, a cut half-way down the adder tree, the nested term; see ``hw/pe.py``).
 
     Members
     -------
@@ -212,7 +240,7 @@ class PEArray(GemvArrayBase):
     Raises
     ------
     UserError
-        A size out of range, a pipeline other than 0/1, or an accumulator that can overflow
+        A size out of range, a pipeline outside 0..3, or an accumulator that can overflow
         for ``max_k`` inputs.
     """
 
@@ -268,7 +296,8 @@ ARRAY_PARAMS = (
     Param("lanes", int, 1, "batch lanes sharing each weight beat"),
     Param("acc_bits", int, ACC_BITS, "signed accumulator width"),
     Param("max_k", int, DEFAULT_MAX_K, "longest dot product (overflow rule)"),
-    Param("pipeline", int, 1, "register stages before the accumulators", (0, 1)),
+    Param("pipeline", int, DEFAULT_PIPELINE, "register stages of each PE before its accumulator",
+          PIPELINE_CHOICES),
 )
 
 GENERATE_TOPS = [

@@ -16,6 +16,9 @@ PARAM_SETS = [
     pytest.param(dict(terms=1, pipeline=1), id="t1-p1"),
     pytest.param(dict(terms=3, pipeline=0), id="t3-p0"),
     pytest.param(dict(terms=2, pipeline=1, acc_bits=20, max_k=31), id="t2-acc20"),
+    pytest.param(dict(terms=5, pipeline=3), id="t5-p3"),
+    pytest.param(dict(terms=1, pipeline=3), id="t1-p3"),
+    pytest.param(dict(terms=4, pipeline=2, acc_bits=20, max_k=31), id="t4-p2-acc20"),
 ]
 
 
@@ -33,8 +36,8 @@ def test_pe_smoke_icarus(tmp_path):
     (dict(terms=0), "terms must be at least 1, got 0"),
     (dict(terms=1.0), "terms must be an integer, got 1.0"),
     (dict(operand_bits=6), "operand_bits must be 5 (bit-sliced) or 8 (INT8 baseline), got 6"),
-    (dict(pipeline=3), "pipeline must be 0 or 1, got 3"),
-    (dict(pipeline=True), "pipeline must be 0 or 1, got True"),
+    (dict(pipeline=4), "pipeline must be an integer in 0..3, got 4"),
+    (dict(pipeline=True), "pipeline must be an integer in 0..3, got True"),
     (dict(acc_bits=20, max_k=32),
      "acc_bits = 20 can overflow for max_k = 32: a 20-bit accumulator holds at most 31 inputs; "
      "use acc_bits >= 21"),
