@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.int_moe import GATE_FRAC, OUT_BITS
 from .tops import Param, Top
-from .vector_unit import (COMBINE_ACC, COMBINE_BITS, OUT, WEIGHT, check_width, combine_in_layout,
+from .vector_common import (COMBINE_ACC, COMBINE_BITS, OUT, WEIGHT, check_width, combine_in_layout,
                           combine_out_layout, saturate)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width

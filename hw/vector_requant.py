@@ -10,7 +10,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .tops import Param, Top
-from .vector_unit import (REQUANT_STAGES, check_width, requant_in_layout, requant_out_layout,
+from .vector_common import (REQUANT_STAGES, check_width, requant_in_layout, requant_out_layout,
                           requant_stages)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import UserError, check_int
 from ..sim.int_moe import EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, POW2
 from .tops import Param, Top
-from .vector_unit import (ACC, POW2_BITS, SHIFT_LIMIT, WEIGHT, clamp_shift_minus_one, count_shape,
+from .vector_common import (ACC, POW2_BITS, SHIFT_LIMIT, WEIGHT, clamp_shift_minus_one, count_shape,
                           index_shape, router_cmd_layout, router_result_layout)
 
 DEFAULT_MAX_EXPERTS = 64    # CacheConfig().n_experts: the expert field of a cache key
@@ -157,7 +157,7 @@ class VectorRouter(wiring.Component):
 
         # Weight pipeline: stage registers named by stage (w1 .. w5); the tag is the slot.
         v = [Signal(name=f"w{s}_valid") for s in range(1, 6)]
-        tag = [Signal(range(K), name=f"w{s}_slot") for s in range(1, 6)]
+        tag = [Signal(index_shape(K), name=f"w{s}_slot") for s in range(1, 6)]
         gap = Signal(unsigned(ACC.width + 1), name="w1_gap")
         lo = Signal(unsigned(len(gap) + MANT_BITS), name="w2_lo")
         hi = Signal(unsigned(len(gap) + MANT_BITS), name="w2_hi")

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.int_moe import SILU_ENTRIES
 from .tops import Param, Top
-from .vector_unit import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width,
+from .vector_common import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width,
                           requant_stages, swiglu_in_layout, swiglu_out_layout)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width

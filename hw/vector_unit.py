@@ -1,220 +1,95 @@
-"""Vector unit of the accelerator core: shared layouts, widths and the requantization datapath.
+"""The vector unit of the accelerator core: its four blocks side by side in one top.
 
-The vector unit executes the integer steps of the MoE layer that are not GEMVs (SPEC section 7;
-``sim/int_moe.py`` is the normative definition and every block here is bit-exact with it). It
-is four blocks, one file each, each a ``wiring.Component`` with ``lib.stream`` ports and each a
-generate-able top:
-
-=====================  =====================================  ===========================================
-top                    file                                   golden function
-=====================  =====================================  ===========================================
-``vector_requant``     ``hw/vector_requant.py``               ``requant(acc, m, e, bits)``, bits 8/16/32
-``vector_swiglu``      ``hw/vector_swiglu.py``                ``requant(SILU[g + 128] * v, hm, he, 8)``
-``vector_router``      ``hw/vector_router.py``                ``select_experts`` + ``gate_weights``
-``vector_combine``     ``hw/vector_combine.py``               ``acc + rshift_round(w * y, 15)``, ``sat(., 32)``
-=====================  =====================================  ===========================================
-
-This module holds what they share: the widths (derived from the constants of
-``sim/int_moe.py``, never repeated), the payload layouts of every port (the benches pack and
-unpack beats through these same layouts), the parameter checks, and :func:`requant_stages`, the
-pipelined ``sat(rshift_round(acc * m, e), bits)`` that the requantizer and the SwiGLU step both
-instantiate.
-
-Pipelines
----------
-Every streaming block (requant, SwiGLU, combine) is a fixed-depth pipeline that moves as one:
-all its registers advance when ``en = ~o.valid | o.ready`` (the output register is empty or
-being emptied), and ``i.ready = en``. A beat therefore appears on ``o`` exactly ``LATENCY``
-cycles after its transfer when the consumer never stalls, the blocks take one beat per cycle,
-and a stalled consumer freezes the whole pipeline without losing or duplicating a beat.
-``i.ready`` depends combinationally on ``o.ready`` (never on ``i.valid``); ``o.valid`` is a
-register and never waits for ``o.ready``.
+``VectorUnit`` instantiates :class:`~.vector_requant.VectorRequant`,
+:class:`~.vector_swiglu.VectorSwiGLU`, :class:`~.vector_router.VectorRouter` and
+:class:`~.vector_combine.VectorCombine` and forwards each block's ports unchanged under the
+block's name (``requant__i_data__payload``, ``router__o_result__valid``, ...). The blocks share
+nothing but the clock and the reset: each keeps its own interface, latency and rules (see its
+module). The core's sequencer (issue 9, not here) drives them: the router from ``ROUTE``, the
+requantizer and the SwiGLU step from ``SWIGLU``, the requantizer and the combine from
+``COMBINE``, the final saturation from ``STOREY``. The shared widths, layouts and the
+requantization datapath are in ``hw/vector_common.py``; this top is what ``elmoe3d synth``
+measures as the vector unit's area and Fmax.
 """
 
-from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, enum
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
-from ..errors import UserError, check_int
-from ..sim.gemv import ACC_BITS
-from ..sim.int_moe import (EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, POW2, POW2_ONE,
-                           SILU_ENTRIES, UP_BITS)
-from .layouts import ArrayOf
+from ..config import VectorConfig
+from .tops import Param, Top
+from .vector_combine import VectorCombine
+from .vector_common import check_width
+from .vector_requant import VectorRequant
+from .vector_router import DEFAULT_MAX_EXPERTS, DEFAULT_MAX_K, VectorRouter
+from .vector_swiglu import VectorSwiGLU
 
-MAX_WIDTH = 256                          # VectorConfig.width: 1..256 elements per beat
-
-ACC = signed(ACC_BITS)                   # an INT32 accumulator from the PE array
-MANT = unsigned(2 * MANT_BITS)           # a requantization mantissa: a product of two 15-bit ones
-SCALE_MANT = unsigned(MANT_BITS)         # one fixed-point mantissa (xm, rm, hm)
-EXP = unsigned(MAX_SHIFT.bit_length())   # one exponent (xe <= 48, re, he <= 62)
-SHIFT = unsigned((2 * MAX_SHIFT).bit_length())   # a sum of two exponents (xe + ge <= 110)
-GATE = signed(8)                         # the INT8 gate value, the SiLU table's index - 128
-UP = signed(UP_BITS)                     # the INT16 up value
-SILU = signed(16)                        # one SiLU table entry (INT16)
-SILU_INDEX = unsigned((SILU_ENTRIES - 1).bit_length())
-HIDDEN = signed(8)                       # the INT8 hidden value (SwiGLU output)
-OUT = signed(OUT_BITS)                   # an INT32 layer output / expert output
-COMBINE_BITS = OUT_BITS + 5              # the combine's exact sum: 32 terms of |w*y >> 15| <= 2**31
-COMBINE_ACC = signed(COMBINE_BITS)
-WEIGHT = unsigned(GATE_FRAC + 1)         # a gate weight, 0 .. 2**15
-POW2_BITS = POW2_ONE.bit_length()        # POW2[0] = 2**16 needs 17 bits
-SHIFT_LIMIT = 16                         # POW2 shifted past 16 gives 0 (sim/int_moe.gate_weights)
+BLOCKS = ("requant", "swiglu", "router", "combine")
 
 
-class OutBits(enum.Enum, shape=2):
-    """Saturation width of a requantization: ``sat(., 8)``, ``sat(., 16)`` or ``sat(., 32)``."""
-    B8 = 0
-    B16 = 1
-    B32 = 2
+class VectorUnit(wiring.Component):
+    """The four vector-unit blocks in one top (ports prefixed with the block's name).
 
+    Parameters
+    ----------
+    width : int
+        Elements per beat of the requantizer, the SwiGLU step and the combine, 1..256
+        (``VectorConfig.width``; default ``VectorConfig().width``).
+    max_experts, max_k : int
+        The router's limits (see :class:`~.vector_router.VectorRouter`).
 
-OUT_BITS_OF = {OutBits.B8: 8, OutBits.B16: 16, OutBits.B32: 32}
+    Members
+    -------
+    requant : Out(VectorRequant signature)    ``requant__i_data``, ``requant__o_data``
+    swiglu : Out(VectorSwiGLU signature)      ``swiglu__i_table``, ``swiglu__i_data``, ``swiglu__o_data``
+    router : Out(VectorRouter signature)      ``router__i_cmd``, ``router__i_logit``, ``router__o_result``
+    combine : Out(VectorCombine signature)    ``combine__i_data``, ``combine__o_data``
 
-
-def check_width(width):
-    """Elements per beat, as ``VectorConfig.width`` (1..256)."""
-    return check_int("width", width, 1, MAX_WIDTH)
-
-
-# -- layouts ------------------------------------------------------------------------------------------
-REQUANT_ELEM = data.StructLayout({"acc": ACC, "m": MANT, "e": SHIFT})
-
-
-def requant_in_layout(width):
-    """A requantization beat: ``bits`` (the saturation width) and ``width`` elements
-    ``{acc, m, e}``: ``requant(acc, m, e, bits)`` each."""
-    return data.StructLayout({"bits": OutBits, "elem": ArrayOf(REQUANT_ELEM, width, index="elem")})
-
-
-def requant_out_layout(width):
-    """``width`` requantized values, sign-extended to 32 bits."""
-    return ArrayOf(OUT, width, index="elem")
-
-
-SWIGLU_ELEM = data.StructLayout({"g": GATE, "v": UP})
-
-
-def swiglu_in_layout(width):
-    """A SwiGLU beat: the layer's hidden multiplier ``(hm, he)`` and ``width`` pairs ``{g, v}``."""
-    return data.StructLayout({"hm": SCALE_MANT, "he": SHIFT,
-                              "elem": ArrayOf(SWIGLU_ELEM, width, index="elem")})
-
-
-def swiglu_out_layout(width):
-    return ArrayOf(HIDDEN, width, index="elem")
-
-
-SILU_WRITE = data.StructLayout({"index": SILU_INDEX, "value": SILU})
-"""One SiLU table write: entry ``index`` (= g + 128) gets ``value``."""
-
-COMBINE_ELEM = data.StructLayout({"y": OUT, "acc": COMBINE_ACC})
-
-
-def combine_in_layout(width):
-    """A combine beat: the gate weight ``w``, flags ``first`` (the sum starts here: ``acc`` reads
-    as 0) and ``last`` (saturate the result to 32 bits), and ``width`` elements ``{y, acc}``."""
-    return data.StructLayout({"w": WEIGHT, "first": 1, "last": 1,
-                              "elem": ArrayOf(COMBINE_ELEM, width, index="elem")})
-
-
-def combine_out_layout(width):
-    return ArrayOf(COMBINE_ACC, width, index="elem")
-
-
-def count_shape(most):
-    """Unsigned shape holding 0 .. ``most``."""
-    return unsigned(max(1, int(most).bit_length()))
-
-
-def index_shape(count):
-    """Unsigned shape of an index 0 .. ``count - 1``."""
-    return unsigned(max(1, (int(count) - 1).bit_length()))
-
-
-def router_cmd_layout(max_experts, max_k):
-    """One token's routing command: ``n`` logits follow on ``i_logit``; ``k`` experts to choose;
-    ``cached`` restricts the choice to ``allowed[e]``; the token scale ``(xm, xe)`` and the
-    router's multiplier ``(rm, re)``."""
-    return data.StructLayout({
-        "n": count_shape(max_experts), "k": count_shape(max_k), "cached": 1,
-        "allowed": ArrayOf(unsigned(1), max_experts, index="expert"),
-        "xm": SCALE_MANT, "xe": EXP, "rm": SCALE_MANT, "re": EXP})
-
-
-def router_result_layout(max_experts, max_k):
-    """One token's routing: ``count`` experts chosen, ``expert[slot]`` best first and their gate
-    weights ``weight[slot]``; slots at or beyond ``count`` are zero."""
-    return data.StructLayout({
-        "count": count_shape(max_k),
-        "expert": ArrayOf(index_shape(max_experts), max_k, index="slot"),
-        "weight": ArrayOf(WEIGHT, max_k, index="slot")})
-
-
-# -- shared datapath ------------------------------------------------------------------------------------
-def clamp_shift_minus_one(shift):
-    """``min(max(shift, 1), 62) - 1``: the golden clamp of a right shift, minus one (0..61)."""
-    s = Shape.cast(shift.shape()).width
-    top = MAX_SHIFT - 1
-    return Mux(shift == 0, 0, Mux(shift > MAX_SHIFT, top, (shift - 1)[:max(s, 6)]))
-
-
-def saturate(value, bits):
-    """``sat(value, bits)``: clip to ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``."""
-    hi = (1 << (bits - 1)) - 1
-    return Mux(value > hi, hi, Mux(value < -hi, -hi, value))
-
-
-def requant_stages(m, en, prefix, acc, mant, shift, bits):
-    """Append the four pipeline stages of ``sat(rshift_round(acc * mant, shift), bits)``.
-
-    ``acc`` (signed), ``mant`` (unsigned) and ``shift`` (unsigned, clamped here to [1, 62] as the
-    golden model does) are sampled when ``en`` is high; ``bits`` is an ``int`` or a signal of
-    :class:`OutBits` sampled with them. Returns the registered result (signed, 32 bits) that holds
-    the value four ``en`` cycles later.
-
-    Stages (each ends in registers that load on ``en``):
-
-    1. partial products ``acc * mant[:15]`` and ``acc * mant[15:]`` (two 32 x 15 multipliers),
-       and ``s - 1`` of the clamped shift;
-    2. the exact product ``p = lo + (hi << 15)`` (63 bits signed: ``|acc| <= 2**31``, ``mant < 2**30``);
-    3. ``t = p >> (s - 1)`` (arithmetic);
-    4. ``r = (t + 1) >> 1`` which is ``rshift_round(p, s) = (p + 2**(s-1)) >> s``, then ``sat(r, bits)``.
+    Raises
+    ------
+    UserError
+        A parameter out of range (the block's own refusal).
     """
-    mw = Shape.cast(mant.shape()).width
-    split = MANT_BITS
-    lo = Signal(signed(len(acc) + split + 1), name=f"{prefix}_s1_lo")
-    hi = Signal(signed(len(acc) + max(1, mw - split) + 1), name=f"{prefix}_s1_hi")
-    sm1_1 = Signal(range(MAX_SHIFT), name=f"{prefix}_s1_sm1")
-    prod = Signal(signed(len(acc) + mw + 1), name=f"{prefix}_s2_prod")
-    sm1_2 = Signal(range(MAX_SHIFT), name=f"{prefix}_s2_sm1")
-    shifted = Signal(signed(len(acc) + mw + 1), name=f"{prefix}_s3_shifted")
-    out = Signal(OUT, name=f"{prefix}_s4_out")
-    carried = isinstance(bits, Signal) or hasattr(bits, "shape")
-    if carried:
-        bits_1 = Signal(OutBits, name=f"{prefix}_s1_bits")
-        bits_2 = Signal(OutBits, name=f"{prefix}_s2_bits")
-        bits_3 = Signal(OutBits, name=f"{prefix}_s3_bits")
-    rounded = Signal(signed(len(shifted)), name=f"{prefix}_s4_rounded")
-    m.d.comb += rounded.eq((shifted + 1) >> 1)
-    if carried:
-        sat = Mux(bits_3 == OutBits.B8, saturate(rounded, 8),
-                  Mux(bits_3 == OutBits.B16, saturate(rounded, 16), saturate(rounded, 32)))
-    else:
-        sat = saturate(rounded, bits)
-    with m.If(en):
-        # Amaranth multiplies signed by unsigned exactly (no overflow inside an expression).
-        m.d.sync += [lo.eq(acc * mant[:min(split, mw)]),
-                     sm1_1.eq(clamp_shift_minus_one(shift)),
-                     prod.eq(lo + (hi << split)),
-                     sm1_2.eq(sm1_1),
-                     shifted.eq(prod >> sm1_2),
-                     out.eq(sat)]
-        if mw > split:
-            m.d.sync += hi.eq(acc * mant[split:])
-        else:
-            m.d.sync += hi.eq(0)
-        if carried:
-            m.d.sync += [bits_1.eq(bits), bits_2.eq(bits_1), bits_3.eq(bits_2)]
-    return out
+
+    INTERFACE_NOTES = (
+        "Blocks: four independent blocks share `clk` and `rst`; every port is the block's own port "
+        "with the block's name in front: `requant__*` (requant(acc, m, e, 8/16/32), latency "
+        "{requant_latency}), `swiglu__*` (requant(SILU[g + 128] * v, hm, he, 8) with the run-time "
+        "table on `swiglu__i_table`, latency {swiglu_latency}), `router__*` (top-k with ties to the "
+        "lower expert, `cached` mask, gate weights; `router_cycles(n, count)` per token) and "
+        "`combine__*` (acc + rshift_round(w * y, 15) into {combine_bits}-bit sums, `sat(., 32)` on "
+        "`last`, latency {combine_latency}). `elmoe3d generate --top vector_requant` (and "
+        "`vector_swiglu`, `vector_router`, `vector_combine`) documents each block's ports, ranges "
+        "and out-of-range behaviour on its own; they are the same here.",
+        "Elements per beat: {width}; router limits: {max_experts} experts, k <= {max_k}.",
+    )
+
+    def __init__(self, *, width=VectorConfig().width, max_experts=DEFAULT_MAX_EXPERTS, max_k=DEFAULT_MAX_K):
+        self.width = check_width(width)
+        self.requant_block = VectorRequant(width=width)
+        self.swiglu_block = VectorSwiGLU(width=width)
+        self.router_block = VectorRouter(max_experts=max_experts, max_k=max_k)
+        self.combine_block = VectorCombine(width=width)
+        self.max_experts, self.max_k = max_experts, max_k
+        self.requant_latency = VectorRequant.LATENCY
+        self.swiglu_latency = VectorSwiGLU.LATENCY
+        self.combine_latency = VectorCombine.LATENCY
+        self.combine_bits = VectorCombine.COMBINE_BITS
+        super().__init__({name: Out(getattr(self, f"{name}_block").signature) for name in BLOCKS})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name in BLOCKS:
+            block = getattr(self, f"{name}_block")
+            m.submodules[name] = block
+            wiring.connect(m, wiring.flipped(getattr(self, name)), block)
+        return m
 
 
-REQUANT_STAGES = 4
+GENERATE_TOPS = [
+    Top(name="vector_unit", help="vector unit: requant, SwiGLU step, router and combine side by side",
+        build=lambda **p: VectorUnit(**p),
+        params=(Param("width", int, VectorConfig().width, "elements per beat (VectorConfig.width)"),
+                Param("max_experts", int, DEFAULT_MAX_EXPERTS, "largest number of experts ranked per token"),
+                Param("max_k", int, DEFAULT_MAX_K, "largest number of experts chosen per token"))),
+]

@@ -14,6 +14,9 @@ CONFIGS = [
     ("lsb_augment", {}),
     ("pe_array", {}), ("pe_array", dict(rows=3, cols=5, lanes=2, pipeline=0)),
     ("mac_array_baseline", {}), ("mac_array_baseline", dict(rows=4, cols=3, lanes=4)),
+    ("vector_requant", dict(width=1)), ("vector_swiglu", dict(width=3)), ("vector_combine", dict(width=1)),
+    ("vector_router", dict(max_experts=2, max_k=1)), ("vector_router", dict(max_experts=5, max_k=5)),
+    ("vector_unit", {}),
 ]
 
 
