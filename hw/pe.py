@@ -62,7 +62,7 @@ PIPELINE_CHOICES = tuple(range(MAX_PIPELINE + 1))
 
 
 def check_pipeline(pipeline):
-    if isinstance(pipeline, bool) or pipeline not in PIPELINE_CHOICES:
+    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline not in PIPELINE_CHOICES:
         raise UserError(f"pipeline must be an integer in 0..{MAX_PIPELINE}, got {pipeline!r}")
     return pipeline
 

@@ -13,7 +13,8 @@ from elmoe3d.sim.benches.launch import run_top_bench
 PARAM_SETS = [
     pytest.param(dict(rows=2, cols=2, pipeline=0), id="2x2-p0"),
     pytest.param(dict(rows=4, cols=3, lanes=2, pipeline=1), id="4x3-l2"),
-    pytest.param(dict(rows=3, cols=5, pipeline=1, acc_bits=20, max_k=31), id="3x5-acc20"),
+    pytest.param(dict(rows=3, cols=5, pipeline=3, acc_bits=20, max_k=31), id="3x5-acc20-p3"),
+    pytest.param(dict(rows=2, cols=1, pipeline=2), id="2x1-p2"),
 ]
 
 
@@ -37,7 +38,7 @@ def test_mac_array_smoke_icarus(tmp_path):
     (dict(rows=2, cols=2, acc_bits=20, max_k=32),
      "acc_bits = 20 can overflow for max_k = 32: a 20-bit accumulator holds at most 31 inputs; "
      "use acc_bits >= 21"),
-    (dict(rows=2, cols=2, pipeline=-1), "pipeline must be 0 or 1, got -1"),
+    (dict(rows=2, cols=2, pipeline=-1), "pipeline must be an integer in 0..3, got -1"),
 ])
 def test_refusals(kwargs, message):
     with pytest.raises(UserError) as info:

@@ -17,11 +17,13 @@ from elmoe3d.hw.tops import get_top
 from elmoe3d.sim.benches.launch import run_top_bench
 from elmoe3d.sim.slices import lsb_slice, msb_slice, pack_plane
 
-# (square, pipelined) / (non-square, unpipelined) / (non-square, 2 lanes, tightest accumulator)
+# (square, old depth 1) / (non-square, unpipelined) / (non-square, 2 lanes, tightest accumulator,
+# the default depth 3) / (the middle depth 2: input registers and the term)
 PARAM_SETS = [
-    pytest.param(dict(rows=2, cols=2, lanes=1, pipeline=1), id="2x2"),
+    pytest.param(dict(rows=2, cols=2, lanes=1, pipeline=1), id="2x2-p1"),
     pytest.param(dict(rows=4, cols=3, lanes=1, pipeline=0), id="4x3-p0"),
-    pytest.param(dict(rows=3, cols=5, lanes=2, pipeline=1, acc_bits=20, max_k=31), id="3x5-l2-acc20"),
+    pytest.param(dict(rows=3, cols=5, lanes=2, pipeline=3, acc_bits=20, max_k=31), id="3x5-l2-acc20-p3"),
+    pytest.param(dict(rows=2, cols=4, lanes=1, pipeline=2), id="2x4-p2"),
 ]
 
 
@@ -66,7 +68,10 @@ def test_pe_array_regression_large(params, tmp_path):
     (dict(rows=2, cols=2, acc_bits=65), "acc_bits must be at most 64, got 65"),
     (dict(rows=2, cols=2, acc_bits="32"), "acc_bits must be an integer, got '32'"),
     (dict(rows=2, cols=2, max_k=0), "max_k must be at least 1, got 0"),
-    (dict(rows=2, cols=2, pipeline=2), "pipeline must be 0 or 1, got 2"),
+    (dict(rows=2, cols=2, pipeline=4), "pipeline must be an integer in 0..3, got 4"),
+    (dict(rows=2, cols=2, pipeline=-1), "pipeline must be an integer in 0..3, got -1"),
+    (dict(rows=2, cols=2, pipeline=True), "pipeline must be an integer in 0..3, got True"),
+    (dict(rows=2, cols=2, pipeline=1.0), "pipeline must be an integer in 0..3, got 1.0"),
 ])
 def test_refusals(kwargs, message):
     with pytest.raises(UserError) as info:
@@ -85,7 +90,8 @@ def test_signature_and_derived_widths():
     assert a.act_layout.size == 2 * 5 * 8
     assert a.result_layout.size == 2 * 3 * 20
     assert len(a.i_msb.payload.as_value()) == len(a.i_lsb.payload.as_value()) == 3 * 5 * 4
-    assert a.cycles(31, "full") == gemv_cycles(k=31, cols=5, mode="full", pipeline=1)
+    assert a.pipeline == 3                     # the timing-closed default
+    assert a.cycles(31, "full") == gemv_cycles(k=31, cols=5, mode="full", pipeline=3)
 
 
 def test_plane_beat_is_the_packed_plane():
@@ -119,6 +125,9 @@ def test_layouts_round_trip():
     (17, 4, "full", 0, None, None, 12),
     (4096, 16, "full", 1, 64, 16, 4 * (1 + 512 + 1 + 1)),
     (4096, 16, "int8", 1, None, None, 259),
+    (4096, 16, "draft", 3, None, None, 261),
+    (4096, 16, "full", 2, 64, 16, 4 * (1 + 512 + 2 + 1)),
+    (0, 4, "full", 3, None, None, 5),
 ])
 def test_cycle_model(k, cols, mode, pipeline, n, rows, cycles):
     assert gemv_cycles(k=k, cols=cols, mode=mode, pipeline=pipeline, n=n, rows=rows) == cycles
@@ -127,11 +136,19 @@ def test_cycle_model(k, cols, mode, pipeline, n, rows, cycles):
 def test_cycle_model_refuses_unknown_mode():
     with pytest.raises(UserError, match="mode must be one of draft, full, int8, got 'half'"):
         gemv_cycles(k=4, cols=2, mode="half")
+    with pytest.raises(UserError, match="pipeline must be an integer in 0..3, got 5"):
+        gemv_cycles(k=4, cols=2, mode="draft", pipeline=5)
+
+
+def test_default_depth_follows_the_generator():
+    """The model's default depth is the generator's: one source for both."""
+    a = PEArray(rows=2, cols=2)
+    assert gemv_cycles(k=8, cols=2, mode="draft") == a.cycles(8, "draft") == 1 + 4 + 3 + 1
 
 
 def test_registry_entry():
     top = get_top("pe_array")
     p = top.resolve({})
-    assert (p["rows"], p["cols"], p["lanes"], p["acc_bits"]) == (16, 16, 1, 32)
+    assert (p["rows"], p["cols"], p["lanes"], p["acc_bits"], p["pipeline"]) == (16, 16, 1, 32, 3)
     assert top.macs_per_cycle(**p) == {"draft": 256, "full": 128}
     assert top.macs_per_cycle(**top.resolve({"lanes": 4})) == {"draft": 1024, "full": 512}
