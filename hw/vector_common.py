@@ -188,7 +188,7 @@ def requant_stages(m, en, prefix, acc, mant, shift, bits):
     sm1_2 = Signal(range(MAX_SHIFT), name=f"{prefix}_s2_sm1")
     shifted = Signal(signed(len(acc) + mw + 1), name=f"{prefix}_s3_shifted")
     out = Signal(OUT, name=f"{prefix}_s4_out")
-    carried = isinstance(bits, Signal) or hasattr(bits, "shape")
+    carried = not isinstance(bits, int)          # a per-beat OutBits field, or a fixed width
     if carried:
         bits_1 = Signal(OutBits, name=f"{prefix}_s1_bits")
         bits_2 = Signal(OutBits, name=f"{prefix}_s2_bits")
