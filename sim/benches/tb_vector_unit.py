@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import cocotb
 import numpy as np
+from amaranth.hdl import Shape
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
@@ -254,10 +255,16 @@ class Router:
                     note=note)
 
     def expected(self, case):
-        n = len(case["logits"])
-        logits = np.array([case["logits"]], dtype=np.int64)
-        allowed = np.array(case["allowed"][:n]) if case["cached"] else None
-        chosen = select_experts(logits, case["k"], allowed)
+        """The golden routing, with the documented rules outside its domain: logits at index
+        ``max_experts`` or above are never chosen, ``k`` above ``max_k`` acts as ``max_k``, and
+        ``k = 0`` or ``n = 0`` chooses nothing."""
+        lg = case["logits"][:self.E]
+        k = min(case["k"], self.K)
+        if not lg or k == 0:
+            return 0, [0] * self.K, [0] * self.K
+        logits = np.array([lg], dtype=np.int64)
+        allowed = np.array(case["allowed"][:len(lg)]) if case["cached"] else None
+        chosen = select_experts(logits, min(k, len(lg)), allowed)
         layer = SimpleNamespace(router_m=case["rm"], router_e=case["re"])
         w = gate_weights(layer, logits, chosen, np.array([case["xm"]]), np.array([case["xe"]]))
         c = chosen.shape[1]
@@ -288,6 +295,16 @@ class Router:
                                    allowed=[False] * E, note="mask ignored without cached"))
         cases.append(self.case([r.randint(-9, 9) for _ in range(K)], K, note="n = k = max_k"))
         cases.append(self.case([4], 1, note="n = 1"))
+        # outside the golden domain (the documented rules of the interface notes)
+        cases.append(self.case([], 1, note="n = 0"))
+        cases.append(self.case([r.randint(-9, 9) for _ in range(E)], 0, note="k = 0"))
+        n_top = (1 << Shape.cast(self.c.cmd_layout["n"].shape).width) - 1
+        if n_top > E:
+            cases.append(self.case([1] * E + [100] * min(2, n_top - E), 1,
+                                   note="n > max_experts: the extra logits are never chosen"))
+        k_top = (1 << Shape.cast(self.c.cmd_layout["k"].shape).width) - 1
+        if k_top > K:
+            cases.append(self.case([r.randint(-9, 9) for _ in range(E)], k_top, note="k > max_k acts as max_k"))
         return cases
 
     def random_cases(self, count):
@@ -424,7 +441,7 @@ async def test_cycles(dut):
         if isinstance(unit, Router):
             E, K = unit.E, unit.K
             cases = [unit.case([tb.rng.randint(-9, 9) for _ in range(n)], k, cached, allowed)
-                     for n, k, cached, allowed in [(E, K, False, None), (E, 1, False, None), (3, min(2, K), False, None),
+                     for n, k, cached, allowed in [(E, K, False, None), (E, 1, False, None), (min(3, E), min(2, K), False, None),
                                                    (E, K, True, [False] * E), (E, K, True, [e < 1 for e in range(E)])]
                      if k <= n]
             cases.append(cases[0])         # closes the last measured period
