@@ -61,6 +61,12 @@ def test_vector_unit_regression_verilator(name, params, tmp_path):
     run_vector_bench(name, params, tmp_path, seeds=(1, 2))
 
 
+@pytest.mark.icarus
+def test_vector_unit_smoke_icarus(tmp_path):
+    run_vector_bench("vector_unit", dict(width=2, max_experts=4, max_k=2), tmp_path, seeds=(5,), quick=True,
+                     simulator="icarus")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, params", SLOW)
 def test_vector_unit_regression_more_params(name, params, tmp_path):
