@@ -34,9 +34,9 @@ register and never waits for ``o.ready``.
 from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum
 
-from ..errors import UserError, check_int
+from ..errors import check_int
 from ..sim.gemv import ACC_BITS
-from ..sim.int_moe import (EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, POW2, POW2_ONE,
+from ..sim.int_moe import (GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, POW2_ONE,
                            SILU_ENTRIES, UP_BITS)
 from .layouts import ArrayOf
 

@@ -23,7 +23,7 @@ Micro-architecture (one token at a time)::
     DONE: o_result {count, expert[slot], weight[slot]} held until taken
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
