@@ -74,6 +74,23 @@ def heldout_windows(data, n_windows, length):
     return np.stack([data[s:s + length] for s in starts])
 
 
+def heldout_tiling(data, length):
+    """Consecutive windows of ``length`` bytes overlapping by one byte, shape (n, length).
+
+    Window ``i`` starts at ``i * (length - 1)``, so its ``length - 1`` predictions (positions
+    1 .. length-1) are each byte of ``data`` after the first exactly once, up to the last whole
+    window: the whole held-out text, less fewer than ``length - 1`` bytes at its end. Each window
+    is scored from an empty context, as in :func:`heldout_windows`.
+    """
+    if length < 2:
+        raise UserError(f"a window needs at least 2 bytes, got {length}")
+    n = (len(data) - 1) // (length - 1)
+    if n < 1:
+        raise UserError(f"held-out text has {len(data)} bytes, fewer than one window of {length}")
+    starts = np.arange(n, dtype=np.int64) * (length - 1)
+    return np.stack([data[s:s + length] for s in starts])
+
+
 def unigram_bits_per_byte(train, heldout):
     """Held-out cross-entropy (bits/byte) of the add-one-smoothed byte unigram of ``train``."""
     counts = np.bincount(train, minlength=256).astype(np.float64) + 1.0

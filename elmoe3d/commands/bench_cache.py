@@ -61,8 +61,8 @@ def add_arguments(p):
     p.add_argument("--clock-ns", type=clock_ns, default=5.0,
                    help="synthesis clock target in ns, 0.001 to 1e6 (default %(default)s)")
     p.add_argument("--liberty", default="sky130hd", help="Liberty for synthesis (default %(default)s)")
-    p.add_argument("--synth-entries", type=_int_list, default=[8, 16, 32],
-                   help="cache sizes to synthesize with the first policy, comma list (default 8,16,32; each "
+    p.add_argument("--synth-entries", type=_int_list, default=[8, 16, 32, 64],
+                   help="cache sizes to synthesize with the first policy, comma list (default 8,16,32,64; each "
                         "<= 64); the other policies are synthesized at 16")
     p.add_argument("--no-rtl", action="store_true", help="skip the Verilator measurements (latency, bandwidth)")
     p.add_argument("--no-synth", action="store_true", help="skip synthesis (area, Fmax)")
@@ -239,6 +239,10 @@ def run(args):
     hb_params = dict(channels=args.hb_channels, width=args.hb_width, burst=args.hb_burst, latency=args.hb_latency,
                      lines=1 << 20, len_bits=16)
     hb = HBConfig(**hb_params, clock_mhz=1000.0 / args.clock_ns)   # refuses bad HB parameters before the slow work
+    space = hb_params["lines"] * hb.line_bytes
+    if args.plane_kib * 1024 > space:
+        raise UserError(f"--plane-kib {args.plane_kib}: a plane must fit the HB address space, "
+                        f"{hb_params['lines']} lines x {hb.line_bytes} bytes = {space // 1024} KiB")
     trace = routing_file_ops(args.trace, planes=args.planes, prefetch=args.prefetch) if args.trace else None
     from ..paths import output_dir, write_text
     out = output_dir(args.out)                  # created (nested too) and checked before any work
@@ -291,6 +295,7 @@ def run(args):
            f"A {args.plane_kib} KiB plane is {L} lines: {plane_read_time_ns(hb, plane_bytes):.0f} ns alone; "
            f"four back to back reach {hm['achieved_fraction_4_planes']:.4f} of peak (model)."]
     if "rtl" in result:
+        from ..hw.expert_cache import LOOKUP_LATENCY
         r = result["rtl"]
         h4, h1 = r["hb"]["four_planes"], r["hb"]["one_plane"]
         md += ["", f"RTL (Verilator, channels answering in order at fixed latency, no stalls): four "
@@ -298,7 +303,10 @@ def run(args):
                    f"**{h4['achieved_fraction']:.4f} of peak**; one plane {h1['span_cycles']} cycles "
                    f"({h1['achieved_fraction']:.4f}).",
                f"Expert cache lookup latency {', '.join(map(str, r['cache']['lookup_latency_cycles']))} cycles (request handshake to "
-               f"response valid), {r['cache']['cycles_per_op']:.3f} cycles per operation without stalls."]
+               f"response valid; {LOOKUP_LATENCY} when no miss waits behind a state change), "
+               f"{r['cache']['cycles_per_op']:.3f} cycles per operation without stalls "
+               f"({r['cache']['ops']} random operations, {r['cache']['params']['entries']} slots, "
+               f"{r['cache']['params']['policy']})."]
     if "synth" in result:
         md += ["", f"## Area and Fmax ({args.liberty}, target {args.clock_ns} ns)", "",
                "| block | parameters | area um^2 | sequential um^2 | cells | Fmax MHz | power mW |",

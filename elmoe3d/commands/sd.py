@@ -71,6 +71,8 @@ def _settings_grid(args, top_k):
     return grid
 
 
+MAX_CACHE_ENTRIES = 4096      # the golden expert cache's largest size (elmoe3d.config.CacheConfig.entries)
+
 COLUMNS = ["batch", "label", "method", "k_d", "expert_bits", "dense_bits", "expert_choice", "gamma",
            "adaptive", "acceptance_rate", "tokens_per_target_pass", "pass_speedup", "target_passes",
            "experts_per_target_pass", "experts_per_token", "hit_rate", "bytes_per_token",
@@ -100,6 +102,12 @@ def run(args):
     target = MoELM.load(model_path)
     draft = None if args.no_baselines else MoELM.load(draft_path)
     grid = _settings_grid(args, target.cfg.top_k)
+    most = MAX_CACHE_ENTRIES
+    per_cache = args.capacity // target.cfg.n_layers if args.scope == "layer" else args.capacity
+    if per_cache > most:
+        total = most * (target.cfg.n_layers if args.scope == "layer" else 1)
+        raise UserError(f"--capacity {args.capacity}: the golden expert cache holds at most {most} planes "
+                        f"({total} with --scope {args.scope} on {target.cfg.n_layers} layers)")
     held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
     prompts = list(corpus.heldout_windows(held, max(args.batch), args.prompt_len))
     args.out = output_dir(args.out)            # created (nested too) and checked before any work
