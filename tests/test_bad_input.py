@@ -277,9 +277,19 @@ def test_model_path_that_is_a_folder(capsys, tmp_path):
 
 
 def _reuse_folder(tmp_path, text):
-    folder = tmp_path / "bp" / "sky130hd-pe_array"
-    folder.mkdir(parents=True)
-    (folder / "report.json").write_text(text)
+    """The report bench-pe --reuse finds first, under each folder name it may use (one per
+    pipeline depth, or one for all); the parameters name the depth of their folder."""
+    for suffix, depth in [("", 3)] + [(f"-p{d}", d) for d in range(4)]:
+        folder = tmp_path / "bp" / f"sky130hd-pe_array{suffix}"
+        folder.mkdir(parents=True)
+        try:
+            report = json.loads(text)
+            if isinstance(report, dict):
+                report["params"]["pipeline"] = depth
+            body = json.dumps(report)
+        except json.JSONDecodeError:
+            body = text
+        (folder / "report.json").write_text(body)
     return tmp_path / "bp"
 
 
