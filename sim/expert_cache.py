@@ -41,6 +41,15 @@ Victim choice (normative)
      brush with a small top-k weight leaves first.
 3. No candidate (every valid slot pinned): bypass.
 
+Timing of the RTL (not part of the semantics)
+---------------------------------------------
+This model has no clock: it applies operations in service order, and the RTL must make the same
+decisions in that order whatever its timing. ``hw/expert_cache.py`` is pipelined (take, compare
+and select, update): a response comes ``LOOKUP_LATENCY`` = 3 cycles after the request's handshake,
+up to ``MAX_HAZARD_CYCLES`` = 2 more for a miss right behind an operation that changed the
+replacement state (so it sees that change, as here); it takes one request per cycle otherwise.
+(Before the pipeline: 2 cycles of latency and one request every 2 cycles.)
+
 Statistics count demand hits and misses (``LOOKUP`` and ``PIN``), evictions (a valid entry
 replaced), fills (demand and prefetch), bypasses, bytes served from the HB tier (hits) and bytes
 filled from the off-chip tier, each split by plane (MSB, LSB), and useful prefetches (a prefetched

@@ -2,7 +2,9 @@
 
 Default run: per policy, 5 000 random operations with random stalls on all four streams, 2 000
 without stalls (lookup latency and throughput checked), and a Zipf routing trace with draft
-prefetches. ``-m slow``: 100 000 random and 100 000+ Zipf operations per policy.
+prefetches; a 16-slot cache with wrapping 8-bit counters; 4- and 32-slot caches (the pipeline's
+hazards at both ends of the size range); a cache that holds every key (one request per cycle). ``-m slow``: 100 000 random and 100 000+ Zipf
+operations per policy, and a 64-slot cache.
 """
 
 import json
@@ -10,7 +12,7 @@ import json
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.hw.expert_cache import ExpertCache
+from elmoe3d.hw.expert_cache import LOOKUP_LATENCY, MAX_HAZARD_CYCLES, ExpertCache
 from elmoe3d.hw.verilog import write_verilog
 from elmoe3d.sim.benches.runner import run_bench
 
@@ -19,6 +21,10 @@ PARAMS = {
     "lfu": dict(entries=8, policy="lfu", layer_bits=2, expert_bits=3, count_bits=3),
     "score": dict(entries=8, policy="score", layer_bits=2, expert_bits=3, score_bits=6, decay_shift=2),
     "lru16": dict(entries=16, policy="lru", layer_bits=3, expert_bits=4, counter_bits=8),
+    "lru_fits": dict(entries=8, policy="lru", layer_bits=1, expert_bits=1),    # 8 keys, 8 slots
+    "lfu4": dict(entries=4, policy="lfu", layer_bits=1, expert_bits=2, count_bits=2, counter_bits=8),
+    "score32": dict(entries=32, policy="score", layer_bits=2, expert_bits=4, score_bits=4, decay_shift=1),
+    "lru64": dict(entries=64, policy="lru", layer_bits=3, expert_bits=4),
 }
 
 
@@ -37,8 +43,10 @@ def test_cache_matches_golden(tmp_path, name):
              {"kind": "random", "n": 2000, "seed": 12, "stall": 0.0, "alpha": 0.6},
              {"kind": "zipf", "steps": 250, "seed": 13, "stall": 0.2, "draft_k": 1, "alpha": 1.1}]
     rep = _run(tmp_path, PARAMS[name], cases)
-    assert rep[1]["latency"] == [2]
-    assert rep[1]["cycles"] <= 2 * rep[1]["ops"] + 10          # one operation every 2 cycles
+    assert rep[1]["latency"][0] == LOOKUP_LATENCY               # (+ up to 2 for a miss behind a state change)
+    # at most 1 + MAX_HAZARD_CYCLES cycles per operation without stalls (measured: about 2 on this
+    # miss-heavy mix; one per cycle when the keys fit, test_cache_streams_hits_one_per_cycle)
+    assert rep[1]["cycles"] <= (1 + MAX_HAZARD_CYCLES) * rep[1]["ops"] + 10
     assert all(r["stats"]["evictions"] > 0 and r["stats"]["hits"] > 0 for r in rep)
     assert rep[0]["stats"]["bypasses"] > 0 or name != "lru"    # the pin mix reaches a fully pinned cache
 
@@ -47,7 +55,27 @@ def test_cache_16_entries_wrapping_counters(tmp_path):
     rep = _run(tmp_path, PARAMS["lru16"], [{"kind": "random", "n": 3000, "seed": 21, "stall": 0.5},
                                            {"kind": "zipf", "steps": 300, "seed": 22, "stall": 0.1, "draft_k": 2,
                                             "top_k": 2}])
-    assert rep[0]["stats"]["hits"] > 255                        # the 8-bit counters wrapped
+    assert rep[0]["stats"]["hits"] > 255                        # the 8-bit counters wrapped (flags checked)
+
+
+def test_cache_streams_hits_one_per_cycle(tmp_path):
+    """Every key fits: after the first fills every request hits and the pipeline takes one per cycle."""
+    rep = _run(tmp_path, PARAMS["lru_fits"], [{"kind": "random", "n": 2000, "seed": 61, "stall": 0.0}])
+    assert rep[0]["latency"][0] == LOOKUP_LATENCY
+    assert rep[0]["cycles"] <= 1.05 * rep[0]["ops"] + 20
+
+
+@pytest.mark.parametrize("name, cases", [
+    ("lfu4", [{"kind": "random", "n": 3000, "seed": 51, "stall": 0.0},
+              {"kind": "random", "n": 3000, "seed": 52, "stall": 0.4}]),
+    ("score32", [{"kind": "random", "n": 2000, "seed": 53, "stall": 0.0, "alpha": 1.2},
+                 {"kind": "zipf", "steps": 200, "seed": 54, "stall": 0.3, "draft_k": 1}]),
+    pytest.param("lru64", [{"kind": "random", "n": 20000, "seed": 55, "stall": 0.2, "alpha": 0.8}],
+                 marks=pytest.mark.slow),
+])
+def test_cache_sizes(tmp_path, name, cases):
+    rep = _run(tmp_path, PARAMS[name], cases)
+    assert all(r["stats"]["hits"] > 0 and r["stats"]["fills"] > 0 for r in rep)
 
 
 @pytest.mark.slow
@@ -82,4 +110,4 @@ def test_ports_and_widths():
     assert dut.config.slot_bits == 4
     assert dut.i_lookup.payload.shape().size == 2 + 9 + 8
     assert dut.o_fill.payload.shape().size == 9 + 4 + 1
-    assert dut.o_counters.shape().size == 6 * 32
+    assert dut.o_counters.shape().size == 6 * 32 + 6           # counters and their overflow flags

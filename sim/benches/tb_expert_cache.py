@@ -9,8 +9,11 @@ Every response must equal the golden model's result for the request the controll
 bench learns the service order of the two input ports from ``o_resp.op``, checks it is an
 interleaving of the two request queues, and applies the golden model in that order); every fill
 must equal the golden fill; at the end of a case the counters must equal the golden statistics.
-With ``stall == 0`` the bench also checks the lookup latency (request handshake to response
-valid) equals ``LOOKUP_LATENCY`` cycles.
+The counters' sticky ``overflow`` flags must be set exactly for the counters whose golden count
+reached ``2**counter_bits``. With ``stall == 0`` the bench also checks the lookup latency
+(request handshake to response valid): ``LOOKUP_LATENCY`` cycles, or up to
+``MAX_HAZARD_CYCLES`` more for a miss right behind an operation that changed the replacement
+state (the pipeline's hazard bubbles); the report gives the set of latencies seen.
 """
 
 import json
@@ -21,7 +24,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from elmoe3d.hw.expert_cache import (COUNTERS, LOOKUP_LATENCY, counters_layout, prefetch_layout,
+from elmoe3d.hw.expert_cache import (COUNTERS, LOOKUP_LATENCY, MAX_HAZARD_CYCLES, counters_layout, prefetch_layout,
                                      request_layout, response_layout, fill_layout)
 from elmoe3d.sim.benches.runner import bench_config
 from elmoe3d.sim.expert_cache import CacheConfig, ExpertCache, Key, Op
@@ -187,8 +190,11 @@ class TB:
         for name in COUNTERS:
             assert int(getattr(cnt, name)) == getattr(st, name) % mod, \
                 f"counter {name}: RTL {int(getattr(cnt, name))}, golden {getattr(st, name)}"
+            flag, wrapped = int(getattr(cnt.overflow, name)), getattr(st, name) >= mod
+            assert flag == wrapped, f"counter {name}: overflow flag {flag}, golden count {getattr(st, name)} of {mod}"
         if stall == 0:
-            assert latencies <= {LOOKUP_LATENCY}, f"lookup latency {sorted(latencies)} cycles, expected {LOOKUP_LATENCY}"
+            allowed = set(range(LOOKUP_LATENCY, LOOKUP_LATENCY + MAX_HAZARD_CYCLES + 1))
+            assert latencies <= allowed, f"lookup latency {sorted(latencies)} cycles, expected {sorted(allowed)}"
         return {"case": case, "ops": len(ops), "cycles": cycle, "stats": st.to_dict(),
                 "latency": sorted(latencies)}
 
