@@ -4,7 +4,9 @@ For one array shape (default 16 x 16, one lane) and each Liberty library (defaul
 sky130 hd and Nangate 45), synthesizes ``pe_array`` and ``mac_array_baseline`` with
 ``elmoe3d.synth.flow.synthesize`` and reports per mode (DRAFT, FULL, INT8): area, sequential
 share, Fmax, power at the target clock and activity, pJ per MAC, and throughput per area
-relative to the baseline (MACs per cycle x Fmax / area). It also simulates both arrays (cocotb,
+relative to the baseline of the same pipeline depth (MACs per cycle x Fmax / area). Each depth
+of ``--pipeline`` (default: the generator's default, 3, beside the old default, 1) gets its own
+rows, and ``vs p1`` compares a design and mode with itself at depth 1. It also simulates both arrays (cocotb,
 no stalls) and prints the cycles per GEMV command measured against ``gemv_cycles``, and sets the
 figures beside the Bit Fusion reference (ISCA'18: a fixed 8x8 MAC is 687.6 um^2 and 0.34 pJ per
 cycle at 45 nm, 500 MHz; its bit-flexible unit costs about 2.5x that area).
@@ -28,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--rows", type=positive_int, default=16, help="array rows (default %(default)s)")
     p.add_argument("--cols", type=positive_int, default=16, help="array columns (default %(default)s)")
     p.add_argument("--lanes", type=positive_int, default=1, help="batch lanes (default %(default)s)")
+    p.add_argument("--pipeline", type=int, action="append", metavar="P",
+                   help="PE pipeline depth (0-3); repeatable (default: the generator's default 3 and the "
+                        "old default 1, side by side)")
     p.add_argument("--liberty", action="append", metavar="LIB",
                    help="a shipped library (sky130hd, nangate45) or a Liberty path; repeatable "
                         "(default: both shipped libraries)")
@@ -56,7 +61,7 @@ def _clock(lib, args):
     return args.clock_ns or DEFAULT_CLOCK_NS.get(lib, 5.0)
 
 
-def design_rows(lib, sliced, base):
+def design_rows(lib, sliced, base, pipeline=None):
     """Per-mode rows ``{design, mode, area, ...}`` from two synthesis reports (see module doc)."""
     rows = []
     base_tp = base["energy"]["macs_per_cycle"]["int8"] * base["timing"]["fmax_mhz"] / base["area"]["total"]["area"]
@@ -65,7 +70,7 @@ def design_rows(lib, sliced, base):
         for mode, macs in report["energy"]["macs_per_cycle"].items():
             tp_area = macs * report["timing"]["fmax_mhz"] / area["area"]
             rows.append({
-                "library": lib, "design": design, "mode": mode,
+                "library": lib, "design": design, "mode": mode, "pipeline": pipeline,
                 "area_um2": area["area"], "sequential_share": area["sequential_share"],
                 "fmax_mhz": report["timing"]["fmax_mhz"], "clock_ns": report["timing"]["clock_ns"],
                 "worst_slack_ns": report["timing"]["worst_slack_ns"],
@@ -74,6 +79,17 @@ def design_rows(lib, sliced, base):
                 "gmacs_at_fmax": macs * report["timing"]["fmax_mhz"] / 1000.0,
                 "tp_per_area_rel": tp_area / base_tp,
             })
+    return rows
+
+
+def relative_to_depth(rows, depth=1):
+    """Add ``tp_per_area_vs_p{depth}``: throughput per area over the same library, design and mode
+    at pipeline ``depth`` (None where that depth was not run)."""
+    ref = {(r["library"], r["design"], r["mode"]): r for r in rows if r.get("pipeline") == depth}
+    for r in rows:
+        base = ref.get((r["library"], r["design"], r["mode"]))
+        r[f"tp_per_area_vs_p{depth}"] = None if base is None else (
+            (r["gmacs_at_fmax"] / r["area_um2"]) / (base["gmacs_at_fmax"] / base["area_um2"]))
     return rows
 
 
@@ -87,14 +103,18 @@ def augmentation_share(report):
 
 def format_tables(result):
     out = []
-    hdr = (f"{'library':<10} {'design':<19} {'mode':<6} {'area um2':>10} {'seq %':>6} {'Fmax MHz':>9} "
-           f"{'clk ns':>6} {'mW@clk':>8} {'MAC/cyc':>7} {'pJ/MAC':>7} {'GMAC/s':>7} {'TP/area vs INT8':>15}")
+    hdr = (f"{'library':<10} {'design':<19} {'mode':<6} {'pipe':>4} {'area um2':>10} {'seq %':>6} {'Fmax MHz':>9} "
+           f"{'clk ns':>6} {'mW@clk':>8} {'MAC/cyc':>7} {'pJ/MAC':>7} {'GMAC/s':>7} {'TP/area vs INT8':>15} "
+           f"{'vs p1':>6}")
     out += [hdr, "-" * len(hdr)]
     for r in result["designs"]:
-        out.append(f"{r['library']:<10} {r['design']:<19} {r['mode']:<6} {r['area_um2']:>10.0f} "
+        pipe = "" if r.get("pipeline") is None else r["pipeline"]
+        vs = r.get("tp_per_area_vs_p1")
+        out.append(f"{r['library']:<10} {r['design']:<19} {r['mode']:<6} {pipe:>4} {r['area_um2']:>10.0f} "
                    f"{100 * r['sequential_share']:>6.1f} {r['fmax_mhz']:>9.1f} {r['clock_ns']:>6.1f} "
                    f"{r['power_mw']:>8.2f} {r['macs_per_cycle']:>7g} {r['pj_per_mac']:>7.3f} "
-                   f"{r['gmacs_at_fmax']:>7.2f} {r['tp_per_area_rel']:>14.2f}x")
+                   f"{r['gmacs_at_fmax']:>7.2f} {r['tp_per_area_rel']:>14.2f}x "
+                   + ("     -" if vs is None else f"{vs:>5.2f}x"))
     for lib, aug in result["augmentation"].items():
         if aug:
             out.append(f"{lib}: LSB augmentation ({aug['instances']} x aug_*): {aug['area_um2']:.0f} um2 = "
@@ -109,25 +129,28 @@ def format_tables(result):
                    f"MAC: {BIT_FUSION['pj_per_cycle']} pJ/cycle at {BIT_FUSION['clock_mhz']} MHz)")
     if result.get("cycles"):
         out.append("")
-        hdr = f"{'design':<19} {'mode':<6} {'K':>6} {'measured cycles':>16} {'model':>8}"
+        hdr = f"{'design':<19} {'mode':<6} {'pipe':>4} {'K':>6} {'measured cycles':>16} {'model':>8}"
         out += [hdr, "-" * len(hdr)]
         for r in result["cycles"]:
-            out.append(f"{r['design']:<19} {r['mode']:<6} {r['k']:>6} {r['measured']:>16} {r['model']:>8}")
+            pipe = "" if r.get("pipeline") is None else r["pipeline"]
+            out.append(f"{r['design']:<19} {r['mode']:<6} {pipe:>4} {r['k']:>6} {r['measured']:>16} {r['model']:>8}")
     return "\n".join(out)
 
 
-def _cycles(args, out):
+def _cycles(args, out, pipelines):
     from ..sim.benches.launch import run_top_bench
     rows = []
     ks = sorted({args.cols, args.k, args.k + 1})
-    for design in ("pe_array", "mac_array_baseline"):
-        build = out / f"sim-{design}"
-        print(f"elmoe3d bench-pe: simulating {design} for cycle counts ...", file=sys.stderr, flush=True)
-        run_top_bench(design, dict(rows=args.rows, cols=args.cols, lanes=args.lanes,
-                                   max_k=max(4096, args.k + 1)),
-                      build, seeds=(1,), testcase="test_cycles", cycle_ks=ks)
-        data = json.loads((build / "cycles.json").read_text())
-        rows += [{"design": design, **r} for r in data["rows"]]
+    for pipeline in pipelines:
+        for design in ("pe_array", "mac_array_baseline"):
+            build = out / f"sim-{design}-p{pipeline}"
+            print(f"elmoe3d bench-pe: simulating {design} (pipeline {pipeline}) for cycle counts ...",
+                  file=sys.stderr, flush=True)
+            run_top_bench(design, dict(rows=args.rows, cols=args.cols, lanes=args.lanes, pipeline=pipeline,
+                                       max_k=max(4096, args.k + 1)),
+                          build, seeds=(1,), testcase="test_cycles", cycle_ks=ks)
+            data = json.loads((build / "cycles.json").read_text())
+            rows += [{"design": design, "pipeline": pipeline, **r} for r in data["rows"]]
     return rows
 
 
@@ -174,12 +197,15 @@ def run(args):
     from ..paths import output_dir, output_file, write_text
     if args.json is not None:
         output_file(args.json, "--json")
-    from ..hw.pe import check_acc
+    from ..hw.pe import DEFAULT_PIPELINE, check_acc, check_pipeline
     from ..hw.pe_array import MAX_COLS, MAX_LANES, MAX_ROWS, check_size
     check_size("rows", args.rows, MAX_ROWS)            # refuse bad shapes before slow work
     check_size("cols", args.cols, MAX_COLS)
     check_size("lanes", args.lanes, MAX_LANES)
     check_acc(32, max(4096, args.k + 1))
+    pipelines = list(dict.fromkeys(args.pipeline or [DEFAULT_PIPELINE, 1]))
+    for pipeline in pipelines:
+        check_pipeline(pipeline)
     libs = _libraries(args)
     try:
         from ..synth.flow import resolve_liberty, synthesize
@@ -189,37 +215,41 @@ def run(args):
         resolve_liberty(lib)
     out = output_dir(args.out)
     params = dict(rows=args.rows, cols=args.cols, lanes=args.lanes)
-    result = {"params": params, "activity": args.activity, "designs": [], "augmentation": {},
+    result = {"params": params, "pipelines": pipelines, "activity": args.activity, "designs": [], "augmentation": {},
               "bit_fusion": {}, "reports": {}, "bit_fusion_reference": BIT_FUSION}
     for lib in libs:
         clock = _clock(lib, args)
-        reports = {}
-        for design in ("pe_array", "mac_array_baseline"):
-            folder = out / f"{Path(lib).name.split('.')[0]}-{design}"
-            reports[design] = (_reusable(folder, design, params, clock, args.activity) if args.reuse else None) \
-                or synthesize(design, params, folder, liberty=lib, clock_ns=clock, activity=args.activity)
-            result["reports"][f"{lib}/{design}"] = str(folder / "report.md")
-            if reports[design]["timing"] is None:
-                raise UserError(f"{lib}: synthesis gave no timing/power (is OpenSTA installed?)")
-        sliced, base = reports["pe_array"], reports["mac_array_baseline"]
-        result["designs"] += design_rows(lib, sliced, base)
-        result["augmentation"][lib] = augmentation_share(sliced)
-        units = args.rows * args.cols * args.lanes
-        result["bit_fusion"][lib] = {
-            "baseline_um2_per_mac": base["area"]["total"]["area"] / units,
-            "sliced_um2_per_mac": sliced["area"]["total"]["area"] / units,
-            "sliced_vs_baseline": sliced["area"]["total"]["area"] / base["area"]["total"]["area"],
-            "baseline_pj_per_mac": base["energy"]["per_mac_pj"]["int8"],
-            "draft_pj_per_mac": sliced["energy"]["per_mac_pj"]["draft"],
-            "full_pj_per_mac": sliced["energy"]["per_mac_pj"]["full"],
-        }
+        for pipeline in pipelines:
+            reports = {}
+            pparams = {**params, "pipeline": pipeline}
+            for design in ("pe_array", "mac_array_baseline"):
+                folder = out / f"{Path(lib).name.split('.')[0]}-{design}-p{pipeline}"
+                reports[design] = (_reusable(folder, design, pparams, clock, args.activity) if args.reuse else None) \
+                    or synthesize(design, pparams, folder, liberty=lib, clock_ns=clock, activity=args.activity)
+                result["reports"][f"{lib}/{design}/p{pipeline}"] = str(folder / "report.md")
+                if reports[design]["timing"] is None:
+                    raise UserError(f"{lib}: synthesis gave no timing/power (is OpenSTA installed?)")
+            sliced, base = reports["pe_array"], reports["mac_array_baseline"]
+            result["designs"] += design_rows(lib, sliced, base, pipeline)
+            key = lib if pipeline == pipelines[0] else f"{lib} p{pipeline}"
+            result["augmentation"][key] = augmentation_share(sliced)
+            units = args.rows * args.cols * args.lanes
+            result["bit_fusion"][key] = {
+                "baseline_um2_per_mac": base["area"]["total"]["area"] / units,
+                "sliced_um2_per_mac": sliced["area"]["total"]["area"] / units,
+                "sliced_vs_baseline": sliced["area"]["total"]["area"] / base["area"]["total"]["area"],
+                "baseline_pj_per_mac": base["energy"]["per_mac_pj"]["int8"],
+                "draft_pj_per_mac": sliced["energy"]["per_mac_pj"]["draft"],
+                "full_pj_per_mac": sliced["energy"]["per_mac_pj"]["full"],
+            }
+    relative_to_depth(result["designs"], 1)
     if not args.no_sim:
-        result["cycles"] = _cycles(args, out)
+        result["cycles"] = _cycles(args, out, pipelines)
         bad = [r for r in result["cycles"] if r["measured"] != r["model"]]
         if bad:
             print(f"elmoe3d bench-pe: cycle counts differ from the model: {bad}", file=sys.stderr)
     print(f"bit-sliced PE array vs INT8 baseline, {args.rows} x {args.cols} x {args.lanes} lane(s), "
-          f"activity {args.activity}")
+          f"pipeline {', '.join(map(str, pipelines))}, activity {args.activity}")
     print(format_tables(result))
     if args.json is not None:
         write_text(args.json, json.dumps(result, indent=2) + "\n")
