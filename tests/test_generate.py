@@ -59,7 +59,7 @@ def test_generate_list(capsys):
     (["--top", "pe", "--rows", "3"], "top 'pe' takes no option --rows; it takes: --terms"),
     (["--top", "pe_array", "--rows", "0"], "rows must be at least 1, got 0"),
     (["--top", "pe_array", "--cols", "x"], "--cols: expected int, got 'x'"),
-    (["--top", "pe_array", "--pipeline", "2"], "--pipeline: '2' is not one of 0, 1"),
+    (["--top", "pe_array", "--pipeline", "4"], "--pipeline: '4' is not one of 0, 1, 2, 3"),
     (["--top", "pe_array", "--acc-bits", "24"],
      "acc_bits = 24 can overflow for max_k = 4096: a 24-bit accumulator holds at most 511 inputs"),
     (["--top", "pe_array", "--lanes", "32"], "lanes must be at most 16, got 32"),
