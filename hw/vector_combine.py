@@ -77,26 +77,23 @@ class VectorCombine(wiring.Component):
         en = Signal(name="en")
         valid = [Signal(name=f"s{n + 1}_valid") for n in range(self.LATENCY)]
         m.d.comb += [en.eq(~o.valid | o.ready), i.ready.eq(en), o.valid.eq(valid[-1])]
-        last1 = Signal(name="s1_last")
+        last1, last2 = Signal(name="s1_last"), Signal(name="s2_last")
         with m.If(en):
             m.d.sync += valid[0].eq(i.valid)
             m.d.sync += [valid[n].eq(valid[n - 1]) for n in range(1, self.LATENCY)]
-            m.d.sync += last1.eq(i.payload.last)
+            m.d.sync += [last1.eq(i.payload.last), last2.eq(last1)]
         for lane in range(self.width):
             e = i.payload.elem[lane]
             prod = Signal(signed(WEIGHT.width + OUT.width + 1), name=f"elem_{lane}_s1_prod")
             base = Signal(COMBINE_ACC, name=f"elem_{lane}_s1_acc")
             total = Signal(COMBINE_ACC, name=f"elem_{lane}_s2_sum")
             out = Signal(COMBINE_ACC, name=f"elem_{lane}_s3_out")
-            # one copy of `last` per element: it selects all 37 bits of the element's output
-            last2 = Signal(name=f"elem_{lane}_s2_last")
             # rshift_round(p, 15) = ((p >> 14) + 1) >> 1
             term = ((prod >> (GATE_FRAC - 1)) + 1) >> 1
             with m.If(en):
                 m.d.sync += [prod.eq(i.payload.w * e.y),
                              base.eq(Mux(i.payload.first, 0, e.acc)),
                              total.eq(base + term),        # wraps to COMBINE_BITS
-                             last2.eq(last1),
                              out.eq(Mux(last2, saturate(total, OUT_BITS), total))]
             m.d.comb += o.payload[lane].eq(out)
         return m

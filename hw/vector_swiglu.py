@@ -96,22 +96,21 @@ class VectorSwiGLU(wiring.Component):
         # registered up value and the scalars.
         hm1 = Signal.like(i.payload.hm, name="s1_hm")
         he1 = Signal.like(i.payload.he, name="s1_he")
+        hm2 = Signal.like(i.payload.hm, name="s2_hm")
+        he2 = Signal.like(i.payload.he, name="s2_he")
+        # hm2 feeds the multipliers of every element (32 x width partial products per bit): the
+        # critical path of the synthesized unit at width 16 (a buffer chain). Per-element copies
+        # do not help: Yosys merges registers with equal inputs (tried; see the README).
         with m.If(en):
-            m.d.sync += [hm1.eq(i.payload.hm), he1.eq(i.payload.he)]
+            m.d.sync += [hm1.eq(i.payload.hm), he1.eq(i.payload.he), hm2.eq(hm1), he2.eq(he1)]
         for lane, rd in enumerate(reads):
             e = i.payload.elem[lane]
             v1 = Signal(SWIGLU_ELEM["v"].shape, name=f"elem_{lane}_s1_v")
             prod = Signal(ACC, name=f"elem_{lane}_s2_prod")
-            # One copy of the scalars per element in stage 2: each hm bit feeds 32 partial
-            # products of its element's multiplier, so one shared copy would fan out to
-            # 32 x width gates (the critical path of the first synthesis at width 16). Each copy
-            # holds through its own output, so synthesis cannot merge the copies.
-            hm2 = Signal.like(i.payload.hm, name=f"elem_{lane}_s2_hm")
-            he2 = Signal.like(i.payload.he, name=f"elem_{lane}_s2_he")
             # index g + 128 of a two's-complement g: its sign bit inverted
             m.d.comb += [rd.en.eq(en), rd.addr.eq(e.g.as_unsigned() ^ (SILU_ENTRIES // 2))]
             with m.If(en):
-                m.d.sync += [v1.eq(e.v), prod.eq(rd.data * v1), hm2.eq(hm1), he2.eq(he1)]
+                m.d.sync += [v1.eq(e.v), prod.eq(rd.data * v1)]
             out = requant_stages(m, en, f"elem_{lane}", prod, hm2, he2, 8)
             m.d.comb += o.payload[lane].eq(out)
         return m
