@@ -35,7 +35,8 @@ tier's latency and lines in that tier's own line size:
 
 - ``NOP``, ``SETR``, ``EXPERTS``, ``SHARED``, ``HALT``: 1;
 - ``LOADX``, ``LOADP``, ``LOADM``, ``STOREY``: ``lat_off + lines`` (off-chip);
-- ``ROUTE``: ``ceil(T / lanes) * gemv_cycles(k=d, n=E, FULL)`` + ``ceil(T * (E + 4k) / width)``;
+- ``ROUTE``: ``ceil(T / lanes) * gemv_cycles(k=d, n=E, FULL)`` + ``sum over tokens of
+  router_cycles(E, k')`` (``hw/vector_router.py``: one router, one token at a time);
 - ``FETCH``: ``lookup_cycles``;
 - ``GEMV``: ``G * max(compute, memory)``, compute ``gemv_cycles(k=K, n=N, bits)`` and memory the
   slowest of the weight streams it reads: ``lat + lines`` per tier (MSB plane from HB or off-chip,
@@ -51,6 +52,7 @@ from ..errors import UserError
 from ..firmware.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
 from ..firmware.layout import MULT_BYTES, SCALAR_BYTES, plane_sections, signed_nibbles, untile_plane
 from ..hw.pe_array import gemv_cycles
+from ..hw.vector_router import router_cycles
 from .expert_cache import ExpertCache, Key
 from .expert_cache import Op as CacheOp
 from .gemv import correction_gemv, draft_gemv
@@ -293,7 +295,7 @@ class Machine:
         lanes = _ceil(T, cfg.array.lanes)
         cyc = lanes * gemv_cycles(k=self.d_model, cols=cfg.array.cols, mode="full", pipeline=cfg.array.pipeline,
                                   n=E, rows=cfg.array.rows)
-        self._count(Op.ROUTE, cyc + _ceil(T * (E + 4 * k), cfg.vector.width))
+        self._count(Op.ROUTE, cyc + T * router_cycles(E, chosen.shape[1]))
 
     def _plane_addr(self, expert, plane, i, name):
         base = self._reg(Reg.E_ADDR, i, name) + expert * self._reg(Reg.E_STRIDE, i, name)
