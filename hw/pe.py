@@ -23,8 +23,9 @@ the inputs and the accumulator; each depth adds one cut to the previous one::
   from the array into the multipliers with hundreds of loads (the synthesis flow buffers within
   a module only).
 - ``pipeline = 3`` also cuts the adder tree after ``ceil(L / 2)`` of its ``L = ceil(log2 terms)``
-  levels (for ``terms = 1``: after the multiplier); the registers hold the partial sums at their
-  own (derived) widths, so the sum is never truncated.
+  levels (one level fewer with 8-bit operands, whose 8 x 8 multipliers make the first half the
+  deeper one; for ``terms = 1``: after the multiplier); the registers hold the partial sums at
+  their own (derived) widths, so the sum is never truncated (:attr:`PE.tree_cut`).
 - ``operand_bits = 5`` is the bit-sliced PE (operand ``m`` or ``c``, SPEC section 2);
   ``operand_bits = 8`` is the plain INT8 MAC of the baseline array (no nesting shift). Both are
   built by this one class, so the baseline differs only in what the bit slicing changes.
@@ -176,6 +177,13 @@ class PE(wiring.Component):
         super().__init__(members)
 
     @property
+    def tree_cut(self):
+        """Adder-tree levels before the ``pipeline = 3`` cut: half of them (rounded up) for the
+        5-bit operand, one fewer for the 8-bit one (its 8 x 8 multiplier is the deeper first half)."""
+        half = -(-tree_levels(self.terms) // 2)
+        return max(0, half - 1) if self.operand_bits == WEIGHT_BITS else half
+
+    @property
     def latency(self):
         """Cycles from a term (or clear) at the inputs to its effect on ``o_acc``."""
         return self.pipeline + 1
@@ -209,7 +217,7 @@ class PE(wiring.Component):
             products.append(prod)
 
         if p >= 3:      # cut the adder tree half-way (after the multipliers when terms = 1)
-            partial = tree_reduce(products, -(-tree_levels(self.terms) // 2))
+            partial = tree_reduce(products, self.tree_cut)
             partial = [stage(f"mid_sum_{i}", v) for i, v in enumerate(partial)]
             if shift is not None:
                 shift = stage("mid_shift", shift)
