@@ -18,7 +18,8 @@ victim, when it will allocate, is a one-hot, unpinned choice, and (for ``o_hit``
 unique, so the match vector is one-hot. Temporal induction then proves each property
 for every reachable state, not only to a bounded depth. Each property is also shown to FAIL on a
 deliberately broken variant (a module switch of ``hw/expert_cache.py`` turned off, or a wrong
-index encoder), so the proofs can fail.
+index encoder), so the proofs can fail: with a concrete trace from reset within 12 steps, except
+the silent wrap (it needs 256 operations), where the induction step fails.
 """
 
 import subprocess
@@ -114,9 +115,9 @@ def holds_at(valid, tag, index, key):
     return ok
 
 
-def prove(tmp_path, prop, *, maxsteps=12, policy="lru"):
+def prove(tmp_path, prop, *, maxsteps=12, policy="lru", entries=SMALL["entries"]):
     """Temporal induction of one property output; returns (proven, Yosys output)."""
-    harness = CacheHarness(**{**SMALL, "policy": policy})
+    harness = CacheHarness(**{**SMALL, "policy": policy, "entries": entries})
     (tmp_path / "harness.il").write_text(rtlil.convert(harness, name="harness"))
     script = ("read_rtlil harness.il; hierarchy -top harness; proc; flatten; opt -fast; "
               f"sat -tempinduct -maxsteps {maxsteps} -set rst 0 -set-init-zero -prove {prop} 1 -show-inputs")
@@ -146,18 +147,22 @@ def _encode_drops_msb(onehot, width):
 
 
 @pytest.mark.synth
-@pytest.mark.parametrize("prop, attr, broken", [
-    ("o_unique", "FORWARD_ALLOC", False),        # a request behind a fill of its key misses again
-    ("o_pinned", "EXCLUDE_PINNED", False),       # pinned slots stay victim candidates
-    ("o_pinned", "HAZARD_STALL", False),         # a miss uses the victim chosen before a PIN
-    ("o_hit", "_encode", _encode_drops_msb),     # a hit answers with the wrong slot
-    ("o_wrap", "FLAG_OVERFLOW", False),          # counters wrap silently
+@pytest.mark.parametrize("prop, attr, broken, entries", [
+    ("o_unique", "FORWARD_ALLOC", False, 4),        # a request behind a fill of its key misses again
+    ("o_pinned", "EXCLUDE_PINNED", False, 2),       # pinned slots stay victim candidates (2 slots: a
+                                                    # pinned LRU victim within 12 steps)
+    ("o_pinned", "HAZARD_STALL", False, 4),         # a miss uses the victim chosen before a PIN
+    ("o_hit", "_encode", _encode_drops_msb, 4),     # a hit answers with the wrong slot
+    ("o_wrap", "FLAG_OVERFLOW", False, 4),          # counters wrap silently
 ], ids=["unique-no-forwarding", "pinned-candidates", "pinned-no-hazard-stall", "hit-wrong-slot",
         "wrap-silent"])
-def test_broken_variant_is_caught(tmp_path, monkeypatch, prop, attr, broken):
+def test_broken_variant_is_caught(tmp_path, monkeypatch, prop, attr, broken, entries):
     if attr == "_encode":
         monkeypatch.setattr(expert_cache, "_good_encode", expert_cache._encode, raising=False)
     monkeypatch.setattr(expert_cache, attr, broken)
-    proven, log = prove(tmp_path, prop, maxsteps=8)
+    proven, log = prove(tmp_path, prop, maxsteps=12, entries=entries)
     assert not proven
-    assert "FAIL" in log or "failed" in log.lower()
+    if attr == "FLAG_OVERFLOW":     # a wrap needs 256 operations: the induction step fails instead
+        assert "Reached maximum number of time steps -> proof failed." in log
+    else:                           # a concrete trace from reset reaches the bug
+        assert "model found for base case: FAIL!" in log
