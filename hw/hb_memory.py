@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
 from ..config import HBConfig
+from .layouts import ArrayOf
 from .tops import Param, Top
 
 
@@ -36,7 +37,7 @@ def request_layout(cfg):
 
 def line_layout(cfg):
     """An output line: channel ``c``'s beat at ``data[c]`` (channel 0 at the LSB)."""
-    return data.StructLayout({"data": data.ArrayLayout(cfg.width, cfg.channels), "last": 1})
+    return data.StructLayout({"data": ArrayOf(cfg.width, cfg.channels, index="channel"), "last": 1})
 
 
 def command_layout(cfg):
@@ -48,7 +49,7 @@ def beat_layout(cfg):
 
 
 def status_layout(cfg, counter_bits):
-    cnt = data.ArrayLayout(counter_bits, cfg.channels)
+    cnt = ArrayOf(counter_bits, cfg.channels, index="channel")
     return data.StructLayout({"error": 1, "errors": counter_bits, "requests": counter_bits,
                               "bursts": counter_bits, "beats": cnt, "busy": cnt, "idle": cnt})
 
@@ -71,8 +72,8 @@ class HBMemory(wiring.Component):
     Parameters
     ----------
     channels, width, burst, outstanding, latency, lines, len_bits
-        as :class:`elmoe3d.sim.hb_memory.HBConfig` (``outstanding=0``: enough bursts in flight to
-        cover ``latency`` at full rate)
+        as :class:`elmoe3d.config.HBConfig` (``outstanding=0``: enough bursts in flight to
+        cover ``latency`` at full rate; ``len_bits=0``: a length field that holds ``lines``)
     counter_bits : int   width of the status counters, 8..64
 
     Members
@@ -89,8 +90,38 @@ class HBMemory(wiring.Component):
         on a parameter out of range (the message names it and its value).
     """
 
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "Requests: `i_req.payload` is `(base, length)` in lines; a line is one `width`-bit beat of "
+        "every channel, byte address `a` in channel `(a / (width/8)) mod channels`, row "
+        "`a / line_bytes`. The request reads rows `base .. base+length-1` of every channel.",
+        "Length field: {len_bits} bits, so one request reads at most 2**{len_bits} - 1 lines (the "
+        "default width, log2(lines) + 1, covers the whole space: a plane of any size that fits is "
+        "one request).",
+        "Out of range: a request with `length == 0` or `base + length > lines` ({lines}) is "
+        "consumed in one cycle, produces no line and no burst, sets the sticky `o_status.error` "
+        "(cleared only by reset) and counts in `o_status.errors`. Every other request is legal.",
+        "Bursts: a legal request becomes ceil(length / {burst}) commands, sent in order, one per "
+        "cycle, the same command `(row, beats, tag)` on every channel's `o_cmd` (1 <= beats <= "
+        "{burst}; `tag` names one of {slots} reorder slots). A channel must answer each command with "
+        "exactly `beats` beats on `i_beat`, each carrying the command's `tag`, in row order within "
+        "the burst; beats of different bursts may come in any order and interleaved. "
+        "`i_beat.ready` is always 1 (space is reserved before a command is sent).",
+        "Output: `o_data` carries the lines in request order, channel c's beat at `data[c]`, with "
+        "`last` on each request's final line.",
+        "Timing: a request occupies the splitter (`i_req.ready` low) for one cycle plus one per "
+        "burst; a line leaves 2 cycles after its beat arrives, so back-to-back requests take "
+        "`elmoe3d.sim.hb_memory.stream_cycles` cycles: `sum(L) + latency + 3` when every request "
+        "has at least two lines and burst >= 2, one more cycle per request boundary at burst 1.",
+        "Counters (`o_status`, {counter_bits} bits, wrapping): `requests` legal requests taken, "
+        "`errors` illegal ones, `bursts` burst commands sent (one per burst, not per channel); per "
+        "channel `beats` beats received, `busy` cycles in which the channel owes beats (a command "
+        "sent whose beats have not all arrived) and `idle` the other cycles since reset "
+        "(`busy + idle` = cycles since reset).",
+    )
+
     def __init__(self, *, channels=4, width=64, burst=16, outstanding=0, latency=24, lines=1 << 20,
-                 len_bits=16, counter_bits=32):
+                 len_bits=0, counter_bits=32):
         self.config = HBConfig(channels=channels, width=width, burst=burst, outstanding=outstanding,
                                latency=latency, lines=lines, len_bits=len_bits)
         if isinstance(counter_bits, bool) or not isinstance(counter_bits, int) or not 8 <= counter_bits <= 64:
@@ -231,7 +262,7 @@ GENERATE_TOPS = [
             Param("outstanding", int, 0, "bursts in flight (power of two; 0 derives it from latency)"),
             Param("latency", int, 24, "channel latency in cycles the buffers are sized for"),
             Param("lines", int, 1 << 20, "address space in lines (power of two)"),
-            Param("len_bits", int, 16, "request length field width"),
+            Param("len_bits", int, 0, "request length field width (0: log2(lines) + 1, the whole space)"),
             Param("counter_bits", int, 32, "status counter width"),
         )),
 ]

@@ -38,6 +38,22 @@ class Plane(enum.Enum, shape=1):
     LSB = 1
 
 
+class ArrayOf(data.ArrayLayout):
+    """An ``ArrayLayout`` whose index has a name (``lane``, ``row``, ``col``, ``channel``).
+
+    Equal to the plain ``ArrayLayout`` of the same element and length (layouts compare by
+    structure); the name only labels the index in the generated interface documentation
+    (``hw/interface_doc.py``), so a reader of the Verilog sees ``payload[lane][col]``.
+    """
+
+    def __init__(self, elem_shape, length, *, index):
+        super().__init__(elem_shape, length)
+        self.index = str(index)
+
+    def __repr__(self):
+        return f"ArrayOf({self.elem_shape!r}, {self.length}, index={self.index!r})"
+
+
 def k_shape(max_k):
     """Unsigned shape of a command's K field: holds 0 .. ``max_k``."""
     return unsigned(max(1, int(max_k).bit_length()))
@@ -53,7 +69,7 @@ def command_layout(max_k, *, with_mode=True):
 
 def act_layout(cols, lanes):
     """One activation beat: ``lanes`` tokens x ``cols`` consecutive inputs (``[lane][col]``)."""
-    return data.ArrayLayout(data.ArrayLayout(ACT, cols), lanes)
+    return ArrayOf(ArrayOf(ACT, cols, index="col"), lanes, index="lane")
 
 
 def plane_layout(rows, cols):
@@ -61,14 +77,14 @@ def plane_layout(rows, cols):
 
     Row-major like the plane in memory: bits ``4*(row*cols + col)`` upwards.
     """
-    return data.ArrayLayout(data.ArrayLayout(NIBBLE, cols), rows)
+    return ArrayOf(ArrayOf(NIBBLE, cols, index="col"), rows, index="row")
 
 
 def int8_tile_layout(rows, cols):
     """One beat of INT8 weights for the baseline: a ``rows x cols`` tile (``[row][col]``)."""
-    return data.ArrayLayout(data.ArrayLayout(signed(WEIGHT_BITS), cols), rows)
+    return ArrayOf(ArrayOf(signed(WEIGHT_BITS), cols, index="col"), rows, index="row")
 
 
 def result_layout(rows, lanes, acc_bits):
     """One result beat: ``lanes`` tokens x ``rows`` output channels of signed accumulators."""
-    return data.ArrayLayout(data.ArrayLayout(signed(acc_bits), rows), lanes)
+    return ArrayOf(ArrayOf(signed(acc_bits), rows, index="row"), lanes, index="lane")

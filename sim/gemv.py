@@ -111,3 +111,36 @@ def int8_gemv(q, a, acc_bits=ACC_BITS):
         raise UserError(f"activations have K = {a.shape[-1]} but weights have K = {q.shape[-1]}")
     check_k(q.shape[1], acc_bits)
     return _to_acc(np.matmul(a.astype(np.int64), q.T.astype(np.int64)), acc_bits)
+
+
+def array_gemv(mode, q, a, acc_bits=ACC_BITS):
+    """What the PE array (and the INT8 baseline) compute for any command their fields can carry.
+
+    ``mode`` is ``"draft"`` (``8 * sum a*m`` from the MSB slices of ``q``), ``"full"``
+    (``sum a*q``) or ``"int8"`` (the baseline, ``sum a*q``). Unlike :func:`draft_gemv` and
+    friends, which keep to the numerics of SPEC section 2, this is the hardware's definition
+    outside that range, matched by the RTL (``tests/test_interface_doc.py``):
+
+    - an activation of -128 is computed as -128 (two's complement; no saturation, no flag);
+    - ``K`` is not limited to the generator's ``max_k``: a command ``k`` up to the largest its
+      field carries (``2**bit_length(max_k) - 1``) is computed like any other. The result is
+      the exact sum, wrapped to a signed ``acc_bits`` accumulator; it never actually wraps there,
+      since ``|a*q| <= 2**14`` and a width that holds ``max_k`` inputs holds
+      ``2**bit_length(max_k) - 1`` (:func:`max_k` is always one less than a power of two).
+    """
+    q = check_int8(q)
+    a = np.asarray(a)
+    if a.dtype != np.int8:
+        raise UserError(f"activations must be an int8 array, got dtype {a.dtype}")
+    if mode not in ("draft", "full", "int8"):
+        raise UserError(f"mode must be draft, full or int8, got {mode!r}")
+    if a.shape[-1] != q.shape[-1]:
+        raise UserError(f"activations have K = {a.shape[-1]} but weights have K = {q.shape[-1]}")
+    w = (augment(msb_slice(q)).astype(np.int64) << DRAFT_SHIFT) if mode == "draft" else q.astype(np.int64)
+    return wrap(np.matmul(a.astype(np.int64), w.T), acc_bits)
+
+
+def wrap(acc, acc_bits):
+    """``acc`` (int64) reduced to a signed ``acc_bits`` two's-complement value, as the RTL's adder."""
+    half = 1 << (acc_bits - 1)
+    return (np.asarray(acc, np.int64) + half) % (2 * half) - half

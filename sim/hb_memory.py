@@ -14,12 +14,20 @@ A request is split into bursts of at most ``burst`` lines: burst ``i`` reads row
 channel. ``length == 0`` or ``base + length > lines`` is illegal: the request is dropped and the
 error counter counts it.
 
-Timing model
-------------
+Timing model (exact for the RTL, checked cycle for cycle by ``tests/test_hb_memory_rtl.py``)
+-----------------------------------------------------------------------------------------------
 A channel returns the first beat of a burst ``latency`` cycles after taking its command, then one
-beat per cycle. With at least ``latency / burst + 1`` bursts in flight the channels never idle,
-so a back-to-back stream of plane reads of ``L`` lines takes ``L + latency + pipeline`` cycles; the
-peak bandwidth is ``line_bytes`` per cycle.
+beat per cycle. The interface takes a request in one cycle (``i_req.ready`` is low while it
+splits the previous one), sends one burst command per cycle from the next cycle on, and takes
+the next request the cycle after the last burst's command: a request of ``n`` bursts occupies the
+splitter ``n + 1`` cycles. A line leaves on ``o_data`` ``RETURN_CYCLES`` (2) cycles after its beat
+arrives (beat write, then the in-order read register), at most one line per cycle, and a burst
+may be sent only while fewer than ``slots`` bursts are in flight (a slot frees the cycle its last
+line leaves). :func:`stream_cycles` runs exactly this recurrence. When the splitter keeps ahead
+of the output (every request of at least two lines, ``burst >= 2``, enough slots:
+``config.full_rate``) it is ``sum(L) + latency + 3``; at ``burst == 1`` (or for one-line
+requests) every request boundary adds the splitter's accept cycle, ``sum(L) + (requests - 1) +
+latency + 3`` for back-to-back requests. The peak bandwidth is ``line_bytes`` per cycle.
 """
 
 from dataclasses import asdict, dataclass
@@ -94,13 +102,38 @@ class HBMemory:
         return {"requests": self.requests, "errors": self.errors, "bursts": self.bursts, "beats": list(self.beats)}
 
 
+# The two parts of PIPELINE_CYCLES (3): request handshake -> first burst command, and a beat's
+# arrival -> its line on o_data.
+ACCEPT_CYCLES = 1
+RETURN_CYCLES = PIPELINE_CYCLES - ACCEPT_CYCLES
+
+
 def stream_cycles(config, lengths):
-    """Analytical cycles to read back-to-back requests of ``lengths`` lines at full rate.
+    """Cycles to read back-to-back legal requests of ``lengths`` lines, exactly as the RTL does.
 
     Counted from the cycle the first request is taken to the cycle the last line leaves,
-    inclusive, with channels of fixed ``latency`` that answer in order and never stall.
+    inclusive, with channels of fixed ``latency`` that answer in order, never stall the command
+    streams, and an output that is always ready (see "Timing model" above for the recurrence).
     """
-    return sum(lengths) + config.latency + PIPELINE_CYCLES
+    lengths = [int(n) for n in lengths]
+    if not lengths or min(lengths) < 1:
+        raise UserError(f"stream_cycles needs request lengths >= 1, got {lengths}")
+    accept = 0                # cycle the current request is taken
+    out = -1                  # cycle the previous line left
+    freed = []                # per burst: cycle its slot frees (its last line leaves)
+    for length in lengths:
+        cmd = accept + ACCEPT_CYCLES - 1
+        left = length
+        while left:
+            beats = min(config.burst, left)
+            k = len(freed)
+            cmd = max(cmd + 1, freed[k - config.slots] if k >= config.slots else 0)
+            for j in range(beats):
+                out = max(out + 1, cmd + config.latency + RETURN_CYCLES + j)
+            freed.append(out)
+            left -= beats
+        accept = cmd + 1
+    return out + 1
 
 
 def plane_read_time_ns(config, plane_bytes):

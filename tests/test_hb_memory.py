@@ -56,6 +56,32 @@ def test_bandwidth_model():
     assert plane_read_time_ns(cfg, 1 << 20) == pytest.approx((32768 + 27) * 1.0)
 
 
+def test_cycles_at_request_boundaries():
+    """Burst 1 (and one-line requests) pay the splitter's accept cycle per request boundary."""
+    b1 = HBConfig(channels=1, width=8, burst=1, latency=3, lines=256)
+    assert b1.full_rate
+    assert stream_cycles(b1, [5]) == 5 + 3 + 3
+    assert stream_cycles(b1, [5, 5]) == 10 + 1 + 3 + 3           # L + latency + 3 was 16
+    assert stream_cycles(b1, [3, 7, 2, 9]) == 21 + 3 + 3 + 3
+    b4 = HBConfig(channels=1, width=8, burst=4, latency=6, lines=256)
+    assert stream_cycles(b4, [12, 12, 12]) == 36 + 6 + 3         # the splitter keeps ahead
+    assert stream_cycles(b4, [1, 1, 1, 1]) == 4 + 3 + 6 + 3      # one-line requests do not
+    slow = HBConfig(channels=1, width=8, burst=1, outstanding=2, latency=3, lines=16)
+    assert stream_cycles(slow, [5]) == 17                        # 2 slots: one burst per latency
+    with pytest.raises(UserError, match=r"^stream_cycles needs request lengths >= 1, got \[3, 0\]$"):
+        stream_cycles(b1, [3, 0])
+
+
+def test_length_field_holds_the_whole_space_by_default():
+    """A 1 MiB plane is one request whatever the line size (16-byte lines: 65 536 lines)."""
+    cfg = HBConfig(channels=2, width=64, lines=1 << 20)
+    lines = plane_lines(cfg, 1 << 20)
+    assert lines == 65536 and cfg.len_bits == 21
+    assert is_legal(cfg, 0, lines) and split_bursts(cfg, 0, lines)[-1] == (lines - cfg.burst, cfg.burst)
+    assert is_legal(cfg, 0, cfg.lines) and not is_legal(HBConfig(lines=1 << 20, len_bits=16), 0, lines)
+    assert HBConfig(lines=1 << 20, len_bits=16).len_bits == 16
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"channels": 0}, "channels must be in [1, 16], got 0"),
     ({"width": 12}, "width must be a multiple of 8, got 12"),
@@ -67,6 +93,7 @@ def test_bandwidth_model():
     ({"latency": 0}, "latency must be in [1, 1024], got 0"),
     ({"latency": 1000, "burst": 1}, "latency 1000 with burst 1 needs 1024 bursts in flight; at most 64: use a longer burst"),
     ({"channels": "4"}, "channels must be an integer, got '4'"),
+    ({"len_bits": 34}, "len_bits must be in [0, 33], got 34"),
 ])
 def test_refusals(kwargs, message):
     with pytest.raises(UserError) as info:

