@@ -96,7 +96,9 @@ class HBConfig:
     outstanding : int   bursts in flight (a power of two, 2..64); 0 derives it from ``latency``
     latency : int       cycles from a channel command to its first beat (1..1024)
     lines : int         address space in lines (a power of two, 2..2**32)
-    len_bits : int      width of a request's length field (1..32)
+    len_bits : int      width of a request's length field (1..33); 0 (the default) derives it
+                        from ``lines``: ``log2(lines) + 1`` bits, so one request can read the whole
+                        space (a 1 MiB plane is one request whatever the line size)
     clock_mhz : float   interface clock, for bandwidth in bytes per second
     """
 
@@ -106,7 +108,7 @@ class HBConfig:
     outstanding: int = 0
     latency: int = 24
     lines: int = 1 << 20
-    len_bits: int = 16
+    len_bits: int = 0
     clock_mhz: float = 1000.0
 
     def __post_init__(self):
@@ -123,7 +125,9 @@ class HBConfig:
             _pow2("outstanding", self.outstanding)
         check_int("lines", self.lines, 2, 1 << 32)
         _pow2("lines", self.lines)
-        check_int("len_bits", self.len_bits, 1, 32)
+        check_int("len_bits", self.len_bits, 0, 33)
+        if self.len_bits == 0:                    # derived: a length of `lines` fits
+            object.__setattr__(self, "len_bits", self.lines.bit_length())
         if not self.clock_mhz > 0:
             raise UserError(f"clock_mhz must be > 0, got {self.clock_mhz}")
         if self.slots > 64:
@@ -196,21 +200,21 @@ class ArrayConfig:
     cols : int       inputs per beat, 1..256 (``rows * cols`` even: a beat is whole bytes)
     lanes : int      tokens that share a weight beat, 1..16 (batch 1-16, SPEC section 4)
     acc_bits : int   signed accumulator width, 16..48
-    pipeline : int   PE pipeline stages, 0..4
+    pipeline : int   PE pipeline stages, 0..3 (``hw/pe.py``; 3 closes timing)
     """
 
     rows: int = 16
     cols: int = 16
     lanes: int = 16
     acc_bits: int = 32
-    pipeline: int = 1
+    pipeline: int = 3
 
     def __post_init__(self):
         check_int("array.rows", self.rows, 1, 256)
         check_int("array.cols", self.cols, 1, 256)
         check_int("array.lanes", self.lanes, 1, 16)
         check_int("array.acc_bits", self.acc_bits, 16, 48)
-        check_int("array.pipeline", self.pipeline, 0, 4)
+        check_int("array.pipeline", self.pipeline, 0, 3)
         if (self.rows * self.cols) % 2:
             raise UserError(f"array.rows * array.cols must be even (a beat of 4-bit slices is whole bytes), "
                             f"got {self.rows} x {self.cols}")
