@@ -43,7 +43,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..config import POLICIES, CacheConfig
+from ..config import DEFAULT, POLICIES, CacheConfig
 from .tops import Param, Top
 
 
@@ -105,6 +105,31 @@ def counters_layout(counter_bits):
 
 
 class ExpertCache(wiring.Component):
+    """Fully associative expert-plane cache controller.
+
+    Parameters
+    ----------
+    entries : int        slots (planes held), 2..64
+    policy : str         ``lru``, ``lfu`` or ``score`` (fixed at generation time)
+    layer_bits, expert_bits, count_bits, score_bits, decay_shift
+                         as :class:`elmoe3d.sim.expert_cache.CacheConfig`
+    counter_bits : int   width of each statistics counter, 8..64
+
+    Members
+    -------
+    i_lookup : In(stream of request_layout)     LOOKUP, PIN, UNPIN (or PREFETCH) requests
+    i_prefetch : In(stream of prefetch_layout)  prefetch hints, served when i_lookup is idle
+    o_resp : Out(stream of response_layout)     one response per served request, in service order
+    o_fill : Out(stream of fill_layout)         fill requests to the off-chip side
+    o_counters : Out(counters_layout)           hits, misses, evictions, fills, prefetch fills, bypasses,
+                                                and a sticky overflow flag per counter
+
+    Raises
+    ------
+    UserError
+        on a parameter out of range (the message names it and its value).
+    """
+
     # Written into the generated interface documentation (hw/interface_doc.py).
     INTERFACE_NOTES = (
         "Keys: a plane is `(layer, expert, plane)` with `plane` 0 = MSB, 1 = LSB at the key's "
@@ -134,31 +159,6 @@ class ExpertCache(wiring.Component):
         "those taken by a PREFETCH, `evictions` fills that replaced a valid plane. UNPIN counts "
         "nothing.",
     )
-
-    """Fully associative expert-plane cache controller.
-
-    Parameters
-    ----------
-    entries : int        slots (planes held), 2..64
-    policy : str         ``lru``, ``lfu`` or ``score`` (fixed at generation time)
-    layer_bits, expert_bits, count_bits, score_bits, decay_shift
-                         as :class:`elmoe3d.sim.expert_cache.CacheConfig`
-    counter_bits : int   width of each statistics counter, 8..64
-
-    Members
-    -------
-    i_lookup : In(stream of request_layout)     LOOKUP, PIN, UNPIN (or PREFETCH) requests
-    i_prefetch : In(stream of prefetch_layout)  prefetch hints, served when i_lookup is idle
-    o_resp : Out(stream of response_layout)     one response per served request, in service order
-    o_fill : Out(stream of fill_layout)         fill requests to the off-chip side
-    o_counters : Out(counters_layout)           hits, misses, evictions, fills, prefetch fills, bypasses,
-                                                and a sticky overflow flag per counter
-
-    Raises
-    ------
-    UserError
-        on a parameter out of range (the message names it and its value).
-    """
 
     def __init__(self, *, entries=16, policy="lru", layer_bits=4, expert_bits=6, count_bits=8,
                  score_bits=8, decay_shift=6, counter_bits=32):
@@ -430,13 +430,14 @@ GENERATE_TOPS = [
         help="expert-cache controller: fully associative plane tags, LRU/LFU/score replacement, pins, fills, prefetch",
         build=lambda **p: ExpertCache(**p),
         params=(
-            Param("entries", int, 16, "cache slots (planes held), 2..64"),
-            Param("policy", str, "lru", "replacement policy", choices=POLICIES),
-            Param("layer_bits", int, 4, "layer field width of a key"),
-            Param("expert_bits", int, 6, "expert field width of a key"),
-            Param("count_bits", int, 8, "LFU counter width"),
-            Param("score_bits", int, 8, "router score width"),
-            Param("decay_shift", int, 6, "score policy: v -= v >> decay_shift per touch"),
+            # Defaults: the accelerator's one configuration (elmoe3d.config.DEFAULT.cache).
+            Param("entries", int, DEFAULT.cache.entries, "cache slots (planes held), 2..64"),
+            Param("policy", str, DEFAULT.cache.policy, "replacement policy", choices=POLICIES),
+            Param("layer_bits", int, DEFAULT.cache.layer_bits, "layer field width of a key"),
+            Param("expert_bits", int, DEFAULT.cache.expert_bits, "expert field width of a key"),
+            Param("count_bits", int, DEFAULT.cache.count_bits, "LFU counter width"),
+            Param("score_bits", int, DEFAULT.cache.score_bits, "router score width"),
+            Param("decay_shift", int, DEFAULT.cache.decay_shift, "score policy: v -= v >> decay_shift per touch"),
             Param("counter_bits", int, 32, "statistics counter width"),
         )),
 ]

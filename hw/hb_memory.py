@@ -26,7 +26,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..config import HBConfig
+from ..config import DEFAULT, HBConfig
 from .layouts import ArrayOf
 from .tops import Param, Top
 
@@ -256,12 +256,13 @@ GENERATE_TOPS = [
         help="HB memory interface: plane reads striped over channels, tagged reorder buffer, in-order line stream",
         build=lambda **p: HBMemory(**p),
         params=(
-            Param("channels", int, 4, "HB channels, 1..16"),
-            Param("width", int, 64, "bits per beat per channel"),
-            Param("burst", int, 16, "lines per burst (power of two)"),
-            Param("outstanding", int, 0, "bursts in flight (power of two; 0 derives it from latency)"),
-            Param("latency", int, 24, "channel latency in cycles the buffers are sized for"),
-            Param("lines", int, 1 << 20, "address space in lines (power of two)"),
+            # Defaults: the accelerator's one configuration (elmoe3d.config.DEFAULT.hb).
+            Param("channels", int, DEFAULT.hb.channels, "HB channels, 1..16"),
+            Param("width", int, DEFAULT.hb.width, "bits per beat per channel"),
+            Param("burst", int, DEFAULT.hb.burst, "lines per burst (power of two)"),
+            Param("outstanding", int, DEFAULT.hb.outstanding, "bursts in flight (power of two; 0 derives it from latency)"),
+            Param("latency", int, DEFAULT.hb.latency, "channel latency in cycles the buffers are sized for"),
+            Param("lines", int, DEFAULT.hb.lines, "address space in lines (power of two)"),
             Param("len_bits", int, 0, "request length field width (0: log2(lines) + 1, the whole space)"),
             Param("counter_bits", int, 32, "status counter width"),
         )),

@@ -60,13 +60,6 @@ def check_positive(name, value):
 
 
 class LsbAugment(wiring.Component):
-    # Written into the generated interface documentation (hw/interface_doc.py).
-    INTERFACE_NOTES = (
-        "Per weight i: `o_operand[i]` is `m = {{h, 1'b1}}` = 2h + 1 from the MSB nibble `i_msb[i]` "
-        "when `i_plane` is MSB (and `o_shift` is 1), `c = {{~l[3], l[2:0]}}` = l - 8 from the LSB "
-        "nibble `i_lsb[i]` when it is LSB (`o_shift` 0). Every nibble value is legal.",
-    )
-
     """Operands of one cycle for ``width`` weights, from their MSB and LSB nibbles.
 
     Parameters
@@ -92,6 +85,13 @@ class LsbAugment(wiring.Component):
     UserError
         ``width`` is not an integer >= 1.
     """
+
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "Per weight i: `o_operand[i]` is `m = {{h, 1'b1}}` = 2h + 1 from the MSB nibble `i_msb[i]` "
+        "when `i_plane` is MSB (and `o_shift` is 1), `c = {{~l[3], l[2:0]}}` = l - 8 from the LSB "
+        "nibble `i_lsb[i]` when it is LSB (`o_shift` 0). Every nibble value is legal.",
+    )
 
     def __init__(self, *, width=16):
         self.width = check_positive("width", width)

@@ -111,18 +111,6 @@ def tree_sum(values):
 
 
 class PE(wiring.Component):
-    # Written into the generated interface documentation (hw/interface_doc.py).
-    INTERFACE_NOTES = (
-        "No stream and no command: each cycle with `i_valid` high adds the sum of the {terms} "
-        "products `i_act[t] * i_operand[t]` (shifted left by 3 when `i_shift` is high, 5-bit "
-        "operands only) to the accumulator that `o_acc` shows; `i_clear` zeroes it. Both take "
-        "effect after the PE's register stages (`pipeline`); a term that follows a clear is added "
-        "after it.",
-        "Ranges: every int8 activation (-128 included) and every operand value is computed as "
-        "its two's-complement value. The {acc_bits}-bit accumulator holds any {max_k} weights' "
-        "terms exactly and wraps modulo 2**{acc_bits} beyond that, with no flag.",
-    )
-
     """A multiply-accumulate PE over ``terms`` parallel products.
 
     Parameters
@@ -154,6 +142,18 @@ class PE(wiring.Component):
         A size below 1, an operand width other than 5 or 8, a pipeline outside 0..3, or an
         accumulator that can overflow for ``max_k`` inputs.
     """
+
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "No stream and no command: each cycle with `i_valid` high adds the sum of the {terms} "
+        "products `i_act[t] * i_operand[t]` (shifted left by 3 when `i_shift` is high, 5-bit "
+        "operands only) to the accumulator that `o_acc` shows; `i_clear` zeroes it. Both take "
+        "effect after the PE's register stages (`pipeline`); a term that follows a clear is added "
+        "after it.",
+        "Ranges: every int8 activation (-128 included) and every operand value is computed as "
+        "its two's-complement value. The {acc_bits}-bit accumulator holds any {max_k} weights' "
+        "terms exactly and wraps modulo 2**{acc_bits} beyond that, with no flag.",
+    )
 
     def __init__(self, *, terms=1, operand_bits=OPERAND_BITS, acc_bits=ACC_BITS,
                  max_k=DEFAULT_MAX_K, pipeline=DEFAULT_PIPELINE):

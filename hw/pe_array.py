@@ -45,6 +45,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..config import DEFAULT
 from ..errors import UserError
 from ..sim.gemv import ACC_BITS
 from ..sim.slices import OPERAND_BITS
@@ -290,13 +291,15 @@ def _array_macs(*, rows, cols, lanes, **_):
     return {"draft": rows * cols * lanes, "full": rows * cols * lanes / 2}
 
 
+# Defaults: the accelerator's one configuration (elmoe3d.config.DEFAULT.array), except ``lanes``:
+# a stand-alone array is generated with one lane unless asked (the core takes the config's 16).
 ARRAY_PARAMS = (
-    Param("rows", int, 16, "output channels in parallel"),
-    Param("cols", int, 16, "inputs per activation beat"),
+    Param("rows", int, DEFAULT.array.rows, "output channels in parallel"),
+    Param("cols", int, DEFAULT.array.cols, "inputs per activation beat"),
     Param("lanes", int, 1, "batch lanes sharing each weight beat"),
-    Param("acc_bits", int, ACC_BITS, "signed accumulator width"),
+    Param("acc_bits", int, DEFAULT.array.acc_bits, "signed accumulator width"),
     Param("max_k", int, DEFAULT_MAX_K, "longest dot product (overflow rule)"),
-    Param("pipeline", int, DEFAULT_PIPELINE, "register stages of each PE before its accumulator",
+    Param("pipeline", int, DEFAULT.array.pipeline, "register stages of each PE before its accumulator",
           PIPELINE_CHOICES),
 )
 

@@ -100,6 +100,7 @@ def test_readme_demo_on_a_fresh_clone(tmp_path):
         (pkg / sub).symlink_to(clone / sub)
     env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
     env.pop("ELMOE3D_DEBUG", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)     # the __pycache__ check below needs bytecode written
     result = subprocess.run([".venv/bin/elmoe3d", "demo", "--quick"],
                             cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
