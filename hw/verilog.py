@@ -58,7 +58,11 @@ def write_verilog(component, name, out_dir, params):
     v_path = out_dir / f"{name}.v"
     v_path.write_text(text)
     doc = describe(component, verilog_ports(text, name))
-    meta = {"top": name, "params": params, "ports": doc.pop("ports"), "interface": doc}
+    from ..config import DEFAULT
+    # The accelerator configuration whose values the generator's defaults come from (parameters
+    # given on the command line override them; `params` holds what was built).
+    meta = {"top": name, "params": params, "ports": doc.pop("ports"), "interface": doc,
+            "accelerator_config": DEFAULT.to_dict()}
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(markdown(name, params, {**doc, "ports": meta["ports"]}))
     return v_path

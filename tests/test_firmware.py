@@ -295,3 +295,20 @@ def test_disassembler_refuses_a_bad_word_naming_its_index():
         disassemble(isa, words)
     with pytest.raises(UserError, match="instruction 1 .halt.: reserved bits set"):
         listing(isa, [0, int(Op.HALT) | 1 << 63])
+
+
+def test_generator_defaults_derive_from_the_configuration(tmp_path):
+    from elmoe3d.config import DEFAULT
+    from elmoe3d.hw.tops import get_top
+    from elmoe3d.hw.verilog import write_verilog
+    cache, hb, array = (get_top(n).defaults() for n in ("expert_cache", "hb_memory", "pe_array"))
+    for name in ("entries", "policy", "layer_bits", "expert_bits", "count_bits", "score_bits", "decay_shift"):
+        assert cache[name] == getattr(DEFAULT.cache, name), name
+    for name in ("channels", "width", "burst", "outstanding", "latency", "lines"):
+        assert hb[name] == getattr(DEFAULT.hb, name), name
+    for name in ("rows", "cols", "acc_bits", "pipeline"):
+        assert array[name] == getattr(DEFAULT.array, name), name
+    top = get_top("lsb_augment")
+    write_verilog(top.build(**top.defaults()), top.name, tmp_path, top.defaults())
+    meta = __import__("json").loads((tmp_path / "lsb_augment.json").read_text())
+    assert AccelConfig.from_dict(meta["accelerator_config"]) == DEFAULT
