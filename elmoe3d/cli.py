@@ -103,15 +103,21 @@ def clock_ns(text):
     return value
 
 
-def unit_fraction(text):
-    """argparse type: a float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+def float_in(lo, hi):
+    """argparse type factory: a float in ``[lo, hi]`` (NaN refused too)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {text!r}")
+        return value
+    return parse
+
+
+unit_fraction = float_in(0.0, 1.0)
+unit_fraction.__doc__ = "argparse type: a float in [0, 1]."
 
 
 def existing_file(text):

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ..cli import existing_file, positive_int, unit_fraction
+from ..cli import existing_file, float_in, positive_int, unit_fraction
 from ..errors import UserError
 
 HELP = ("system speed and energy model: tokens/s and J/token of Elastic-SD against naive and prior "
@@ -15,17 +15,6 @@ def _names(text):
     if not names:
         raise UserError(f"expected a comma-separated list of names, got {text!r}")
     return names
-
-
-def _skew(text):
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 4], got {text!r}") from None
-    if not 0.0 <= v <= 4.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 4], got {text!r}")
-    return v
 
 
 def add_arguments(p):
@@ -42,7 +31,7 @@ def add_arguments(p):
                    help="HB cache policy whose measured efficiency applies (default score)")
     p.add_argument("--acceptance", type=unit_fraction,
                    help="per-token acceptance for every draft, in [0, 1] (default: measured on the shipped model)")
-    p.add_argument("--skew", type=_skew, help="routing skew (Zipf exponent, default: calibrated)")
+    p.add_argument("--skew", type=float_in(0.0, 4.0), help="routing skew (Zipf exponent, default: calibrated)")
     p.add_argument("--config", type=existing_file, metavar="FILE",
                    help="TOML or JSON file adding or overriding systems and models")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the sensitivity sweeps")
