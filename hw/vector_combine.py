@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from ..sim.int_moe import GATE_FRAC, OUT_BITS
 from .tops import Param, Top
 from .vector_common import (COMBINE_ACC, COMBINE_BITS, OUT, WEIGHT, check_width, combine_in_layout,
-                          combine_out_layout, saturate)
+                          combine_out_layout, lockstep, saturate)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width
 
@@ -74,13 +74,9 @@ class VectorCombine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i, o = self.i_data, self.o_data
-        en = Signal(name="en")
-        valid = [Signal(name=f"s{n + 1}_valid") for n in range(self.LATENCY)]
-        m.d.comb += [en.eq(~o.valid | o.ready), i.ready.eq(en), o.valid.eq(valid[-1])]
+        en = lockstep(m, i, o, self.LATENCY)
         last1, last2 = Signal(name="s1_last"), Signal(name="s2_last")
         with m.If(en):
-            m.d.sync += valid[0].eq(i.valid)
-            m.d.sync += [valid[n].eq(valid[n - 1]) for n in range(1, self.LATENCY)]
             m.d.sync += [last1.eq(i.payload.last), last2.eq(last1)]
         for lane in range(self.width):
             e = i.payload.elem[lane]

@@ -218,3 +218,19 @@ def requant_stages(m, en, prefix, acc, mant, shift, bits):
 
 
 REQUANT_STAGES = 4
+
+
+def lockstep(m, i, o, latency):
+    """The shared control of a pipeline whose ``latency`` stages advance as one: returns ``en``.
+
+    ``en = i.ready = ~o.valid | o.ready`` (the pipeline moves when its output register is empty
+    or being taken); a valid bit per stage (``s1_valid`` .. ``s<latency>_valid``) follows the beat,
+    the last one is ``o.valid``.
+    """
+    en = Signal(name="en")
+    valid = [Signal(name=f"s{n + 1}_valid") for n in range(latency)]
+    m.d.comb += [en.eq(~o.valid | o.ready), i.ready.eq(en), o.valid.eq(valid[-1])]
+    with m.If(en):
+        m.d.sync += valid[0].eq(i.valid)
+        m.d.sync += [valid[n].eq(valid[n - 1]) for n in range(1, latency)]
+    return en

@@ -5,12 +5,12 @@ run here: each element of a beat carries its own accumulator, mantissa product a
 beat carries one saturation width. Bit-exact with :func:`elmoe3d.sim.int_moe.requant`.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .tops import Param, Top
-from .vector_common import (REQUANT_STAGES, check_width, requant_in_layout, requant_out_layout,
+from .vector_common import (REQUANT_STAGES, check_width, lockstep, requant_in_layout, requant_out_layout,
                           requant_stages)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width
@@ -68,12 +68,7 @@ class VectorRequant(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i, o = self.i_data, self.o_data
-        en = Signal(name="en")
-        valid = [Signal(name=f"s{n + 1}_valid") for n in range(self.LATENCY)]
-        m.d.comb += [en.eq(~o.valid | o.ready), i.ready.eq(en), o.valid.eq(valid[-1])]
-        with m.If(en):
-            m.d.sync += valid[0].eq(i.valid)
-            m.d.sync += [valid[n].eq(valid[n - 1]) for n in range(1, self.LATENCY)]
+        en = lockstep(m, i, o, self.LATENCY)
         for lane in range(self.width):
             e = i.payload.elem[lane]
             out = requant_stages(m, en, f"elem_{lane}", e.acc, e.m, e.e, i.payload.bits)

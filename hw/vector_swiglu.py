@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.int_moe import SILU_ENTRIES
 from .tops import Param, Top
-from .vector_common import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width,
+from .vector_common import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width, lockstep,
                           requant_stages, swiglu_in_layout, swiglu_out_layout)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width
@@ -78,12 +78,7 @@ class VectorSwiGLU(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i, o, t = self.i_data, self.o_data, self.i_table
-        en = Signal(name="en")
-        valid = [Signal(name=f"s{n + 1}_valid") for n in range(self.LATENCY)]
-        m.d.comb += [en.eq(~o.valid | o.ready), i.ready.eq(en), o.valid.eq(valid[-1])]
-        with m.If(en):
-            m.d.sync += valid[0].eq(i.valid)
-            m.d.sync += [valid[n].eq(valid[n - 1]) for n in range(1, self.LATENCY)]
+        en = lockstep(m, i, o, self.LATENCY)
 
         table = Memory(shape=SILU, depth=SILU_ENTRIES, init=[])
         m.submodules.silu = table
