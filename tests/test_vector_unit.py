@@ -20,21 +20,14 @@ from elmoe3d.hw.vector_router import VectorRouter, router_cycles
 from elmoe3d.hw.vector_swiglu import VectorSwiGLU
 from elmoe3d.hw.vector_unit import VectorUnit
 from elmoe3d.hw.vector_common import COMBINE_BITS, OutBits, requant_in_layout, router_cmd_layout
-from elmoe3d.hw.verilog import write_verilog
-from elmoe3d.sim.benches.runner import run_bench
+from elmoe3d.sim.benches.launch import BENCHES, run_top_bench
 from elmoe3d.sim.int_moe import IntExpert, requant, swiglu
 
-BENCH = "elmoe3d.sim.benches.tb_vector_unit"
 
 
-def run_vector_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, simulator="verilator", **extra):
-    """Generate ``top_name`` with ``params`` in ``build_dir`` and run the vector-unit bench on it."""
-    top = get_top(top_name)
-    params = top.resolve(params)
-    verilog = write_verilog(top.build(**params), top_name, build_dir, params)
-    config = {"kind": top_name, "params": params, "seeds": list(seeds), "quick": quick, **extra}
-    return run_bench(verilog=verilog, toplevel=top_name, module=BENCH, build_dir=build_dir, config=config,
-                     simulator=simulator)
+def run_vector_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), **extra):
+    """The vector-unit bench on ``top_name`` through the one bench registry (``BENCHES``)."""
+    return run_top_bench(top_name, params, build_dir, seeds=seeds, **extra)
 
 
 # The default run builds the whole unit (all four blocks, one Verilator build each) at two small
@@ -144,6 +137,7 @@ def test_registry_entries():
                          ("vector_unit", {"width": 16, "max_experts": 64, "max_k": 8})]:
         top = get_top(name)
         assert top.resolve({}) == params
+        assert BENCHES[name] == "elmoe3d.sim.benches.tb_vector_unit"     # `elmoe3d regress` knows it
     with pytest.raises(UserError, match="takes no parameter rows"):
         get_top("vector_router").resolve({"rows": 2})
 

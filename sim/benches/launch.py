@@ -35,12 +35,16 @@ REGRESSION = [
     Entry("mac_array-4x3-l2", "mac_array_baseline", dict(rows=4, cols=3, lanes=2), quick=True),
     Entry("mac_array-3x5-acc20", "mac_array_baseline", dict(rows=3, cols=5, acc_bits=20, max_k=31)),
     Entry("mac_array-16x16", "mac_array_baseline", dict(rows=16, cols=16), seeds=(1,)),
+    Entry("vector_unit-w2-e6-k3", "vector_unit", dict(width=2, max_experts=6, max_k=3), quick=True, seeds=(1, 2)),
+    Entry("vector_unit-w3-e4-k4", "vector_unit", dict(width=3, max_experts=4, max_k=4), seeds=(1, 2)),
 ]
 
 BENCHES = {
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
+    **{top: "elmoe3d.sim.benches.tb_vector_unit" for top in
+       ("vector_unit", "vector_requant", "vector_swiglu", "vector_combine", "vector_router")},
 }
 
 
