@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import UserError
 from ..config import DEFAULT, HBConfig
 from .layouts import ArrayOf
+from .mux import pick
 from .tops import Param, Top
 
 
@@ -52,18 +53,6 @@ def status_layout(cfg, counter_bits):
     cnt = ArrayOf(counter_bits, cfg.channels, index="channel")
     return data.StructLayout({"error": 1, "errors": counter_bits, "requests": counter_bits,
                               "bursts": counter_bits, "beats": cnt, "busy": cnt, "idle": cnt})
-
-
-def _pick(values, index):
-    """``values[index]`` as a chain of muxes (continuous assignments in Verilog).
-
-    ``Array`` indexing becomes an ``always @*`` block that Icarus does not evaluate at time 0 when
-    its inputs never change, which leaves X on a valid signal.
-    """
-    out = values[0]
-    for i in range(1, len(values)):
-        out = Mux(index == i, values[i], out)
-    return out
 
 
 class HBMemory(wiring.Component):
@@ -207,14 +196,14 @@ class HBMemory(wiring.Component):
             fire = beat.valid & beat.ready
             tag = beat.payload.tag
             wpos = Signal(cfg.burst_bits, name=f"ch_{c}_write_offset")
-            m.d.comb += [wpos.eq(_pick(list(wcnt), tag)), wr.addr.eq(Cat(wpos[:off_bits], tag)), wr.data.eq(beat.payload.data),
+            m.d.comb += [wpos.eq(pick(list(wcnt), tag)), wr.addr.eq(Cat(wpos[:off_bits], tag)), wr.data.eq(beat.payload.data),
                          wr.en.eq(fire)]
             with m.If(fire):
                 m.d.sync += wcnt[tag].eq(wpos + 1)
             with m.If(freed):
                 m.d.sync += wcnt[head].eq(0)
             m.d.comb += [rd.addr.eq(Cat(rptr[:off_bits], head)), rd.en.eq(advance)]
-            have.append(_pick(list(wcnt), head) > rptr)
+            have.append(pick(list(wcnt), head) > rptr)
             read_data.append(rd.data)
             # counters
             owed = Signal(range(S * B + 1), name=f"ch_{c}_owed")
@@ -235,14 +224,14 @@ class HBMemory(wiring.Component):
         out_valid = Signal()
         out_last = Signal()
         m.d.comb += [avail.eq((inflight != 0) & Cat(*have).all()),
-                     last_of_slot.eq(rptr + 1 == _pick(list(slot_len), head)),
+                     last_of_slot.eq(rptr + 1 == pick(list(slot_len), head)),
                      advance.eq(~out_valid | self.o_data.ready),
                      freed.eq(advance & avail & last_of_slot),
                      self.o_data.valid.eq(out_valid), self.o_data.payload.last.eq(out_last),
                      self.o_data.payload.data.eq(Cat(*read_data))]
         # The read ports hold their data while `advance` is low, so the output holds under backpressure.
         with m.If(advance):
-            m.d.sync += [out_valid.eq(avail), out_last.eq(avail & last_of_slot & _pick(list(slot_last), head))]
+            m.d.sync += [out_valid.eq(avail), out_last.eq(avail & last_of_slot & pick(list(slot_last), head))]
             with m.If(avail):
                 with m.If(last_of_slot):
                     m.d.sync += [rptr.eq(0), head.eq(head + 1)]

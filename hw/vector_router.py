@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError, check_int
 from ..sim.int_moe import EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, POW2
+from .mux import pick
 from .tops import Param, Top
 from .vector_common import (ACC, POW2_BITS, SHIFT_LIMIT, WEIGHT, clamp_shift_minus_one, count_shape,
                           index_shape, router_cmd_layout, router_result_layout)
@@ -49,14 +50,6 @@ def router_cycles(n, count):
     (one cycle otherwise), result transfer (1)."""
     weights = count + WEIGHT_PIPELINE + DIVIDE_CYCLES if count else 1
     return 1 + n + weights + 1
-
-
-def _pick(values, index):
-    """``values[index]`` as a chain of multiplexers (``index`` beyond the list gives values[0])."""
-    out = values[0]
-    for i in range(1, len(values)):
-        out = Mux(index == i, values[i], out)
-    return out
 
 
 class VectorRouter(wiring.Component):
@@ -176,7 +169,7 @@ class VectorRouter(wiring.Component):
         pval = Signal(POW2_BITS, name="w6_p")
         m.d.comb += pval.eq(Mux(over, 0, rd.data >> pshift))
 
-        sel_val = _pick(val, issue)
+        sel_val = pick(val, issue)
         m.d.sync += [
             v[0].eq(issuing), tag[0].eq(issue),
             gap.eq((val[0] - sel_val).as_unsigned()),                 # >= 0: slot 0 is the largest
