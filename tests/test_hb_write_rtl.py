@@ -83,6 +83,6 @@ def test_generated_verilog_is_lint_clean(params, tmp_path):
     from elmoe3d.hw.tops import get_top
     from elmoe3d.hw.verilog import write_verilog
     top = get_top("hb_write")
-    p = top.resolve(params.values[0])
+    p = top.resolve(params)
     ok, log = lint(write_verilog(top.build(**p), "hb_write", tmp_path, p), "hb_write")
     assert ok, log
