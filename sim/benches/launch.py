@@ -37,12 +37,14 @@ REGRESSION = [
     Entry("mac_array-16x16", "mac_array_baseline", dict(rows=16, cols=16), seeds=(1,)),
     Entry("vector_unit-w2-e6-k3", "vector_unit", dict(width=2, max_experts=6, max_k=3), quick=True, seeds=(1, 2)),
     Entry("vector_unit-w3-e4-k4", "vector_unit", dict(width=3, max_experts=4, max_k=4), seeds=(1, 2)),
+    Entry("hb_write-2ch-b4", "hb_write", dict(channels=2, width=16, burst=4, lines=256), quick=True, seeds=(1, 2)),
 ]
 
 BENCHES = {
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
+    "hb_write": "elmoe3d.sim.benches.tb_hb_write",
     **{top: "elmoe3d.sim.benches.tb_vector_unit" for top in
        ("vector_unit", "vector_requant", "vector_swiglu", "vector_combine", "vector_router")},
 }
