@@ -222,3 +222,22 @@ class InstructionSet:
 
     def decode_all(self, words):
         return [self.decode(w, i) for i, w in enumerate(words)]
+
+
+class Status(enum.IntEnum):
+    """Why a command stream stopped: the core's status code (``hw/command_processor.py``).
+
+    The command processor raises ``OPCODE``, ``FIELD``, ``LOOP`` and ``KEY`` (and ``REGISTER``
+    for a loop whose ``N_EXPERTS`` is not set); the executor reports the others on its
+    completion. Each matches a refusal of ``sim/iss.py`` (the golden sequencing).
+    """
+    NONE = 0        # no error
+    OPCODE = 1      # unknown opcode
+    FIELD = 2       # enum field out of range or reserved bits set (InstructionSet.decode's refusals)
+    LOOP = 3        # body 0, EXPERTS/SHARED/HALT inside a body, a loop without a ROUTE since LOADX
+    KEY = 4         # shared expert id N_EXPERTS + index does not fit the cache key
+    REGISTER = 5    # a register the command needs was never set
+    RANGE = 6       # a shape out of range (TOKENS, D_MODEL, k, ...)
+    ADDRESS = 7     # an address past an image
+    INPUT = 8       # bad data (a -128 token, a scale exponent out of range)
+    ORDER = 9       # a missing prerequisite (GEMV before FETCH, SWIGLU before gate/up, ...)

@@ -47,6 +47,7 @@ BENCHES = {
     "hb_write": "elmoe3d.sim.benches.tb_hb_write",
     **{top: "elmoe3d.sim.benches.tb_vector_unit" for top in
        ("vector_unit", "vector_requant", "vector_swiglu", "vector_combine", "vector_router")},
+    "command_processor": "elmoe3d.sim.benches.tb_command_processor",
     "width_adapter": "elmoe3d.sim.benches.tb_streams",
     "stream_fifo": "elmoe3d.sim.benches.tb_streams",
     "stream_arbiter": "elmoe3d.sim.benches.tb_streams",
