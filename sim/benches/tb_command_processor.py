@@ -391,3 +391,20 @@ async def test_errors(dut):
             except AssertionError as exc:
                 raise AssertionError(f"case {name}: {exc}") from None
             assert not status["busy"] and not status["halted"], name
+
+
+@cocotb.test()
+async def test_index_saturates(dut):
+    """70 000 NOPs then SETR and a bad opcode: the index saturates at 65535 (skipped when quick)."""
+    cfg, config = _setup(dut)
+    if cfg["quick"]:
+        return
+    isa = InstructionSet(config)
+    words = [isa.encode(Op.NOP)] * 70000 + [isa.encode(Op.SETR, reg=Reg.LAYER, value=1), 0xD]
+    tb = TB(dut, config, 1, idle=0.0, stall=0.0, max_delay=0)
+    await tb.reset()
+    model = _model(config, words, Policy([0]))
+    assert (model.error, model.index) == (Status.OPCODE, (1 << 16) - 1)
+    status = await tb.run(words, Policy([0]), limit=80000)
+    check(tb, model, status, name="index saturation")
+    assert status["commands"] == 70001
