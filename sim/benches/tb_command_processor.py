@@ -303,8 +303,12 @@ def error_cases(isa, n_experts):
 
 
 # -- tests ------------------------------------------------------------------------------------------
+# Stall settings when the launcher gives none (an ``elmoe3d regress`` run).
+DEFAULTS = {"idle": 0.3, "stall": 0.3, "max_delay": 3, "quick": False}
+
+
 def _setup(dut):
-    cfg = bench_config()
+    cfg = {**DEFAULTS, **bench_config()}
     config = PRESETS[cfg["params"]["preset"]]
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
     return cfg, config
