@@ -34,6 +34,14 @@ costs up to 3. Every operation answers on ``o_resp`` (prefetches too, with
 miss that got a slot) also sends ``(key, slot, prefetch)`` on ``o_fill``; stage B completes only
 once the previous response and fill are accepted.
 
+Probe (``i_probe`` -> ``o_probe``): reads whether a key is resident, changing nothing (no touch
+of the replacement state, no counter). A probe is taken only while no request is in the pipeline
+(stages A and B empty) and neither ``i_lookup`` nor ``i_prefetch`` is valid: requests have
+priority, and a probe sees the state after every request whose response has been offered (and of
+no later one). Its key is registered, compared with every tag in the next cycle (the match vector
+registered), and ``o_probe`` carries ``(key, hit, slot)`` ``PROBE_LATENCY`` = 2 cycles after the
+probe's transfer; one probe at most every 2 cycles.
+
 Counters wrap at ``counter_bits``, never silently: each has a sticky ``overflow`` flag in
 ``o_counters`` that is set when it wraps (cleared by reset only).
 """
@@ -79,6 +87,11 @@ def fill_layout(cfg):
     return data.StructLayout({"key": key_layout(cfg), "slot": cfg.slot_bits, "prefetch": 1})
 
 
+def probe_layout(cfg):
+    """A probe's answer: the probed key, ``hit`` (resident), ``slot`` (its slot when ``hit``, else 0)."""
+    return data.StructLayout({"key": key_layout(cfg), "hit": 1, "slot": cfg.slot_bits})
+
+
 # Every slot's tag is compared in one cycle; beyond this a set-associative design would be the choice.
 MAX_ENTRIES = 64
 
@@ -86,6 +99,9 @@ MAX_ENTRIES = 64
 # cycle of a state change takes up to MAX_HAZARD_CYCLES more (see the module doc).
 LOOKUP_LATENCY = 3
 MAX_HAZARD_CYCLES = 2
+# Cycles from a probe's handshake to its answer's valid; a probe is taken at most every PROBE_INTERVAL cycles.
+PROBE_LATENCY = 2
+PROBE_INTERVAL = 2
 
 COUNTERS = ("hits", "misses", "evictions", "fills", "prefetch_fills", "bypasses")
 
@@ -95,6 +111,7 @@ FORWARD_ALLOC = True        # forward B's allocation into A's match vector
 HAZARD_STALL = True         # a miss behind a state change re-selects its victim
 EXCLUDE_PINNED = True       # pinned slots are no victim candidates
 FLAG_OVERFLOW = True        # a wrapping counter sets its sticky overflow flag
+PROBE_WHEN_IDLE = True      # a probe waits until no request is in the pipeline (the bench's broken variant)
 
 
 def counters_layout(counter_bits):
@@ -121,6 +138,8 @@ class ExpertCache(wiring.Component):
     i_prefetch : In(stream of prefetch_layout)  prefetch hints, served when i_lookup is idle
     o_resp : Out(stream of response_layout)     one response per served request, in service order
     o_fill : Out(stream of fill_layout)         fill requests to the off-chip side
+    i_probe : In(stream of key_layout)          residency queries, served when no request is in flight
+    o_probe : Out(stream of probe_layout)       ``(key, hit, slot)`` per probe, in order
     o_counters : Out(counters_layout)           hits, misses, evictions, fills, prefetch fills, bypasses,
                                                 and a sticky overflow flag per counter
 
@@ -158,6 +177,13 @@ class ExpertCache(wiring.Component):
         "not counted). `fills` counts every slot taken (demand and prefetch), `prefetch_fills` "
         "those taken by a PREFETCH, `evictions` fills that replaced a valid plane. UNPIN counts "
         "nothing.",
+        "Probe (`i_probe` -> `o_probe`): is a key resident, and in which slot. A probe changes "
+        "nothing (no replacement-state touch, no counter). It is taken (`i_probe.ready`) only while "
+        "no request is in the pipeline and neither `i_lookup` nor `i_prefetch` is valid: requests "
+        "have priority, so a steady request stream holds probes off. A probe sees the state after "
+        "every request whose response has been offered on `o_resp`, and of no later one. Its answer "
+        "`(key, hit, slot)` (`slot` the key's slot when `hit`, else 0) comes on `o_probe` 2 cycles "
+        "after the probe's transfer, in probe order; one probe at most every 2 cycles.",
     )
 
     def __init__(self, *, entries=16, policy="lru", layer_bits=4, expert_bits=6, count_bits=8,
@@ -176,6 +202,8 @@ class ExpertCache(wiring.Component):
             "i_prefetch": In(stream.Signature(prefetch_layout(cfg))),
             "o_resp": Out(stream.Signature(response_layout(cfg))),
             "o_fill": Out(stream.Signature(fill_layout(cfg))),
+            "i_probe": In(stream.Signature(key_layout(cfg))),
+            "o_probe": Out(stream.Signature(probe_layout(cfg))),
             "o_counters": Out(counters_layout(counter_bits)),
         })
 
@@ -401,6 +429,33 @@ class ExpertCache(wiring.Component):
         with m.Elif(self.i_prefetch.valid & self.i_prefetch.ready):
             m.d.sync += [a_req.op.eq(OpCode.PREFETCH), a_req.key.eq(self.i_prefetch.payload.key),
                          a_req.score.eq(self.i_prefetch.payload.score), a_full.eq(1)]
+
+        # --- probe: key register, registered tag compare, answer ------------------------------------
+        # Taken only with the pipeline empty and no request offered, so no state update is under way
+        # in the cycle of the compare (a request taken one cycle later updates the state 2 cycles
+        # after that). The answer register is free by the compare cycle (taken only when it empties).
+        p_full, p_key = Signal(name="probe_full"), Signal(kw, name="probe_key")
+        q_match = Signal(n, name="probe_match")
+        q_key = Signal(kw, name="probe_answer_key")
+        q_full = Signal(name="probe_answer_full")
+        p_take = Signal(name="probe_take")
+        quiet = ~a_full & ~b_full if PROBE_WHEN_IDLE else Const(1)
+        m.d.comb += [p_take.eq(quiet & ~self.i_lookup.valid & ~self.i_prefetch.valid & ~p_full &
+                               (~q_full | self.o_probe.ready)),
+                     self.i_probe.ready.eq(p_take)]
+        with m.If(self.o_probe.ready):
+            m.d.sync += q_full.eq(0)
+        m.d.sync += p_full.eq(self.i_probe.valid & p_take)
+        with m.If(self.i_probe.valid & p_take):
+            m.d.sync += p_key.eq(self.i_probe.payload.as_value())
+        with m.If(p_full):
+            m.d.sync += [q_full.eq(1), q_key.eq(p_key),
+                         q_match.eq(Cat(*[valid[i] & (tag[i] == p_key) for i in range(n)]))]
+        m.d.comb += [self.o_probe.valid.eq(q_full),
+                     self.o_probe.payload.key.eq(q_key),
+                     self.o_probe.payload.hit.eq(q_match.any()),
+                     self.o_probe.payload.slot.eq(_encode(q_match, sb))]
+        self.state.update(probe_full=p_full, probe_answer_full=q_full, probe_match=q_match)
         return m
 
 

@@ -1,8 +1,10 @@
 """The expert-cache RTL against the golden model (cocotb; one build folder per test node).
 
-Default run: per policy, 5 000 random operations with random stalls on all four streams, 2 000
-without stalls (lookup latency and throughput checked), and a Zipf routing trace with draft
-prefetches; a 16-slot cache with wrapping 8-bit counters; 4- and 32-slot caches (the pipeline's
+Every run goes through the one bench registry (``run_top_bench``, ``BENCHES``). Default run: per
+policy, 5 000 random operations with random stalls on all six streams (valid and payload held
+until the transfer checked on every output), 2 000 without stalls (lookup and probe latency and
+throughput checked), and a Zipf routing trace with draft prefetches, each with probes interleaved
+and checked against the golden ``resident()``; a 16-slot cache with wrapping 8-bit counters; 4- and 32-slot caches (the pipeline's
 hazards at both ends of the size range); a cache that holds every key (one request per cycle). ``-m slow``: 100 000 random and 100 000+ Zipf
 operations per policy, and a 64-slot cache.
 """
@@ -12,9 +14,8 @@ import json
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.hw.expert_cache import LOOKUP_LATENCY, MAX_HAZARD_CYCLES, ExpertCache
-from elmoe3d.hw.verilog import write_verilog
-from elmoe3d.sim.benches.runner import run_bench
+from elmoe3d.hw.expert_cache import LOOKUP_LATENCY, MAX_HAZARD_CYCLES, PROBE_LATENCY, ExpertCache
+from elmoe3d.sim.benches.launch import run_top_bench
 
 PARAMS = {
     "lru": dict(entries=8, policy="lru", layer_bits=2, expert_bits=3),
@@ -29,11 +30,8 @@ PARAMS = {
 
 
 def _run(tmp_path, params, cases, simulator="verilator"):
-    v = write_verilog(ExpertCache(**params), "expert_cache", tmp_path, params)
     report = tmp_path / "report.json"
-    run_bench(verilog=v, toplevel="expert_cache", module="elmoe3d.sim.benches.tb_expert_cache",
-              build_dir=tmp_path, config={"params": params, "cases": cases, "report": str(report)},
-              simulator=simulator)
+    run_top_bench("expert_cache", params, tmp_path, cases=cases, report=str(report), simulator=simulator)
     return json.loads(report.read_text())
 
 
@@ -49,6 +47,10 @@ def test_cache_matches_golden(tmp_path, name):
     assert rep[1]["cycles"] <= (1 + MAX_HAZARD_CYCLES) * rep[1]["ops"] + 10
     assert all(r["stats"]["evictions"] > 0 and r["stats"]["hits"] > 0 for r in rep)
     assert rep[0]["stats"]["bypasses"] > 0 or name != "lru"    # the pin mix reaches a fully pinned cache
+    # probes were answered, both ways, and the stalls made outputs hold (the hold check ran)
+    assert all(0 < r["probe_hits"] < r["probes"] for r in rep)
+    assert rep[1]["probe_latency"] == [PROBE_LATENCY]
+    assert rep[0]["held_cycles"] > 100 and rep[2]["held_cycles"] > 10
 
 
 def test_cache_16_entries_wrapping_counters(tmp_path):
@@ -111,3 +113,13 @@ def test_ports_and_widths():
     assert dut.i_lookup.payload.shape().size == 2 + 9 + 8
     assert dut.o_fill.payload.shape().size == 9 + 4 + 1
     assert dut.o_counters.shape().size == 6 * 32 + 6           # counters and their overflow flags
+
+
+def test_probe_taken_with_requests_in_flight_is_caught(tmp_path, monkeypatch):
+    """A probe served while a request is still in the pipeline answers from a state that does not
+    hold that request yet: the bench must fail (its probe check can fail)."""
+    from elmoe3d.hw import expert_cache
+    monkeypatch.setattr(expert_cache, "PROBE_WHEN_IDLE", False)
+    with pytest.raises((AssertionError, SystemExit)):        # SystemExit: the cocotb runner under pytest
+        _run(tmp_path, PARAMS["lfu4"], [{"kind": "random", "n": 1500, "seed": 71, "stall": 0.5, "probes": 600}])
+    assert "requests in flight" in (tmp_path / "results.xml").read_text()

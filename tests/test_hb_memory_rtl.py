@@ -1,6 +1,8 @@
 """The HB memory interface RTL against a cocotb channel model and the golden model.
 
-Each test node builds its own Verilog and simulator in ``tmp_path``. Random cases: random request
+Each test node builds its own Verilog and simulator in ``tmp_path`` through the one bench registry
+(``run_top_bench``); every output stream (``o_data``, each ``o_cmd[c]``) is checked to hold valid
+and payload until the transfer. Random cases: random request
 lengths and bases with 10 % illegal requests, random stalls on the request, output and channel
 command streams, random gaps on the channel beat streams, random per-burst latency and channels
 that return their bursts out of order (interleaved). Full-rate case: back-to-back plane reads with
@@ -13,8 +15,7 @@ import pytest
 
 from elmoe3d.errors import UserError
 from elmoe3d.hw.hb_memory import HBMemory
-from elmoe3d.hw.verilog import write_verilog
-from elmoe3d.sim.benches.runner import run_bench
+from elmoe3d.sim.benches.launch import run_top_bench
 from elmoe3d.sim.hb_memory import HBConfig, stream_cycles
 
 PARAMS = {
@@ -26,10 +27,8 @@ PARAMS = {
 
 
 def _run(tmp_path, params, cases, simulator="verilator"):
-    v = write_verilog(HBMemory(**params), "hb_memory", tmp_path, params)
     report = tmp_path / "report.json"
-    run_bench(verilog=v, toplevel="hb_memory", module="elmoe3d.sim.benches.tb_hb_memory", build_dir=tmp_path,
-              config={"params": params, "cases": cases, "report": str(report)}, simulator=simulator)
+    run_top_bench("hb_memory", params, tmp_path, cases=cases, report=str(report), simulator=simulator)
     return json.loads(report.read_text())
 
 
@@ -46,6 +45,7 @@ def test_random_requests_exactly_once_in_order(tmp_path, name):
              _random(3, stall=0.7, cmd_stall=0.0, gap=0.0), {"kind": "fullrate", "n": 3, "plane_lines": 12}]
     rep = _run(tmp_path, p, cases)
     assert all(r["counters"]["errors"] > 0 for r in rep[:3])
+    assert rep[0]["held_cycles"] > 20 and rep[2]["held_cycles"] > 20   # stalls made outputs wait
     cfg = HBConfig(**{k: v for k, v in p.items() if k != "counter_bits"})
     # exact also where too few bursts are in flight for the latency ("narrow": 2 slots, burst 1)
     assert rep[3]["span_cycles"] == stream_cycles(cfg, [12] * 3)

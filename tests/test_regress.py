@@ -32,3 +32,64 @@ def test_regress_list(capsys):
 def test_regress_unknown_entry(capsys):
     assert main(["regress", "--only", "zzz"]) == 2
     assert "no regression entry matches zzz" in capsys.readouterr().err
+
+
+# Tops with no cocotb bench of their own, and why; every other top must be in BENCHES.
+NO_BENCH = {
+    "lsb_augment": "a PE building block: simulated inside every pe / pe_array bench entry, and "
+                   "proven formally (tests/test_formal_pe.py)",
+}
+
+
+def test_every_top_has_a_bench_and_every_bench_a_regression_entry():
+    from elmoe3d.hw.tops import all_tops
+    from elmoe3d.sim.benches.launch import BENCHES, REGRESSION
+    tops = set(all_tops())
+    assert set(BENCHES) <= tops, f"benches for unknown tops: {sorted(set(BENCHES) - tops)}"
+    assert not set(NO_BENCH) & set(BENCHES), "a top with a bench is still listed in NO_BENCH"
+    missing = sorted(tops - set(BENCHES) - set(NO_BENCH))
+    assert not missing, f"tops without a bench in BENCHES (add one, or list them in NO_BENCH with why): {missing}"
+    covered = {e.top for e in REGRESSION}
+    assert not set(BENCHES) - covered - _PARTS, \
+        f"benches with no REGRESSION entry: {sorted(set(BENCHES) - covered - _PARTS)}"
+    assert len({e.name for e in REGRESSION}) == len(REGRESSION), "two REGRESSION entries share a name"
+    assert any(e.quick for e in REGRESSION if e.top == "expert_cache")
+    assert any(e.quick for e in REGRESSION if e.top == "hb_memory")
+
+
+# The vector unit's blocks are regressed through the unit top, which drives each block's ports
+# (the same bench module); they need no entry of their own.
+_PARTS = {"vector_requant", "vector_swiglu", "vector_combine", "vector_router"}
+
+
+def test_regress_list_shows_every_entry(capsys):
+    from elmoe3d.sim.benches.launch import REGRESSION
+    assert main(["regress", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(e.name in out for e in REGRESSION)
+    assert main(["regress", "--list", "--quick"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == [e.name for e in REGRESSION if e.quick]
+
+
+def test_format_table_columns():
+    from elmoe3d.commands.regress import format_table
+    rows = [{"name": "expert_cache-lru8", "top": "expert_cache", "params": "entries=8,policy=lru", "seeds": "1,2",
+             "tests": 1, "result": "PASS", "wall_s": 12.34},
+            {"name": "hb_memory-2ch-b4", "top": "hb_memory", "params": "", "seeds": "1", "tests": 0,
+             "result": "FAIL", "wall_s": 3.0}]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split() == ["entry", "top", "params", "seeds", "tests", "result", "seconds"]
+    assert lines[2].split() == ["expert_cache-lru8", "expert_cache", "entries=8,policy=lru", "1,2", "1", "PASS", "12.3"]
+    assert lines[3].split() == ["hb_memory-2ch-b4", "hb_memory", "-", "1", "0", "FAIL", "3.0"]
+    assert lines[-1] == "1 of 2 passed"
+
+
+def test_regress_runs_a_registered_hb_entry(tmp_path, capsys):
+    """An entry of the table end to end (Verilator): the row names its top, params and seed."""
+    assert main(["regress", "--quick", "--only", "hb_memory-2ch-b4", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.startswith("hb_memory-2ch-b4"))
+    assert row.split()[1:4] == ["hb_memory", "channels=2,width=16,burst=4,outstanding=4,latency=6,lines=256,len_bits=8",
+                                "1"]
+    assert row.split()[-2] == "PASS" and out[-1] == "1 of 1 passed"

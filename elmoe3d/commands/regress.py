@@ -1,4 +1,10 @@
-"""``elmoe3d regress``: the cocotb regression of the PE array tops, outside pytest, with a summary."""
+"""``elmoe3d regress``: the cocotb regression of every registered bench, outside pytest, with a summary.
+
+The entries are data: ``REGRESSION`` in ``sim/benches/launch.py`` (a top, its parameters, seeds,
+whether ``--quick`` keeps it); the benches are ``BENCHES`` there. ``--list`` shows the entries,
+a run ends with a pass/fail table (entry, top, params, seeds, tests, result, seconds) and exits 1
+when any entry fails.
+"""
 
 import contextlib
 import os
@@ -7,7 +13,7 @@ import time
 
 from ..errors import UserError
 
-HELP = "run the cocotb regression (PE, PE array, INT8 baseline) against the golden model; pass/fail table"
+HELP = "run the cocotb regression of every registered bench against its golden model; pass/fail table"
 
 
 def add_arguments(p):
@@ -52,15 +58,28 @@ def _selected(args):
     return entries
 
 
+COLUMNS = (("entry", "name", "<"), ("top", "top", "<"), ("params", "params", "<"), ("seeds", "seeds", "<"),
+           ("tests", "tests", ">"), ("result", "result", "<"), ("seconds", "wall_s", ">"))
+
+
 def format_table(rows):
-    head = f"{'entry':<24} {'top':<20} {'params':<44} {'tests':>5} {'result':<6} {'wall s':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['name']:<24} {r['top']:<20} {r['params']:<44} {r['tests']:>5} {r['result']:<6} "
-                     f"{r['wall_s']:>7.1f}")
+    """The summary: one row per entry (keys ``name, top, params, seeds, tests, result, wall_s``),
+    then ``N of M passed``."""
+    cells = [[r["name"], r["top"], r["params"] or "-", r["seeds"], str(r["tests"]), r["result"], f"{r['wall_s']:.1f}"]
+             for r in rows]
+    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _, _) in enumerate(COLUMNS)]
+
+    def line(values):
+        return " ".join(f"{v:{a}{w}}" for v, w, (_, _, a) in zip(values, widths, COLUMNS)).rstrip()
+    head = line([title for title, _, _ in COLUMNS])
+    lines = [head, "-" * len(head)] + [line(c) for c in cells]
     passed = sum(r["result"] == "PASS" for r in rows)
     lines.append(f"{passed} of {len(rows)} passed")
     return "\n".join(lines)
+
+
+def _params(params):
+    return ",".join(f"{k}={v}" for k, v in params.items())
 
 
 @contextlib.contextmanager
@@ -88,7 +107,9 @@ def run(args):
     entries = _selected(args)
     if args.list:
         for e in entries:
-            print(f"{e.name:<24} {e.top:<20} {e.params} seeds {list(e.seeds)}{' (quick)' if e.quick else ''}")
+            seeds = e.seeds[:1] if args.quick else e.seeds
+            print(f"{e.name:<24} {e.top:<20} {_params(e.params) or '-'}  seeds {','.join(map(str, seeds))}"
+                  f"{'  (quick)' if e.quick else ''}")
         return 0
     why = simulator_missing(args.simulator)
     if why:
@@ -105,18 +126,25 @@ def run(args):
         print(f"elmoe3d regress: {e.name} ({args.simulator}) ... ", end="", file=sys.stderr, flush=True)
         start = time.time()
         result, why = "PASS", ""
+        seeds = e.seeds[:1] if args.quick else e.seeds
+        xml = build / "results.xml"
+        if xml.exists():
+            xml.unlink()                 # a result of an earlier run must not stand for this one
         try:
             with _output_to(log):
-                run_top_bench(e.top, e.params, build, seeds=e.seeds[:1] if args.quick else e.seeds,
+                run_top_bench(e.top, e.params, build, seeds=seeds,
                               quick=args.quick, simulator=args.simulator, waves=args.waves)
+        except UserError:
+            raise
         except (AssertionError, SystemExit, RuntimeError) as exc:
-            result, why = "FAIL", f" ({str(exc).splitlines()[0]}; see {log})"
-        xml = build / "results.xml"
+            result, why = "FAIL", f" ({(str(exc).splitlines() or [type(exc).__name__])[0]}; see {log})"
+        except Exception as exc:         # a build that broke (compiler, simulator): reported, the table goes on
+            result, why = "ERROR", f" ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}; see {log})"
         tests = get_results(xml)[0] if xml.exists() else 0
         if not xml.exists():
             result = "ERROR"
         print(f"{result}{why}", file=sys.stderr, flush=True)
-        rows.append({"name": e.name, "top": e.top, "params": ",".join(f"{k}={v}" for k, v in e.params.items()),
+        rows.append({"name": e.name, "top": e.top, "params": _params(e.params), "seeds": ",".join(map(str, seeds)),
                      "tests": tests, "result": result, "wall_s": time.time() - start})
     print(format_table(rows))
     print(f"logs and build folders: {out}", file=sys.stderr)

@@ -1,13 +1,16 @@
 """Generate a registered top and run its cocotb bench: the one path tests and ``regress`` share.
 
-:data:`BENCHES` maps a top to its cocotb module. :func:`run_top_bench` writes the top's Verilog
-(``hw/verilog.write_verilog``) into the run's own build folder
-and calls :func:`elmoe3d.sim.benches.runner.run_bench` (which adapts it for Icarus when asked).
+:data:`BENCHES` maps a top to its cocotb module; :data:`REGRESSION` lists the runs ``elmoe3d
+regress`` makes (every top in ``BENCHES`` has at least one; ``tests/test_regress.py`` checks it).
+A bench run without explicit cases (the regression) makes its own from ``seeds`` and ``quick``.
+:func:`run_top_bench` writes the top's Verilog (``hw/verilog.write_verilog``) into the run's own
+build folder and calls :func:`elmoe3d.sim.benches.runner.run_bench` (which adapts it for Icarus when asked).
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import UserError
 from ...hw.tops import get_top
 from ...hw.verilog import write_verilog
 from .runner import run_bench
@@ -38,6 +41,18 @@ REGRESSION = [
     Entry("vector_unit-w2-e6-k3", "vector_unit", dict(width=2, max_experts=6, max_k=3), quick=True, seeds=(1, 2)),
     Entry("vector_unit-w3-e4-k4", "vector_unit", dict(width=3, max_experts=4, max_k=4), seeds=(1, 2)),
     Entry("hb_write-2ch-b4", "hb_write", dict(channels=2, width=16, burst=4, lines=256), quick=True, seeds=(1, 2)),
+    Entry("expert_cache-lru8", "expert_cache", dict(entries=8, policy="lru", layer_bits=2, expert_bits=3),
+          quick=True, seeds=(1, 2)),
+    Entry("expert_cache-lfu4-c8", "expert_cache",
+          dict(entries=4, policy="lfu", layer_bits=1, expert_bits=2, count_bits=2, counter_bits=8), seeds=(1, 2)),
+    Entry("expert_cache-score16", "expert_cache",
+          dict(entries=16, policy="score", layer_bits=3, expert_bits=4, score_bits=6, decay_shift=2), seeds=(1,)),
+    Entry("hb_memory-2ch-b4", "hb_memory",
+          dict(channels=2, width=16, burst=4, outstanding=4, latency=6, lines=256, len_bits=8), quick=True, seeds=(1, 2)),
+    Entry("hb_memory-1ch-b1-c8", "hb_memory",
+          dict(channels=1, width=8, burst=1, outstanding=2, latency=3, lines=16, len_bits=5, counter_bits=8), seeds=(1, 2)),
+    Entry("hb_memory-3ch-b2", "hb_memory",
+          dict(channels=3, width=24, burst=2, outstanding=8, latency=10, lines=1024, len_bits=11), seeds=(1,)),
 ]
 
 BENCHES = {
@@ -48,10 +63,11 @@ BENCHES = {
     **{top: "elmoe3d.sim.benches.tb_vector_unit" for top in
        ("vector_unit", "vector_requant", "vector_swiglu", "vector_combine", "vector_router")},
     "command_processor": "elmoe3d.sim.benches.tb_command_processor",
+    "expert_cache": "elmoe3d.sim.benches.tb_expert_cache",
+    "hb_memory": "elmoe3d.sim.benches.tb_hb_memory",
     "width_adapter": "elmoe3d.sim.benches.tb_streams",
     "stream_fifo": "elmoe3d.sim.benches.tb_streams",
     "stream_arbiter": "elmoe3d.sim.benches.tb_streams",
-    "offchip": "elmoe3d.sim.benches.tb_offchip",
 }
 
 
@@ -63,6 +79,8 @@ def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, 
     Returns the results XML path; raises ``AssertionError`` when a cocotb test fails.
     """
     top = get_top(top_name)
+    if top_name not in BENCHES:
+        raise UserError(f"top {top_name!r} has no cocotb bench; benches exist for {', '.join(sorted(BENCHES))}")
     params = top.resolve(params)
     build_dir = Path(build_dir)
     verilog = write_verilog(top.build(**params), top_name, build_dir, params)

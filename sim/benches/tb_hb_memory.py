@@ -13,7 +13,16 @@ path or None}``. A case:
 - ``{"kind": "fullrate", "n": planes, "plane_lines"}`` or ``{"kind": "fullrate", "lengths": [...]}``:
   back-to-back plane reads (of ``plane_lines`` each, or of the given lengths), no stalls, fixed
   latency ``params["latency"]``, channels answering in order; reports cycles and achieved / peak
-  bandwidth.
+  bandwidth, and checks the cycles against the analytical model ``sim.hb_memory.stream_cycles``.
+
+Without ``cases`` (the regression, ``elmoe3d regress``) the bench makes its own from ``seeds`` and
+``quick``: per seed a random case with stalls everywhere, one with long out-of-order latencies, one
+with a stalled output, and a full-rate case.
+
+Streams go through the shared drivers of ``sim/benches/streams.py``: a source on ``i_req`` and on
+each channel's ``i_beat[c]`` (the channel model pulls its due beats), sinks on ``o_data`` and each
+``o_cmd[c]`` (the channel model takes commands), every sink checking that valid and payload hold
+until the transfer.
 
 Every output line must equal the golden model's line (every byte exactly once, in order, ``last``
 on each request's final line); at the end the status counters must equal the golden counters and
@@ -30,55 +39,64 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from elmoe3d.hw.hb_memory import beat_layout, command_layout, line_layout, request_layout, status_layout
 from elmoe3d.sim.benches.runner import bench_config
-from elmoe3d.sim.hb_memory import HBConfig, HBMemory, split_bursts
+from elmoe3d.sim.benches.streams import StreamSink, StreamSource, cycle_counter, pack, unpack
+from elmoe3d.sim.hb_memory import HBConfig, HBMemory, split_bursts, stream_cycles
+
+PERIOD_NS = 10
+
+
+def default_cases(seeds, quick):
+    """The regression's cases when the launcher gives none."""
+    n = 30 if quick else 80
+    cases = []
+    for s in seeds:
+        base = {"kind": "random", "n": n, "seed": s, "stall": 0.3, "cmd_stall": 0.3, "gap": 0.3, "illegal": 0.1}
+        cases += [base, {**base, "seed": 100 + s, "stall": 0.0, "cmd_stall": 0.0, "gap": 0.6, "lat": [1, 40]},
+                  {**base, "seed": 200 + s, "stall": 0.7, "cmd_stall": 0.0, "gap": 0.0},
+                  {"kind": "fullrate", "lengths": [1, 5, 3, 12, 12][: 3 if quick else 5]}]
+    return cases
 
 
 class Channel:
-    """One HB channel: takes tagged burst commands, returns their beats after a latency."""
+    """One HB channel: takes tagged burst commands (a sink on ``o_cmd[c]``), returns their beats
+    after a latency (a source on ``i_beat[c]``), bursts in random order and interleaved unless
+    ``fifo``."""
 
-    def __init__(self, tb, c, rng, lat, gap, cmd_stall):
+    def __init__(self, tb, c, rng, lat, gap, cmd_stall, fifo):
         d = tb.dut
-        self.c, self.rng, self.lat, self.gap, self.cmd_stall = c, rng, lat, gap, cmd_stall
-        self.cmd_valid = getattr(d, f"o_cmd__{c}__valid")
-        self.cmd_ready = getattr(d, f"o_cmd__{c}__ready")
-        self.cmd_payload = getattr(d, f"o_cmd__{c}__payload")
-        self.beat_valid = getattr(d, f"i_beat__{c}__valid")
-        self.beat_ready = getattr(d, f"i_beat__{c}__ready")
-        self.beat_payload = getattr(d, f"i_beat__{c}__payload")
-        self.tb = tb
+        self.tb, self.c, self.rng, self.lat, self.fifo = tb, c, rng, lat, fifo
+        self.cmd = StreamSink(d, f"o_cmd__{c}", d.clk, stall=cmd_stall, rng=random.Random(rng.random()))
+        self.beat = StreamSource(d, f"i_beat__{c}", d.clk, idle=gap, rng=random.Random(rng.random()))
         self.bursts = []         # [tag, row, beats left, ready cycle]
         self.cur = None          # the burst whose beat is on the bus
-        self.fifo = False        # return bursts oldest first (an in-order channel)
-        self.ready = 0
 
-    def drive(self, cycle):
-        r = int(self.rng.random() >= self.cmd_stall)
-        if r != self.ready:
-            self.cmd_ready.value = self.ready = r
-        if self.cur is None:
-            due = [b for b in self.bursts if b[3] <= cycle]
-            if due and self.rng.random() >= self.gap:
-                b = due[0] if self.fifo else self.rng.choice(due)
-                self.cur = b
-                self.beat_payload.value = self.tb.beat_l.const(
-                    {"data": self.tb.golden.contents(self.c, b[1]), "tag": b[0]}).as_value().value
-                self.beat_valid.value = 1
-            else:
-                self.beat_valid.value = 0
+    def on_cmd(self, bits, cycle):
+        cmd = unpack(self.tb.cmd_l, bits)
+        self.bursts.append([int(cmd.tag), int(cmd.row), int(cmd.beats), cycle + self.rng.randint(*self.lat)])
+        self.tb.cmds[self.c].append((int(cmd.row), int(cmd.beats)))
 
-    def sample(self, cycle):
-        if self.ready and self.cmd_valid.value:
-            cmd = self.tb.cmd_l.from_bits(int(self.cmd_payload.value))
-            lat = self.rng.randint(*self.lat)
-            self.bursts.append([int(cmd.tag), int(cmd.row), int(cmd.beats), cycle + lat])
-            self.tb.cmds[self.c].append((int(cmd.row), int(cmd.beats)))
-        if self.cur is not None and self.beat_ready.value:
-            b = self.cur
-            b[1] += 1
-            b[2] -= 1
-            if b[2] == 0:
-                self.bursts.remove(b)
-            self.cur = None
+    def pull(self, cycle):
+        due = [b for b in self.bursts if b[3] <= cycle]
+        if not due:
+            return None
+        self.cur = b = due[0] if self.fifo else self.rng.choice(due)
+        return pack(self.tb.beat_l, {"data": self.tb.golden.contents(self.c, b[1]), "tag": b[0]})
+
+    def on_beat(self, beat, cycle):
+        b = self.cur
+        b[1] += 1
+        b[2] -= 1
+        if b[2] == 0:
+            self.bursts.remove(b)
+        self.cur = None
+
+    def start(self, cycle_of):
+        return [cocotb.start_soon(self.cmd.serve(self.on_cmd, cycle_of)),
+                cocotb.start_soon(self.beat.serve(self.pull, cycle_of, self.on_beat))]
+
+    def stop(self):
+        self.cmd.stop()
+        self.beat.stop()
 
 
 class TB:
@@ -91,6 +109,7 @@ class TB:
         self.req_l, self.line_l = request_layout(self.cfg), line_layout(self.cfg)
         self.cmd_l, self.beat_l = command_layout(self.cfg), beat_layout(self.cfg)
         self.status_l = status_layout(self.cfg, params.get("counter_bits", 32))
+        self.cycle = cycle_counter(PERIOD_NS)
         dut.rst.value = 1
         dut.i_req__valid.value = 0
         dut.i_req__payload.value = 0
@@ -99,20 +118,19 @@ class TB:
             getattr(dut, f"i_beat__{c}__valid").value = 0
             getattr(dut, f"i_beat__{c}__payload").value = 0
             getattr(dut, f"o_cmd__{c}__ready").value = 0
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
 
-    async def reset(self):
+    async def reset(self, drivers):
+        """Reset with every driver idle; returns the cycle number at which reset is released."""
         d = self.dut
         await FallingEdge(d.clk)
-        d.i_req__valid.value = 0
-        d.o_data__ready.value = 0
-        for c in range(self.cfg.channels):      # nothing left over from the previous case
-            getattr(d, f"i_beat__{c}__valid").value = 0
-            getattr(d, f"o_cmd__{c}__ready").value = 0
+        for drv in drivers:                     # nothing left over from the previous case
+            drv.reset()
         d.rst.value = 1
         for _ in range(2):
             await FallingEdge(d.clk)
         d.rst.value = 0
+        return self.cycle()
 
     def _requests(self, case, rng):
         cfg = self.cfg
@@ -136,7 +154,6 @@ class TB:
     async def run_case(self, case):
         d = self.dut
         cfg = self.cfg
-        await self.reset()
         rng = random.Random(case.get("seed", 0))
         full = case["kind"] == "fullrate"
         stall = 0.0 if full else case.get("stall", 0.0)
@@ -144,73 +161,61 @@ class TB:
         self.golden = HBMemory(cfg)
         self.cmds = [[] for _ in range(cfg.channels)]
         chans = [Channel(self, c, rng, lat, 0.0 if full else case.get("gap", 0.0),
-                         0.0 if full else case.get("cmd_stall", 0.0)) for c in range(cfg.channels)]
-        for ch in chans:
-            ch.fifo = full or case.get("in_order", False)
-        reqs = deque(self._requests(case, rng))
+                         0.0 if full else case.get("cmd_stall", 0.0), full or case.get("in_order", False))
+                 for c in range(cfg.channels)]
+        req = StreamSource(d, "i_req", d.clk, idle=stall, rng=random.Random(rng.random()))
+        out = StreamSink(d, "o_data", d.clk, stall=stall, rng=random.Random(rng.random()))
+        sinks = [out] + [ch.cmd for ch in chans]
+        t0 = await self.reset([req, *sinks, *[ch.beat for ch in chans]])
+        reqs = self._requests(case, rng)
         expected = deque()
         accepted = []
-        n_lines = 0
-        cur = None
-        out_ready = 0
-        cycle = 0
-        first_req = last_line = None
-        req_done = False
-        while reqs or cur is not None or expected:
+        st = {"lines": 0, "first_req": None, "last_line": None, "taken": 0}
+
+        def on_req(beat, cycle):
+            cur = reqs[st["taken"]]
+            st["taken"] += 1
+            if st["first_req"] is None:
+                st["first_req"] = cycle
+            lines = self.golden.request(*cur)
+            if lines is not None:
+                accepted.append(cur)
+                for i, line in enumerate(lines):
+                    expected.append((line, i == len(lines) - 1))
+                st["lines"] += len(lines)
+
+        def on_line(bits, cycle):
+            got = unpack(self.line_l, bits)
+            assert expected, f"cycle {cycle}: a line no request asked for"
+            line, last = expected.popleft()
+            actual = [int(got.data[c]) for c in range(cfg.channels)]
+            assert actual == line and bool(got.last) == last, \
+                f"cycle {cycle}: line {actual} last={bool(got.last)}, expected {line} last={last}"
+            st["last_line"] = cycle
+
+        words = [pack(self.req_l, {"base": b, "length": n}) for b, n in reqs]
+        sender = cocotb.start_soon(req.send(words, self.cycle, on_req))
+        tasks = [cocotb.start_soon(out.serve(on_line, self.cycle))]
+        for ch in chans:
+            tasks += ch.start(self.cycle)
+        while st["taken"] < len(reqs) or expected:
             await FallingEdge(d.clk)
-            cycle += 1
-            if cycle > 200 * (n_lines + len(reqs) + 10) + 5000:
-                names = ["inflight", "head", "alloc", "rptr", "active", "left"] + [f"ch_{c}_slot_{t}_count" for c in range(cfg.channels) for t in range(cfg.slots)] + [f"slot_{t}_len" for t in range(cfg.slots)]
-                dbg = {n: str(getattr(d, n).value) for n in names if hasattr(d, n)}
-                raise AssertionError(f"{dbg} deadlock: {len(expected)} lines outstanding after {cycle} cycles; "
-                                     f"channel bursts {[ch.bursts for ch in chans]}, commands {[c[-3:] for c in self.cmds]}")
-            if cur is None:
-                if reqs and rng.random() >= stall:
-                    cur = reqs.popleft()
-                    d.i_req__payload.value = self.req_l.const({"base": cur[0], "length": cur[1]}).as_value().value
-                    d.i_req__valid.value = 1
-                elif req_done:
-                    d.i_req__valid.value = 0
-            r = int(rng.random() >= stall)
-            if r != out_ready:
-                d.o_data__ready.value = out_ready = r
-            for ch in chans:
-                ch.drive(cycle)
-            await ReadOnly()
-            req_done = False
-            if cur is not None and d.i_req__ready.value:
-                if first_req is None:
-                    first_req = cycle
-                lines = self.golden.request(*cur)
-                if lines is not None:
-                    accepted.append(cur)
-                    for i, line in enumerate(lines):
-                        expected.append((line, i == len(lines) - 1))
-                    n_lines += len(lines)
-                cur = None
-                req_done = True
-            for ch in chans:
-                ch.sample(cycle)
-            if out_ready and d.o_data__valid.value:
-                got = self.line_l.from_bits(int(d.o_data__payload.value))
-                assert expected, f"cycle {cycle}: a line no request asked for"
-                line, last = expected.popleft()
-                actual = [int(got.data[c]) for c in range(cfg.channels)]
-                assert actual == line and bool(got.last) == last, \
-                    f"cycle {cycle}: line {actual} last={bool(got.last)}, expected {line} last={last}"
-                last_line = cycle
-        for _ in range(3 * cfg.latency + 10):       # nothing more may come out
+            cycle = self.cycle() - t0
+            if cycle > 200 * (st["lines"] + len(reqs) - st["taken"] + 10) + 5000:
+                raise AssertionError(f"deadlock: {len(expected)} lines outstanding after {cycle} cycles; "
+                                     f"channel bursts {[ch.bursts for ch in chans]}, "
+                                     f"commands {[c[-3:] for c in self.cmds]}")
+        await sender
+        out.stall = 0.0
+        for _ in range(3 * cfg.latency + 10):       # nothing more may come out (on_line refuses it)
             await FallingEdge(d.clk)
-            d.i_req__valid.value = 0
-            d.o_data__ready.value = 1
-            for ch in chans:
-                ch.drive(cycle)
-            cycle += 1
-            await ReadOnly()
-            assert not d.o_data__valid.value, "an extra line after the last request"
-            for ch in chans:
-                ch.sample(cycle)
-        status = self.status_l.from_bits(int(d.o_status.value))
+        await ReadOnly()
+        cycle = self.cycle() - t0
+        status = unpack(self.status_l, int(d.o_status.value))
+        for drv in [out, *chans]:
+            drv.stop()
+        for t in tasks:
+            await t
         g = self.golden.counters()
         mod = 1 << self.params.get("counter_bits", 32)       # the counters wrap
         for name in ("requests", "errors", "bursts"):
@@ -221,16 +226,21 @@ class TB:
             assert int(status.beats[c]) == g["beats"][c] % mod, f"channel {c} beats {int(status.beats[c])}, golden {g['beats'][c]}"
             assert (busy[c] + int(status.idle[c])) % mod == cycle % mod, f"channel {c}: busy + idle != {cycle} cycles"
         # every command matches the golden burst split (the address map)
-        out = {"case": case, "lines": n_lines, "cycles": cycle, "counters": g, "busy": busy}
-        if first_req is not None and last_line is not None:
-            span = last_line - first_req + 1
-            out.update(span_cycles=span, achieved_fraction=n_lines / span)
+        n_lines = st["lines"]
+        result = {"case": case, "lines": n_lines, "cycles": cycle, "counters": g, "busy": busy,
+                  "held_cycles": sum(s.hold.checked for s in sinks)}
+        if st["first_req"] is not None and st["last_line"] is not None:
+            span = st["last_line"] - st["first_req"] + 1
+            result.update(span_cycles=span, achieved_fraction=n_lines / span)
+            if full:
+                model = stream_cycles(cfg, [n for _, n in reqs])
+                assert span == model, f"full-rate reads of {[n for _, n in reqs]} lines: {span} cycles, model {model}"
         exp_cmds = []
         for base, length in accepted:
             exp_cmds += split_bursts(cfg, base, length)
         for c in range(cfg.channels):
             assert self.cmds[c] == exp_cmds, f"channel {c} commands differ from the golden burst split"
-        return out
+        return result
 
 
 @cocotb.test()
@@ -238,7 +248,8 @@ async def hb_matches_golden(dut):
     conf = bench_config()
     tb = TB(dut, conf["params"])
     report = []
-    for case in conf["cases"]:
+    cases = conf.get("cases") or default_cases(conf.get("seeds", [1]), conf.get("quick", False))
+    for case in cases:
         out = await tb.run_case(case)
         dut._log.info("case %s: %d lines in %d cycles %s", case, out["lines"], out["cycles"],
                       f"achieved {out.get('achieved_fraction', 0):.4f} of peak" if case["kind"] == "fullrate" else "")
