@@ -65,6 +65,7 @@ BENCHES = {
     "command_processor": "elmoe3d.sim.benches.tb_command_processor",
     "expert_cache": "elmoe3d.sim.benches.tb_expert_cache",
     "hb_memory": "elmoe3d.sim.benches.tb_hb_memory",
+    "offchip": "elmoe3d.sim.benches.tb_offchip",
     "width_adapter": "elmoe3d.sim.benches.tb_streams",
     "stream_fifo": "elmoe3d.sim.benches.tb_streams",
     "stream_arbiter": "elmoe3d.sim.benches.tb_streams",
