@@ -113,6 +113,8 @@ def test_ports_and_widths():
     assert dut.i_lookup.payload.shape().size == 2 + 9 + 8
     assert dut.o_fill.payload.shape().size == 9 + 4 + 1
     assert dut.o_counters.shape().size == 6 * 32 + 6           # counters and their overflow flags
+    assert dut.i_probe.payload.shape().size == 9                 # a key
+    assert dut.o_probe.payload.shape().size == 9 + 1 + 4         # key, hit, slot
 
 
 def test_probe_taken_with_requests_in_flight_is_caught(tmp_path, monkeypatch):
