@@ -41,6 +41,7 @@ REGRESSION = [
     Entry("vector_unit-w2-e6-k3", "vector_unit", dict(width=2, max_experts=6, max_k=3), quick=True, seeds=(1, 2)),
     Entry("vector_unit-w3-e4-k4", "vector_unit", dict(width=3, max_experts=4, max_k=4), seeds=(1, 2)),
     Entry("hb_write-2ch-b4", "hb_write", dict(channels=2, width=16, burst=4, lines=256), quick=True, seeds=(1, 2)),
+    Entry("fill_path-32to64", "fill_path", dict(in_width=32, hb_width=64, hb_addr_bits=8, hb_len_bits=9), quick=True, seeds=(1, 2)),
     Entry("expert_cache-lru8", "expert_cache", dict(entries=8, policy="lru", layer_bits=2, expert_bits=3),
           quick=True, seeds=(1, 2)),
     Entry("expert_cache-lfu4-c8", "expert_cache",
@@ -60,6 +61,7 @@ BENCHES = {
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
     "hb_write": "elmoe3d.sim.benches.tb_hb_write",
+    "fill_path": "elmoe3d.sim.benches.tb_fill_path",
     **{top: "elmoe3d.sim.benches.tb_vector_unit" for top in
        ("vector_unit", "vector_requant", "vector_swiglu", "vector_combine", "vector_router")},
     "command_processor": "elmoe3d.sim.benches.tb_command_processor",
