@@ -54,9 +54,20 @@ REGRESSION = [
           dict(channels=1, width=8, burst=1, outstanding=2, latency=3, lines=16, len_bits=5, counter_bits=8), seeds=(1, 2)),
     Entry("hb_memory-3ch-b2", "hb_memory",
           dict(channels=3, width=24, burst=2, outstanding=8, latency=10, lines=1024, len_bits=11), seeds=(1,)),
+    Entry("command_processor-tiny", "command_processor", dict(preset="tiny"), quick=True, seeds=(1, 2)),
+    Entry("command_processor-default", "command_processor", dict(preset="default"), seeds=(1,)),
+    Entry("width_adapter-8to32", "width_adapter", dict(in_width=8, out_width=32), quick=True, seeds=(1,)),
+    Entry("width_adapter-64to16", "width_adapter", dict(in_width=64, out_width=16), seeds=(1,)),
+    Entry("stream_fifo-d2", "stream_fifo", dict(width=8, depth=2), quick=True, seeds=(1,)),
+    Entry("stream_fifo-d5", "stream_fifo", dict(width=8, depth=5), seeds=(1,)),
+    Entry("stream_arbiter-3", "stream_arbiter", dict(width=8, n=3), quick=True, seeds=(1,)),
+    Entry("offchip-w32-b4", "offchip", dict(width=32, lines=1024, len_bits=10, latency=8, burst=4), quick=True,
+          seeds=(1,)),
+    Entry("core-tiny", "core", dict(preset="tiny", max_k=4), quick=True, seeds=(1,)),
 ]
 
 BENCHES = {
+    "core": "elmoe3d.sim.benches.tb_core",
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
@@ -67,10 +78,10 @@ BENCHES = {
     "command_processor": "elmoe3d.sim.benches.tb_command_processor",
     "expert_cache": "elmoe3d.sim.benches.tb_expert_cache",
     "hb_memory": "elmoe3d.sim.benches.tb_hb_memory",
-    "offchip": "elmoe3d.sim.benches.tb_offchip",
     "width_adapter": "elmoe3d.sim.benches.tb_streams",
     "stream_fifo": "elmoe3d.sim.benches.tb_streams",
     "stream_arbiter": "elmoe3d.sim.benches.tb_streams",
+    "offchip": "elmoe3d.sim.benches.tb_offchip",
 }
 
 

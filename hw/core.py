@@ -1,0 +1,155 @@
+"""The accelerator core: one MoE layer pass per command stream, from the one configuration.
+
+This file only wires blocks together (each is its own file and verified alone)::
+
+    i_word -> CommandProcessor --exec/done--> Executor --+-- PEArray (bit-sliced, lanes x rows x cols)
+                     ^  regs, expert mask      |  |     +-- VectorRequant x2, VectorSwiGLU, VectorCombine,
+                     +-------------------------+  |     |   VectorRouter
+                                                  |     +-- ExpertCache (lookup, probe)
+               OffchipInterface (read ports 0, 1, write) <-+-- FillPath (tee on port 0) -- HBWrite
+               HBMemory (read) <---------------------------+
+
+External ports (what a bench or an SoC drives)
+----------------------------------------------
+- ``i_word``: the command stream (``firmware/isa.py`` words, little-endian fields), any stalls.
+- Off-chip bus (``hw/offchip.py``): ``o_bus_cmd`` ``{write, base, length}`` in off-chip lines,
+  ``o_bus_wdata``, ``i_bus_rdata``; commands are served in order, each read answered by
+  ``length`` lines.
+- HB channels: read side as ``hw/hb_memory.py`` (``o_hb_cmd[c]``, ``i_hb_beat[c]``: tagged bursts,
+  any order between bursts), write side as ``hw/hb_write.py`` (``o_hb_wcmd[c]``,
+  ``o_hb_wdata[c]``, ``i_hb_wack[c]``).
+- ``o_status``: the command processor's status (``busy``, ``halted``, ``error`` a
+  :class:`~elmoe3d.firmware.isa.Status` code, ``index`` of the command that stopped it,
+  ``commands``, ``cycles``).
+- ``o_cache_event``: a monitor copy of every expert-cache response the executor takes (``valid``
+  for one cycle per response), so a bench checks every cache decision.
+- ``o_cache_counters``: the expert cache's counters.
+
+The memory images are the compiler's (``firmware/layout.py``): addresses in the stream are image
+lines; the core converts them to each tier's lines.
+"""
+
+from amaranth.hdl import Module
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import PRESETS
+from ..errors import UserError
+from .command_processor import CommandProcessor, status_layout
+from .executor import Executor, check_core_config
+from .expert_cache import ExpertCache, response_layout
+from .fill_path import FillPath
+from .hb_memory import HBMemory
+from .hb_write import HBWrite
+from .offchip import OffchipInterface
+from .tops import Param, Top
+
+
+class Core(wiring.Component):
+    """The core of one :class:`~elmoe3d.config.AccelConfig` (see the module docstring).
+
+    ``max_k``: the most experts a token may choose (the router's slots), 1..64.
+    """
+
+    def __init__(self, config, *, max_k=8, burst=16):
+        self.config = check_core_config(config)
+        cfg = config
+        self.proc = CommandProcessor(cfg)
+        self.ex = Executor(cfg, max_k=max_k)
+        c = cfg.cache
+        self.cache = ExpertCache(entries=c.entries, policy=c.policy, layer_bits=c.layer_bits,
+                                 expert_bits=c.expert_bits, count_bits=c.count_bits, score_bits=c.score_bits,
+                                 decay_shift=c.decay_shift)
+        o = cfg.offchip
+        self.off = OffchipInterface(width=o.width, lines=o.lines, len_bits=o.len_bits, latency=o.latency,
+                                    read_ports=2, burst=burst)
+        h = cfg.hb
+        self.hbr = HBMemory(channels=h.channels, width=h.width, burst=h.burst, outstanding=h.outstanding,
+                            latency=h.latency, lines=h.lines, len_bits=h.len_bits)
+        self.hbw = HBWrite(channels=h.channels, width=h.width, burst=h.burst, lines=h.lines, len_bits=h.len_bits)
+        self.fill = FillPath(in_width=o.width, hb_width=h.channels * h.width, hb_addr_bits=h.addr_bits,
+                             hb_len_bits=h.len_bits)
+        members = {
+            "i_word": In(stream.Signature(cfg.word_bits)),
+            "o_status": Out(status_layout()),
+            "o_cache_event": Out(data.StructLayout({"valid": 1, "resp": response_layout(c)})),
+        }
+        for name in ("o_bus_cmd", "o_bus_wdata", "i_bus_rdata"):
+            members[name] = self.off.signature.members[name]
+        members["o_hb_cmd"] = self.hbr.signature.members["o_cmd"]
+        members["i_hb_beat"] = self.hbr.signature.members["i_beat"]
+        members["o_hb_wcmd"] = self.hbw.signature.members["o_wcmd"]
+        members["o_hb_wdata"] = self.hbw.signature.members["o_wdata"]
+        members["i_hb_wack"] = self.hbw.signature.members["i_wack"]
+        members["o_cache_counters"] = self.cache.signature.members["o_counters"]
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        ex, proc, cache, off, hbr, hbw, fill = self.ex, self.proc, self.cache, self.off, self.hbr, self.hbw, self.fill
+        for name in ("proc", "ex", "cache", "off", "hbr", "hbw", "fill"):
+            m.submodules[name] = getattr(self, name)
+        for name, blk in (("pe", ex.pe), ("rq_g", ex.rq_g), ("rq_u", ex.rq_u), ("swiglu", ex.sw),
+                          ("combine", ex.cb), ("router", ex.router)):
+            m.submodules[name] = blk
+        connect = wiring.connect
+        # command processor <-> executor
+        connect(m, wiring.flipped(self.i_word), proc.i_word)
+        connect(m, proc.o_exec, ex.exec)
+        connect(m, ex.done, proc.i_done)
+        m.d.comb += [proc.i_experts.eq(ex.experts), ex.regs.eq(proc.o_regs), ex.regs_set.eq(proc.o_regs_set),
+                     self.o_status.eq(proc.o_status)]
+        # executor <-> compute blocks
+        connect(m, ex.pe_port, ex.pe)
+        connect(m, ex.rqg_port, ex.rq_g)
+        connect(m, ex.rqu_port, ex.rq_u)
+        connect(m, ex.sw_port, ex.sw)
+        connect(m, ex.cb_port, ex.cb)
+        connect(m, ex.router_port, ex.router)
+        # expert cache: lookups and probes from the executor; prefetch unused; fills by the fill path
+        connect(m, ex.cache_req, cache.i_lookup)
+        connect(m, cache.o_resp, ex.cache_resp)
+        connect(m, ex.probe_req, cache.i_probe)
+        connect(m, cache.o_probe, ex.probe_resp)
+        m.d.comb += [cache.i_prefetch.valid.eq(0), cache.o_fill.ready.eq(1),
+                     self.o_cache_event.valid.eq(cache.o_resp.valid & cache.o_resp.ready),
+                     self.o_cache_event.resp.eq(cache.o_resp.payload),
+                     self.o_cache_counters.eq(cache.o_counters)]
+        # off-chip: port 0 through the fill tee, port 1, the write port
+        connect(m, ex.rd0.req, off.rd[0].req)
+        connect(m, off.rd[0].data, fill.i_line)
+        connect(m, fill.o_line, ex.rd0.data)
+        connect(m, ex.rd1, off.rd[1])
+        connect(m, ex.wr, off.wr)
+        for name in ("o_bus_cmd", "o_bus_wdata", "i_bus_rdata"):
+            port = getattr(self, name)
+            connect(m, wiring.flipped(port), getattr(off, name))
+        # HB: reads from the executor, writes from the fill path
+        connect(m, ex.hb.req, hbr.i_req)
+        m.d.comb += [ex.hb.data.valid.eq(hbr.o_data.valid), ex.hb.data.payload.eq(hbr.o_data.payload),
+                     hbr.o_data.ready.eq(ex.hb.data.ready)]
+        connect(m, ex.arm, fill.i_arm)
+        connect(m, fill.wr, hbw.wr)
+        connect(m, fill.o_done, ex.fill_done)
+        for c in range(self.config.hb.channels):
+            connect(m, wiring.flipped(self.o_hb_cmd[c]), hbr.o_cmd[c])
+            connect(m, wiring.flipped(self.i_hb_beat[c]), hbr.i_beat[c])
+            connect(m, wiring.flipped(self.o_hb_wcmd[c]), hbw.o_wcmd[c])
+            connect(m, wiring.flipped(self.o_hb_wdata[c]), hbw.o_wdata[c])
+            connect(m, wiring.flipped(self.i_hb_wack[c]), hbw.i_wack[c])
+        return m
+
+
+def build_core(preset="default", max_k=8):
+    if preset not in PRESETS:
+        raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return Core(PRESETS[preset], max_k=max_k)
+
+
+GENERATE_TOPS = [
+    Top(name="core", help="the accelerator core: command processor, executor, PE array, vector unit, "
+                          "expert cache, off-chip and HB interfaces, fill path",
+        build=lambda **p: build_core(**p),
+        params=(Param("preset", str, "default", "accelerator configuration preset", choices=tuple(PRESETS)),
+                Param("max_k", int, 8, "most experts a token may choose (router slots)"))),
+]

@@ -1,0 +1,1008 @@
+"""The core's executor: carries out each dispatched command on the buffers, the PE array and the vector unit.
+
+The command processor (``hw/command_processor.py``) fetches, decodes and sequences the stream
+(registers, loops); it hands the executor one command at a time on ``exec`` and waits for its
+``done`` (with an error code, :class:`elmoe3d.firmware.isa.Status`). The executor is the
+datapath's controller: it owns the on-chip buffers (``hw/token_buffer.py``, one bank per token)
+and drives, through ports that ``hw/core.py`` connects, the PE array, the vector blocks, the
+expert cache, the off-chip read ports (0: MSB / data, 1: LSB), the off-chip write port, the HB
+read port and the fill path. Every operand comes from the memory images; the numerics are the
+integer layer of ``sim/int_moe.py`` and the ISS (``sim/iss.py``) is the golden machine.
+
+Core restrictions (checked by :func:`check_core_config`): a square array with ``rows = cols =
+vector.width = W``, W a power of two >= 4, an off-chip line of W bytes, a power-of-two image line;
+at run time ``D_MODEL`` and ``D_FFN`` multiples of W (``RANGE`` otherwise).
+
+Buffers (words of W elements; ``T`` = buffers.tokens banks each)
+-----------------------------------------------------------------
+``x`` INT8 (d_max/W words), ``h`` hidden INT8 (f_max/W), ``ga``/``ua`` gate/up accumulators INT32
+(f_max/W), ``da`` down accumulators and router logits INT32, ``o`` layer-output sums (37 bits,
+d_max/W), the multiplier table (2 f_max + d_max entries, m u16 and e u8, four sub-banks), token
+scales and the routing table in registers.
+
+Commands (what the executor does; the ISS is the definition of the result)
+--------------------------------------------------------------------------
+- ``LOADX``: off-chip port 0 reads ``T*d/W`` lines into ``x`` (line = one word), then the token
+  scales; a ``-128`` or a scale exponent outside [1, 48] gives ``INPUT`` after the stream.
+- ``LOADP``: the scalars and the SiLU table (written into the SwiGLU block's table). The router
+  planes stay off-chip: ``ROUTE`` streams them.
+- ``ROUTE``: per lane group of tokens a FULL GEMV of the router planes (MSB on port 0, LSB on
+  port 1) into ``da``; then, token by token, the router block (``cached``: the allowed mask from
+  cache probes of every expert's MSB key); the routing table and the expert mask.
+- ``FETCH``: MSB ``LOOKUP`` a cache request (score from the largest gate weight of the expert's
+  tokens), ``PEEK`` a probe; the plane's tier (HB slot or off-chip) and, on a fill, the fill arm.
+- ``LOADM``: the expert's multipliers (gate F, up F, down d) into the multiplier table.
+- ``GEMV``: per lane group of the expert's tokens, the projection's section of the plane(s)
+  streamed from their tier through a width adapter into the PE array, the activations gathered
+  from ``x`` (``h`` for DOWN) by token bank, results scattered into ``ga``/``ua``/``da``. On a
+  filling MSB plane, lane group 0's off-chip stream is teed into HB (the fill path); the command
+  ends when the HB writes are acknowledged.
+- ``SWIGLU``: ``ga``, ``ua``, scales and multipliers through two requantizers and the SwiGLU
+  block into ``h``. ``COMBINE``: ``da`` through a requantizer (32 bits) and the combine block into
+  ``o``. ``STOREY``: ``o`` saturated through the combine block (``w = 0``, ``last``) to off-chip.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..errors import UserError
+from ..firmware.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
+from ..firmware.layout import MULT_BYTES, SCALAR_BYTES
+from ..sim.int_moe import GATE_FRAC, XE_MAX
+from .command_processor import StatusShape, done_layout, exec_layout, regs_layout
+from .expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
+from .expert_cache import OpCode as CacheOp
+from .layouts import ArrayOf, Mode
+from .mux import pick
+from .pe_array import PEArray
+from .protocols import ReadPort, WritePort, request_layout
+from .token_buffer import TokenBuffer
+from .vector_combine import VectorCombine
+from .vector_common import COMBINE_ACC, OutBits
+from .vector_requant import VectorRequant
+from .vector_router import VectorRouter
+from .vector_swiglu import VectorSwiGLU
+
+SILU_BYTES = 512
+
+
+def _log2(n):
+    return n.bit_length() - 1
+
+
+def _is_pow2(n):
+    return n > 0 and n & (n - 1) == 0
+
+
+def check_core_config(config):
+    """Refuse a configuration the core cannot be built for (one line naming the field)."""
+    a, W = config.array, config.vector.width
+    if not (a.rows == a.cols == W):
+        raise UserError(f"the core needs array.rows = array.cols = vector.width, got {a.rows}, {a.cols}, {W}")
+    if not _is_pow2(W) or W < 4:
+        raise UserError(f"the core needs vector.width a power of two >= 4, got {W}")
+    if config.offchip.width != 8 * W:
+        raise UserError(f"the core needs offchip.width = 8 * vector.width = {8 * W} bits, got {config.offchip.width}")
+    if not _is_pow2(config.line_bytes):
+        raise UserError(f"the core needs a power-of-two image line, got {config.line_bytes} bytes")
+    if a.lanes > config.buffers.tokens:
+        raise UserError(f"array.lanes ({a.lanes}) must be at most buffers.tokens ({config.buffers.tokens})")
+    return config
+
+
+def probe_resp_layout(cache):
+    return data.StructLayout({"key": key_layout(cache), "hit": 1, "slot": cache.slot_bits})
+
+
+class Executor(wiring.Component):
+    """The core's datapath controller (see the module docstring). ``max_k``: most experts per token."""
+
+    def __init__(self, config, *, max_k=8):
+        self.config = check_core_config(config)
+        cfg = config
+        self.isa = InstructionSet(cfg)
+        W = self.W = cfg.vector.width
+        self.T = cfg.buffers.tokens
+        self.lanes = cfg.array.lanes
+        self.n_experts = min(cfg.cache.n_experts, 1024)
+        self.max_k = min(max_k, self.n_experts)
+        self.d_words = -(-cfg.buffers.d_max // W)
+        self.f_words = -(-cfg.buffers.f_max // W)
+        self.e_words = -(-self.n_experts // W)
+        self.k_max = max(cfg.buffers.d_max, cfg.buffers.f_max)
+        self.pe = PEArray(rows=W, cols=W, lanes=self.lanes, acc_bits=cfg.array.acc_bits,
+                          max_k=W * max(self.d_words, self.f_words), pipeline=cfg.array.pipeline)
+        self.rq_g = VectorRequant(width=W)
+        self.rq_u = VectorRequant(width=W)
+        self.sw = VectorSwiGLU(width=W)
+        self.cb = VectorCombine(width=W)
+        self.router = VectorRouter(max_experts=self.n_experts, max_k=self.max_k)
+        off, hb = cfg.offchip, cfg.hb
+        self.off_port = ReadPort(off.addr_bits, off.len_bits, off.width)
+        self.hb_port = ReadPort(hb.addr_bits, hb.len_bits, hb.channels * hb.width)
+        super().__init__({
+            "exec": In(stream.Signature(exec_layout(cfg))),
+            "done": Out(stream.Signature(done_layout())),
+            "experts": Out(self.n_experts),
+            "regs": In(regs_layout(cfg)),
+            "regs_set": In(len(Reg)),
+            "rd0": Out(self.off_port), "rd1": Out(self.off_port),
+            "wr": Out(WritePort(off.addr_bits, off.len_bits, off.width)),
+            "hb": Out(self.hb_port),
+            "arm": Out(stream.Signature(request_layout(hb.addr_bits, hb.len_bits))),
+            "fill_done": In(stream.Signature(1)),
+            "cache_req": Out(stream.Signature(cache_request_layout(cfg.cache))),
+            "cache_resp": In(stream.Signature(cache_response_layout(cfg.cache))),
+            "probe_req": Out(stream.Signature(key_layout(cfg.cache))),
+            "probe_resp": In(stream.Signature(probe_resp_layout(cfg.cache))),
+            "pe_port": Out(self.pe.signature.flip()),
+            "rqg_port": Out(self.rq_g.signature.flip()),
+            "rqu_port": Out(self.rq_u.signature.flip()),
+            "sw_port": Out(self.sw.signature.flip()),
+            "cb_port": Out(self.cb.signature.flip()),
+            "router_port": Out(self.router.signature.flip()),
+        })
+
+    # ------------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        from .stream_fifo import StreamFifo
+        from .width_adapter import WidthAdapter
+
+        cfg, W, T, LANES = self.config, self.W, self.T, self.lanes
+        m = Module()
+        r = self.regs
+        L = cfg.line_bytes
+        R_OFF = L // W                                   # off-chip lines per image line
+        hb_bits = cfg.hb.channels * cfg.hb.width
+        R_HB = L // (hb_bits // 8)                       # HB lines per image line
+        BEAT = 4 * W * W
+        LOG_W = _log2(W)
+        isa = self.isa
+        sb = cfg.cache.score_bits
+        vw = field_widths(cfg)["value"]
+        G_MAX = -(-T // LANES)
+
+        def field(name, op):
+            spec = {s.name: s for s in isa.fields[op]}[name]
+            return self._word[spec.offset:spec.offset + spec.width]
+
+        # -- buffers ---------------------------------------------------------------------------
+        xb = m.submodules.x = TokenBuffer(tokens=T, depth=self.d_words, width=W, elem=signed(8))
+        hbuf = m.submodules.h = TokenBuffer(tokens=T, depth=self.f_words, width=W, elem=signed(8))
+        ga = m.submodules.ga = TokenBuffer(tokens=T, depth=self.f_words, width=W, elem=signed(32))
+        ua = m.submodules.ua = TokenBuffer(tokens=T, depth=self.f_words, width=W, elem=signed(32))
+        da = m.submodules.da = TokenBuffer(tokens=T, depth=max(self.d_words, self.e_words), width=W,
+                                           elem=signed(32))
+        ob = m.submodules.o = TokenBuffer(tokens=T, depth=self.d_words, width=W, elem=COMBINE_ACC)
+        # multiplier table: 4 sub-banks of W/4 entries {m u16, e u8}; word a = entries a*W ..
+        mult_entry = data.StructLayout({"m": 16, "e": 8})
+        mult_words = 2 * self.f_words + self.d_words
+        from amaranth.lib.memory import Memory
+        msub, mrd_a, mrd_b, mwr = [], [], [], []
+        for s in range(4):
+            mem = Memory(shape=ArrayOf(mult_entry, W // 4, index="entry"), depth=mult_words, init=[])
+            m.submodules[f"mult{s}"] = mem
+            mrd_a.append(mem.read_port())
+            mrd_b.append(mem.read_port())
+            mwr.append(mem.write_port())
+        # the W entries of the word read on port a / b (one cycle after the address)
+        mult_a = [e for s in range(4) for e in mrd_a[s].data]
+        mult_b = [e for s in range(4) for e in mrd_b[s].data]
+
+        # -- sub-blocks' ports -----------------------------------------------------------------
+        pe, rqg, rqu, sw, cb, rt = (self.pe_port, self.rqg_port, self.rqu_port, self.sw_port,
+                                    self.cb_port, self.router_port)
+        ad_msb_off = m.submodules.ad_msb_off = WidthAdapter(8 * W, BEAT)
+        ad_lsb_off = m.submodules.ad_lsb_off = WidthAdapter(8 * W, BEAT)
+        ad_msb_hb = m.submodules.ad_msb_hb = WidthAdapter(hb_bits, BEAT)
+        ad_y = m.submodules.ad_y = WidthAdapter(32 * W, 8 * W)
+        act_fifo = m.submodules.act_fifo = StreamFifo(pe.i_act.payload.shape(), 4)
+
+        # -- latched command and state -----------------------------------------------------------
+        op = Signal(4)
+        self._word = Signal(cfg.word_bits)
+        expert = Signal(cfg.cache.expert_bits + 1)
+        shared = Signal()
+        in_loop = Signal()
+        err = Signal(StatusShape)
+
+        ntok = Signal(range(T + 1))           # tokens of the group (LOADX)
+        dwords = Signal(range(self.d_words + 1))
+        fwords = Signal(range(self.f_words + 1))
+        x_ok = Signal()
+        p_ok = Signal()
+        routed = Signal()
+        xm = [Signal(16, name=f"xm{t}") for t in range(T)]
+        xe = [Signal(8, name=f"xe{t}") for t in range(T)]
+        router_m, router_e = Signal(16), Signal(8)
+        hid_m, hid_e = Signal(16), Signal(8)
+        sec_lines = Signal(vw + 2 * 17)       # image lines of one projection's section (F*d/(2L))
+        router_lines = Signal(vw + 17)        # image lines of one router plane
+        # routing table
+        count = [Signal(range(self.max_k + 1), name=f"count{t}") for t in range(T)]
+        rexp = [[Signal(range(self.n_experts), name=f"rexp{t}_{j}") for j in range(self.max_k)] for t in range(T)]
+        rw = [[Signal(GATE_FRAC + 1, name=f"rw{t}_{j}") for j in range(self.max_k)] for t in range(T)]
+        mask = Signal(self.n_experts)
+        m.d.comb += self.experts.eq(mask)
+        # expert context
+        ctx_valid = Signal()
+        ctx_expert = Signal.like(expert)
+        ctx_shared = Signal()
+        nact = Signal(range(T + 1))
+        tlist = [Signal(range(T), name=f"tlist{i}") for i in range(T)]
+        tw = [Signal(GATE_FRAC + 1, name=f"tw{t}") for t in range(T)]
+        maxw = Signal(GATE_FRAC + 1)
+        touched = Signal(T)
+        pl_valid = Signal(2)
+        pl_hb = Signal(2)                     # 1: the plane is read from HB
+        pl_fill = Signal()                    # the MSB plane is being filled into HB
+        pl_off = [Signal(cfg.offchip.addr_bits + 2, name=f"pl_off{p}") for p in range(2)]
+        pl_hbase = [Signal(cfg.hb.addr_bits + 2, name=f"pl_hb{p}") for p in range(2)]
+        mults_ok = Signal()
+        done_g, done_u, done_d, done_h = Signal(), Signal(), Signal(), Signal()
+
+        # -- done ------------------------------------------------------------------------------
+        m.d.comb += self.done.payload.error.eq(err)
+
+        # -- request registers of the memory ports -------------------------------------------------
+        def req_reg(port, name):
+            v = Signal(name=f"{name}_v")
+            base = Signal.like(port.payload.base, name=f"{name}_base")
+            length = Signal.like(port.payload.length, name=f"{name}_len")
+            m.d.comb += [port.valid.eq(v), port.payload.base.eq(base), port.payload.length.eq(length)]
+            with m.If(port.valid & port.ready):
+                m.d.sync += v.eq(0)
+            return v, base, length
+        rd0_v, rd0_base, rd0_len = req_reg(self.rd0.req, "rd0")
+        rd1_v, rd1_base, rd1_len = req_reg(self.rd1.req, "rd1")
+        hb_v, hb_base, hb_len = req_reg(self.hb.req, "hbr")
+        wr_v, wr_base, wr_len = req_reg(self.wr.req, "wr")
+        arm_v, arm_base, arm_len = req_reg(self.arm, "arm")
+        # fills in flight: +1 per arm taken, -1 per fill acknowledged (HB writes done)
+        fills = Signal(range(4))
+        m.d.comb += self.fill_done.ready.eq(1)
+        m.d.sync += fills.eq(fills + (self.arm.valid & self.arm.ready) - self.fill_done.valid)
+
+        off_lines = cfg.offchip.lines
+        hb_lines = cfg.hb.lines
+
+        # -- routing of read data: port 0 to the MSB adapter (weights) or to the line consumers ----
+        rd0_weights = Signal()
+        msb_from_hb = Signal()
+        with m.If(rd0_weights):
+            m.d.comb += [ad_msb_off.i.valid.eq(self.rd0.data.valid),
+                         ad_msb_off.i.payload.eq(self.rd0.data.payload),
+                         self.rd0.data.ready.eq(ad_msb_off.i.ready)]
+        wiring.connect(m, wiring.flipped(self.rd1.data), ad_lsb_off.i)
+        m.d.comb += [ad_msb_hb.i.valid.eq(self.hb.data.valid), ad_msb_hb.i.payload.eq(self.hb.data.payload),
+                     self.hb.data.ready.eq(ad_msb_hb.i.ready)]
+        msb_src_valid = Mux(msb_from_hb, ad_msb_hb.o.valid, ad_msb_off.o.valid)
+        msb_src_data = Mux(msb_from_hb, ad_msb_hb.o.payload.data, ad_msb_off.o.payload.data)
+        m.d.comb += [pe.i_msb.valid.eq(msb_src_valid), pe.i_msb.payload.eq(msb_src_data),
+                     ad_msb_hb.o.ready.eq(msb_from_hb & pe.i_msb.ready),
+                     ad_msb_off.o.ready.eq(~msb_from_hb & pe.i_msb.ready),
+                     pe.i_lsb.valid.eq(ad_lsb_off.o.valid), pe.i_lsb.payload.eq(ad_lsb_off.o.payload.data),
+                     ad_lsb_off.o.ready.eq(pe.i_lsb.ready)]
+        wiring.connect(m, act_fifo.o, wiring.flipped(pe.i_act))
+        m.d.comb += [self.wr.data.valid.eq(ad_y.o.valid), self.wr.data.payload.eq(ad_y.o.payload),
+                     ad_y.o.ready.eq(self.wr.data.ready), self.wr.done.ready.eq(1)]
+
+        # -- the GEMV engine (ROUTE and GEMV) ----------------------------------------------------------
+        g_start = Signal()
+        g_done = Signal()
+        g_busy = Signal()
+        g_groups = Signal(range(G_MAX + 1))
+        g_nt = Signal(range(max(self.d_words, self.f_words, self.e_words) + 1))
+        g_kb = Signal(range(max(self.d_words, self.f_words) + 1))
+        g_mode = Signal(Mode)
+        g_src_h = Signal()                    # activations from h (DOWN) instead of x
+        g_dest = Signal(2)                    # 0 ga, 1 ua, 2 da
+        g_ident = Signal()                    # ROUTE: lanes take tokens in order, no list
+        g_ntok = Signal(range(T + 1))
+        g_lsb = Signal()                      # a FULL GEMV: LSB stream on port 1
+        g_fill = Signal()
+        g_msb_hb = Signal()
+        g_msb_base = Signal(max(cfg.offchip.addr_bits, cfg.hb.addr_bits) + 2)
+        g_msb_len = Signal(max(cfg.offchip.len_bits, cfg.hb.len_bits) + 2)
+        g_lsb_base = Signal(cfg.offchip.addr_bits + 2)
+        g_lsb_len = Signal(cfg.offchip.len_bits + 2)
+        g_fill_base = Signal(cfg.hb.addr_bits + 2)
+        g_fill_len = Signal(cfg.hb.len_bits + 2)
+        g_group = Signal(range(G_MAX + 1))
+        lane_tok = [Signal(range(T), name=f"lane_tok{j}") for j in range(LANES)]
+        lane_ok = [Signal(name=f"lane_ok{j}") for j in range(LANES)]
+        rt_cmd = Signal.like(g_nt)
+        rt_res = Signal.like(g_nt)
+        a_rt = Signal.like(g_nt)
+        a_kb = Signal.like(g_kb)
+        a_pend = Signal()
+        a_credit = Signal(range(8))
+        m.d.comb += msb_from_hb.eq(g_msb_hb)
+
+        # activation gather: every bank reads word a_kb; lane j picks its token's bank
+        src = [Mux(g_src_h, hbuf.rdata[t].as_value(), xb.rdata[t].as_value()) for t in range(T)]
+        act_word = Signal(pe.i_act.payload.shape())
+        for j in range(LANES):
+            m.d.comb += act_word[j].eq(Mux(lane_ok[j], pick(src, lane_tok[j]), 0))
+        m.d.comb += [act_fifo.i.valid.eq(a_pend), act_fifo.i.payload.eq(act_word)]
+        a_issue = Signal()
+        acts_left = Signal()
+        m.d.comb += [acts_left.eq(a_rt < g_nt),
+                     a_issue.eq(g_busy & acts_left & (act_fifo.level + a_pend < 3))]
+        with m.If(a_issue):
+            m.d.comb += [xb.raddr.eq(a_kb), xb.ren.eq(~g_src_h), hbuf.raddr.eq(a_kb), hbuf.ren.eq(g_src_h)]
+            with m.If(a_kb == g_kb - 1):
+                m.d.sync += [a_kb.eq(0), a_rt.eq(a_rt + 1)]
+            with m.Else():
+                m.d.sync += a_kb.eq(a_kb + 1)
+        m.d.sync += a_pend.eq(a_issue)
+
+        # PE commands, one per row tile
+        m.d.comb += [pe.i_cmd.valid.eq(g_busy & (rt_cmd < g_nt) & (rt_cmd == rt_res)),
+                     pe.i_cmd.payload.k.eq(g_kb << LOG_W), pe.i_cmd.payload.mode.eq(g_mode)]
+        with m.If(pe.i_cmd.valid & pe.i_cmd.ready):
+            m.d.sync += rt_cmd.eq(rt_cmd + 1)
+
+        # results: lane j into its token's bank of the destination, word rt_res
+        m.d.comb += pe.o_result.ready.eq(g_busy)
+        res_fire = Signal()
+        m.d.comb += res_fire.eq(pe.o_result.valid & g_busy)
+        for t in range(T):
+            hit = [lane_ok[j] & (lane_tok[j] == t) for j in range(LANES)]
+            word = pe.o_result.payload[0].as_value()
+            for j in range(1, LANES):
+                word = Mux(hit[j], pe.o_result.payload[j].as_value(), word)
+            for dst, code in ((ga, 0), (ua, 1), (da, 2)):
+                m.d.comb += [dst.waddr[t].eq(rt_res), dst.wdata[t].eq(word),
+                             dst.we[t].eq(res_fire & Cat(*hit).any() & (g_dest == code))]
+
+        with m.FSM(name="gemv"):
+            with m.State("IDLE"):
+                with m.If(g_start):
+                    m.d.sync += [g_busy.eq(0), g_group.eq(0)]
+                    m.next = "GROUP"
+            with m.State("GROUP"):
+                # lane tokens of this group, the plane requests, the fill arm on group 0
+                for j in range(LANES):
+                    idx = g_group * LANES + j
+                    m.d.sync += [lane_tok[j].eq(Mux(g_ident, idx, pick(tlist, idx))),
+                                 lane_ok[j].eq(idx < g_ntok)]
+                m.d.sync += [rt_cmd.eq(0), rt_res.eq(0), a_rt.eq(0), a_kb.eq(0), g_busy.eq(1)]
+                with m.If(g_msb_hb):
+                    m.d.sync += [hb_v.eq(1), hb_base.eq(g_msb_base), hb_len.eq(g_msb_len)]
+                with m.Else():
+                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(g_msb_base), rd0_len.eq(g_msb_len),
+                                 rd0_weights.eq(1)]
+                with m.If(g_lsb):
+                    m.d.sync += [rd1_v.eq(1), rd1_base.eq(g_lsb_base), rd1_len.eq(g_lsb_len)]
+                with m.If(g_fill & (g_group == 0)):
+                    m.d.sync += [arm_v.eq(1), arm_base.eq(g_fill_base), arm_len.eq(g_fill_len)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(res_fire):
+                    m.d.sync += rt_res.eq(rt_res + 1)
+                    with m.If(rt_res == g_nt - 1):
+                        m.d.sync += [g_busy.eq(0), g_group.eq(g_group + 1)]
+                        with m.If(g_group + 1 == g_groups):
+                            m.next = "END"
+                        with m.Else():
+                            m.next = "GROUP"
+            with m.State("END"):
+                m.d.sync += rd0_weights.eq(0)
+                m.d.comb += g_done.eq(1)
+                m.next = "IDLE"
+
+        # ==========================================================================================
+        # the command sequencers
+        # ==========================================================================================
+        m.d.comb += [self.rd0.data.ready.eq(0)] if False else []
+        T_ = r.tokens[:max(1, T.bit_length())]
+        E_ = r.n_experts
+        need = {Op.LOADX: (Reg.TOKENS, Reg.D_MODEL, Reg.D_FFN, Reg.X_ADDR),
+                Op.LOADP: (Reg.N_EXPERTS, Reg.D_MODEL, Reg.P_ADDR),
+                Op.ROUTE: (Reg.N_EXPERTS, Reg.TOP_K, Reg.LAYER),
+                Op.FETCH: (Reg.LAYER, Reg.PLANE_LINES, Reg.E_ADDR, Reg.E_STRIDE, Reg.HB_BASE),
+                Op.LOADM: (Reg.E_ADDR, Reg.E_STRIDE, Reg.PLANE_LINES),
+                Op.STOREY: (Reg.Y_ADDR,)}
+        missing = Signal()
+        for o_, regs_ in need.items():
+            with m.If(op == o_):
+                m.d.comb += missing.eq(~Cat(*[self.regs_set[int(x)] for x in regs_]).all())
+
+        # counters shared by the sequencers
+        n_a = Signal(24)                      # lines / items issued
+        n_b = Signal(24)                      # lines / items taken
+        q = Signal(range(max(W, 8)))
+        bad = Signal()
+        li, fi = Signal(range(T + 1)), Signal(24)          # issue side: list index, word
+        lb, fb = Signal(range(T + 1)), Signal(24)          # stage B
+        lc, fc = Signal(range(T + 1)), Signal(24)          # output side
+        s1_v = Signal()
+        s1_tok = Signal(range(T))
+        s1_xm, s1_xe = Signal(16), Signal(8)
+        b_v = Signal()
+        b_tok = Signal(range(T))
+        b_y = Signal(rqg.o_data.payload.shape())
+        allowed = Signal(self.n_experts)
+        scal = Signal(max(64, 8 * W * max(1, 8 // W)))
+        wr_seen = Signal()
+        with m.If(self.wr.done.valid):
+            m.d.sync += wr_seen.eq(1)
+        tmp_off = Signal(cfg.offchip.addr_bits + vw + 20)
+        tmp_len = Signal(40)
+        proj = Signal(2)
+        bits_full = Signal()
+        kreq = Signal(vw)
+        cached = Signal()
+
+        def fail(code):
+            m.d.sync += err.eq(code)
+            m.next = "DONE"
+
+        def ok():
+            m.d.sync += err.eq(Status.NONE)
+            m.next = "DONE"
+
+        words_d = r.d_model >> LOG_W
+        words_f = r.d_ffn >> LOG_W
+        w_mask = W - 1
+
+        with m.FSM(name="exec"):
+            with m.State("IDLE"):
+                m.d.comb += self.exec.ready.eq(1)
+                with m.If(self.exec.valid):
+                    p = self.exec.payload
+                    m.d.sync += [op.eq(p.op), self._word.eq(p.word), expert.eq(p.expert), shared.eq(p.shared),
+                                 in_loop.eq(p.in_loop)]
+                    m.next = "CHECK"
+            with m.State("DONE"):
+                m.d.comb += self.done.valid.eq(1)
+                with m.If(self.done.ready):
+                    m.next = "IDLE"
+            with m.State("CHECK"):
+                body_ops = Cat(*[op == o_ for o_ in (Op.FETCH, Op.LOADM, Op.GEMV, Op.SWIGLU, Op.COMBINE)]).any()
+                with m.If(missing):
+                    fail(Status.REGISTER)
+                with m.Elif(body_ops & ~in_loop):
+                    fail(Status.ORDER)
+                with m.Elif(body_ops & (~ctx_valid | (ctx_expert != expert) | (ctx_shared != shared))):
+                    m.d.sync += [li.eq(0), nact.eq(0), maxw.eq(0), ctx_expert.eq(expert), ctx_shared.eq(shared),
+                                 pl_valid.eq(0), pl_hb.eq(0), pl_fill.eq(0), mults_ok.eq(0),
+                                 done_g.eq(0), done_u.eq(0), done_d.eq(0), done_h.eq(0)]
+                    m.next = "CTX"
+                with m.Else():
+                    m.next = "DISPATCH"
+            with m.State("CTX"):
+                # token li of the group: does it run this expert, with which gate weight?
+                act = Signal()
+                wsel = Signal(GATE_FRAC + 1)
+                cnt_t = pick(count, li)
+                hits = []
+                for j in range(self.max_k):
+                    h_ = (j < cnt_t) & (pick([rexp[t][j] for t in range(T)], li) == expert)
+                    hits.append(h_)
+                    with m.If(h_):
+                        m.d.comb += wsel.eq(pick([rw[t][j] for t in range(T)], li))
+                m.d.comb += act.eq(shared | Cat(*hits).any())
+                with m.If(shared):
+                    m.d.comb += wsel.eq(1 << GATE_FRAC)
+                with m.If(li < ntok):
+                    with m.If(act):
+                        for i in range(T):
+                            with m.If(nact == i):
+                                m.d.sync += tlist[i].eq(li)
+                        for t in range(T):
+                            with m.If(li == t):
+                                m.d.sync += tw[t].eq(wsel)
+                        m.d.sync += nact.eq(nact + 1)
+                        with m.If(wsel > maxw):
+                            m.d.sync += maxw.eq(wsel)
+                    m.d.sync += li.eq(li + 1)
+                with m.Else():
+                    m.d.sync += ctx_valid.eq(1)
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), bad.eq(0), li.eq(0), fi.eq(0), lb.eq(0), fb.eq(0),
+                             lc.eq(0), fc.eq(0), s1_v.eq(0), b_v.eq(0), wr_seen.eq(0)]
+                with m.Switch(op):
+                    with m.Case(Op.LOADX):
+                        m.next = "LX_CHECK"
+                    with m.Case(Op.LOADP):
+                        m.next = "LP_CHECK"
+                    with m.Case(Op.ROUTE):
+                        m.d.sync += [kreq.eq(field("k", Op.ROUTE)), cached.eq(field("choice", Op.ROUTE) == Choice.CACHED)]
+                        m.next = "RT_CHECK"
+                    with m.Case(Op.FETCH):
+                        m.next = "F_CHECK"
+                    with m.Case(Op.LOADM):
+                        m.next = "LM_CHECK"
+                    with m.Case(Op.GEMV):
+                        m.d.sync += [proj.eq(field("proj", Op.GEMV)), bits_full.eq(field("bits", Op.GEMV) == Bits.FULL)]
+                        m.next = "G_CHECK"
+                    with m.Case(Op.SWIGLU):
+                        with m.If(~(done_g & done_u & mults_ok)):
+                            fail(Status.ORDER)
+                        with m.Else():
+                            m.next = "SW_RUN"
+                    with m.Case(Op.COMBINE):
+                        with m.If(~(done_d & mults_ok)):
+                            fail(Status.ORDER)
+                        with m.Else():
+                            m.next = "CB_RUN"
+                    with m.Case(Op.STOREY):
+                        m.next = "ST_CHECK"
+                    with m.Default():
+                        ok()
+
+            # ---- LOADX ------------------------------------------------------------------------------
+            with m.State("LX_CHECK"):
+                xbase = r.x_addr << _log2(R_OFF)
+                xlen = T_ * words_d
+                with m.If((T_ == 0) | (r.tokens > T) | (r.d_model == 0) | (r.d_model > cfg.buffers.d_max) |
+                          (r.d_model & w_mask).any() | (r.d_ffn == 0) | (r.d_ffn > cfg.buffers.f_max) |
+                          (r.d_ffn & w_mask).any()):
+                    fail(Status.RANGE)
+                with m.Elif(xbase + xlen + T > off_lines):
+                    fail(Status.ADDRESS)
+                with m.Else():
+                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(xbase), rd0_len.eq(xlen), x_ok.eq(0), routed.eq(0),
+                                 ctx_valid.eq(0), touched.eq(0), mask.eq(0), ntok.eq(T_),
+                                 dwords.eq(words_d), fwords.eq(words_f),
+                                 sec_lines.eq((r.d_model * r.d_ffn) >> (1 + _log2(L)))]
+                    m.next = "LX_X"
+            with m.State("LX_X"):
+                line = self.rd0.data.payload.data
+                m.d.comb += self.rd0.data.ready.eq(1)
+                tok = Signal(range(T + 1))
+                wa = Signal(range(self.d_words + 1))
+                with m.If(self.rd0.data.valid):
+                    for t in range(T):
+                        m.d.comb += [xb.we[t].eq(tok == t), xb.waddr[t].eq(wa), xb.wdata[t].eq(line)]
+                    with m.If(Cat(*[line[8 * i:8 * i + 8] == 0x80 for i in range(W)]).any()):
+                        m.d.sync += bad.eq(1)
+                    with m.If(wa == dwords - 1):
+                        m.d.sync += [wa.eq(0), tok.eq(tok + 1)]
+                    with m.Else():
+                        m.d.sync += wa.eq(wa + 1)
+                    with m.If(self.rd0.data.payload.last):
+                        sbase = (r.x_addr << _log2(R_OFF)) + \
+                            (((cfg.buffers.tokens * r.d_model + L - 1) >> _log2(L)) << (_log2(L) - LOG_W))
+                        m.d.sync += [tok.eq(0), wa.eq(0), rd0_v.eq(1), rd0_base.eq(sbase),
+                                     rd0_len.eq((ntok * MULT_BYTES + W - 1) >> LOG_W)]
+                        m.next = "LX_S"
+            with m.State("LX_S"):
+                line = self.rd0.data.payload.data
+                m.d.comb += self.rd0.data.ready.eq(1)
+                per = W // MULT_BYTES
+                with m.If(self.rd0.data.valid):
+                    for k_ in range(per):
+                        ent = line[32 * k_:32 * k_ + 32]
+                        idx = n_b * per + k_
+                        for t in range(T):
+                            with m.If(idx == t):
+                                m.d.sync += [xm[t].eq(ent[0:16]), xe[t].eq(ent[16:24])]
+                        with m.If((idx < ntok) & ((ent[16:24] == 0) | (ent[16:24] > XE_MAX))):
+                            m.d.sync += bad.eq(1)
+                    m.d.sync += n_b.eq(n_b + 1)
+                    with m.If(self.rd0.data.payload.last):
+                        m.next = "LX_END"
+            with m.State("LX_END"):
+                with m.If(bad):
+                    fail(Status.INPUT)
+                with m.Else():
+                    m.d.sync += x_ok.eq(1)
+                    ok()
+
+            # ---- LOADP ------------------------------------------------------------------------------
+            SC_LINES = max(1, SCALAR_BYTES // W)
+            with m.State("LP_CHECK"):
+                e_tiles = (E_ + W - 1) >> LOG_W
+                rl = (e_tiles * r.d_model) >> (1 + _log2(L) - LOG_W)
+                with m.If((E_ < 2) | (E_ > self.n_experts) | (r.d_model == 0) | (r.d_model > cfg.buffers.d_max) |
+                          (r.d_model & w_mask).any()):
+                    fail(Status.RANGE)
+                with m.Else():
+                    m.d.sync += router_lines.eq(rl)
+                    m.next = "LP_ADDR"
+            with m.State("LP_ADDR"):
+                sc_img = r.p_addr + 2 * router_lines
+                silu_img = sc_img + max(1, SCALAR_BYTES // L)
+                with m.If(((silu_img << _log2(R_OFF)) + SILU_BYTES // W) > off_lines):
+                    fail(Status.ADDRESS)
+                with m.Else():
+                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(sc_img << _log2(R_OFF)), rd0_len.eq(SC_LINES), p_ok.eq(0),
+                                 tmp_off.eq(silu_img << _log2(R_OFF))]
+                    m.next = "LP_SC"
+            with m.State("LP_SC"):
+                m.d.comb += self.rd0.data.ready.eq(1)
+                with m.If(self.rd0.data.valid):
+                    for k_ in range(SC_LINES):
+                        with m.If(n_b == k_):
+                            m.d.sync += scal[8 * W * k_:8 * W * (k_ + 1)].eq(self.rd0.data.payload.data)
+                    m.d.sync += n_b.eq(n_b + 1)
+                    with m.If(self.rd0.data.payload.last):
+                        m.d.sync += [rd0_v.eq(1), rd0_base.eq(tmp_off), rd0_len.eq(SILU_BYTES // W), n_b.eq(0)]
+                        m.next = "LP_SILU"
+            with m.State("LP_SILU"):
+                m.d.sync += [router_m.eq(scal[0:16]), router_e.eq(scal[16:24]), hid_m.eq(scal[32:48]),
+                             hid_e.eq(scal[48:56])]
+                per = W // 2
+                ent = pick([self.rd0.data.payload.data[16 * k_:16 * k_ + 16] for k_ in range(per)], q)
+                m.d.comb += [sw.i_table.valid.eq(self.rd0.data.valid),
+                             sw.i_table.payload.index.eq(n_b * per + q),
+                             sw.i_table.payload.value.eq(ent)]
+                with m.If(self.rd0.data.valid):
+                    with m.If(q == per - 1):
+                        m.d.comb += self.rd0.data.ready.eq(1)
+                        m.d.sync += [q.eq(0), n_b.eq(n_b + 1)]
+                        with m.If(self.rd0.data.payload.last):
+                            m.d.sync += p_ok.eq(1)
+                            ok()
+                    with m.Else():
+                        m.d.sync += q.eq(q + 1)
+
+            # ---- ROUTE ------------------------------------------------------------------------------
+            with m.State("RT_CHECK"):
+                top = Mux(r.top_k < E_, r.top_k, E_)
+                with m.If(~x_ok | ~p_ok):
+                    fail(Status.ORDER)
+                with m.Elif((kreq == 0) | (kreq > top) | (kreq > self.max_k)):
+                    fail(Status.RANGE)
+                with m.Elif(((r.p_addr + 2 * router_lines) << _log2(R_OFF)) > off_lines):
+                    fail(Status.ADDRESS)
+                with m.Else():
+                    m.d.sync += [routed.eq(0), ctx_valid.eq(0), mask.eq(0), allowed.eq(0), n_a.eq(0)]
+                    m.next = "RT_PROBE" if True else None
+            with m.State("RT_PROBE"):
+                # cached choice: probe every expert's MSB key (sequentially; one in flight)
+                with m.If(~cached | (n_a == E_)):
+                    m.next = "RT_GEMV"
+                with m.Else():
+                    m.d.comb += [self.probe_req.valid.eq(1), self.probe_req.payload.layer.eq(r.layer),
+                                 self.probe_req.payload.expert.eq(n_a), self.probe_req.payload.plane.eq(0)]
+                    with m.If(self.probe_req.ready):
+                        m.next = "RT_PROBE_WAIT"
+            with m.State("RT_PROBE_WAIT"):
+                m.d.comb += self.probe_resp.ready.eq(1)
+                with m.If(self.probe_resp.valid):
+                    for e in range(self.n_experts):
+                        with m.If(n_a == e):
+                            m.d.sync += allowed[e].eq(self.probe_resp.payload.hit)
+                    m.d.sync += n_a.eq(n_a + 1)
+                    m.next = "RT_PROBE"
+            with m.State("RT_GEMV"):
+                plen = router_lines << _log2(R_OFF)
+                m.d.sync += [g_groups.eq((ntok + LANES - 1) // LANES if LANES > 1 else ntok),
+                             g_nt.eq((E_ + W - 1) >> LOG_W), g_kb.eq(dwords), g_mode.eq(Mode.FULL),
+                             g_src_h.eq(0), g_dest.eq(2), g_ident.eq(1), g_ntok.eq(ntok), g_lsb.eq(1),
+                             g_fill.eq(0), g_msb_hb.eq(0), g_msb_base.eq(r.p_addr << _log2(R_OFF)), g_msb_len.eq(plen),
+                             g_lsb_base.eq((r.p_addr + router_lines) << _log2(R_OFF)), g_lsb_len.eq(plen)]
+                m.d.comb += g_start.eq(1)
+                m.next = "RT_WAIT"
+            with m.State("RT_WAIT"):
+                with m.If(g_done):
+                    m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), li.eq(0)]
+                    m.next = "RT_CMD"
+            with m.State("RT_CMD"):
+                # token li: a router command, then its E logits from da (word by word)
+                c = rt.i_cmd.payload
+                m.d.comb += [rt.i_cmd.valid.eq(1), c.n.eq(E_), c.k.eq(kreq), c.cached.eq(cached),
+                             c.allowed.eq(allowed), c.xm.eq(pick(xm, li)), c.xe.eq(pick(xe, li)),
+                             c.rm.eq(router_m), c.re.eq(router_e)]
+                with m.If(rt.i_cmd.ready):
+                    m.d.sync += [n_a.eq(0), fi.eq(0)]
+                    m.next = "RT_READ"
+            with m.State("RT_READ"):
+                m.d.comb += [da.raddr.eq(fi), da.ren.eq(1)]
+                m.d.sync += [fi.eq(fi + 1), q.eq(0)]
+                m.next = "RT_LOGIT"
+            with m.State("RT_LOGIT"):
+                word = pick([da.rdata[t].as_value() for t in range(T)], li)
+                lg = pick([word[32 * k_:32 * k_ + 32] for k_ in range(W)], q)
+                m.d.comb += [rt.i_logit.valid.eq(1), rt.i_logit.payload.eq(lg)]
+                with m.If(rt.i_logit.ready):
+                    m.d.sync += [n_a.eq(n_a + 1), q.eq(q + 1)]
+                    with m.If(n_a == E_ - 1):
+                        m.next = "RT_RESULT"
+                    with m.Elif(q == W - 1):
+                        m.next = "RT_READ"
+            with m.State("RT_RESULT"):
+                res = rt.o_result.payload
+                m.d.comb += rt.o_result.ready.eq(1)
+                with m.If(rt.o_result.valid):
+                    for t in range(T):
+                        with m.If(li == t):
+                            m.d.sync += count[t].eq(res.count)
+                            for j in range(self.max_k):
+                                m.d.sync += [rexp[t][j].eq(res.expert[j]), rw[t][j].eq(res.weight[j])]
+                    onehot = 0
+                    for j in range(self.max_k):
+                        onehot = onehot | Mux(j < res.count, Const(1, self.n_experts) << res.expert[j], 0)
+                    m.d.sync += [mask.eq(mask | onehot), li.eq(li + 1)]
+                    with m.If(li == ntok - 1):
+                        m.d.sync += routed.eq(1)
+                        ok()
+                    with m.Else():
+                        m.next = "RT_CMD"
+
+            # ---- FETCH ------------------------------------------------------------------------------
+            with m.State("F_CHECK"):
+                plane = field("plane", Op.FETCH)
+                upd = field("update", Op.FETCH)
+                base = (r.e_addr + expert * r.e_stride + plane * r.plane_lines) << _log2(R_OFF)
+                with m.If(plane & (upd == Update.LOOKUP)):
+                    fail(Status.RANGE)          # LSB planes are never cached by this core
+                with m.Elif(base + (r.plane_lines << _log2(R_OFF)) > off_lines):
+                    fail(Status.ADDRESS)
+                with m.Else():
+                    for p_ in range(2):
+                        with m.If(plane == p_):
+                            m.d.sync += pl_off[p_].eq(base)
+                    m.next = "F_REQ"
+            with m.State("F_REQ"):
+                plane = field("plane", Op.FETCH)
+                upd = field("update", Op.FETCH)
+                key = dict(layer=r.layer, expert=expert, plane=plane)
+                score = maxw >> max(GATE_FRAC - sb, 0)
+                with m.If(upd == Update.LOOKUP):
+                    cr = self.cache_req.payload
+                    m.d.comb += [self.cache_req.valid.eq(1), cr.op.eq(CacheOp.LOOKUP),
+                                 cr.key.layer.eq(r.layer), cr.key.expert.eq(expert), cr.key.plane.eq(plane),
+                                 cr.score.eq(Mux(score > (1 << sb) - 1, (1 << sb) - 1, score))]
+                    with m.If(self.cache_req.ready):
+                        m.next = "F_RESP"
+                with m.Else():
+                    pr = self.probe_req.payload
+                    m.d.comb += [self.probe_req.valid.eq(1), pr.layer.eq(key["layer"]), pr.expert.eq(expert),
+                                 pr.plane.eq(plane)]
+                    with m.If(self.probe_req.ready):
+                        m.next = "F_PROBE"
+            hb_slot = Signal(cfg.cache.slot_bits)
+            with m.State("F_RESP"):
+                m.d.comb += self.cache_resp.ready.eq(1)
+                with m.If(self.cache_resp.valid):
+                    rs = self.cache_resp.payload
+                    m.d.sync += [pl_hb[0].eq(rs.hit), pl_fill.eq(rs.fill), hb_slot.eq(rs.slot)]
+                    m.next = "F_HB"
+            with m.State("F_PROBE"):
+                plane = field("plane", Op.FETCH)
+                m.d.comb += self.probe_resp.ready.eq(1)
+                with m.If(self.probe_resp.valid):
+                    rs = self.probe_resp.payload
+                    for p_ in range(2):
+                        with m.If(plane == p_):
+                            m.d.sync += [pl_hb[p_].eq(rs.hit)]
+                    with m.If(plane == 0):
+                        m.d.sync += pl_fill.eq(0)
+                    m.d.sync += hb_slot.eq(rs.slot)
+                    m.next = "F_HB"
+            with m.State("F_HB"):
+                plane = field("plane", Op.FETCH)
+                hbase = (r.hb_base + hb_slot * r.plane_lines) * R_HB
+                uses_hb = pick([pl_hb[0] | pl_fill, pl_hb[1]], plane)
+                with m.If(uses_hb & (hbase + r.plane_lines * R_HB > hb_lines)):
+                    fail(Status.ADDRESS)
+                with m.Elif(plane == 1):
+                    m.d.sync += [pl_hbase[1].eq(hbase), pl_valid[1].eq(1)]
+                    ok()
+                with m.Else():
+                    m.d.sync += [pl_hbase[0].eq(hbase), pl_valid[0].eq(1)]
+                    ok()
+
+            # ---- LOADM ------------------------------------------------------------------------------
+            with m.State("LM_CHECK"):
+                base = (r.e_addr + expert * r.e_stride + 2 * r.plane_lines) << _log2(R_OFF)
+                n_lines = (2 * fwords + dwords) * MULT_BYTES
+                with m.If(base + n_lines > off_lines):
+                    fail(Status.ADDRESS)
+                with m.Else():
+                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(base), rd0_len.eq(n_lines), mults_ok.eq(0)]
+                    m.next = "LM_RUN"
+            with m.State("LM_RUN"):
+                m.d.comb += self.rd0.data.ready.eq(1)
+                line = self.rd0.data.payload.data
+                with m.If(self.rd0.data.valid):
+                    for s in range(4):
+                        m.d.comb += [mwr[s].addr.eq(n_b >> 2), mwr[s].data.eq(line), mwr[s].en.eq(n_b[:2] == s)]
+                    with m.If(Cat(*[line[32 * k_ + 16:32 * k_ + 24] == 0 for k_ in range(W // 4)]).any()):
+                        m.d.sync += bad.eq(1)
+                    m.d.sync += n_b.eq(n_b + 1)
+                    with m.If(self.rd0.data.payload.last):
+                        m.next = "LM_END"
+            with m.State("LM_END"):
+                with m.If(bad):
+                    fail(Status.INPUT)
+                with m.Else():
+                    m.d.sync += mults_ok.eq(1)
+                    ok()
+
+            # ---- GEMV -------------------------------------------------------------------------------
+            with m.State("G_CHECK"):
+                with m.If(~pl_valid[0] | (bits_full & ~pl_valid[1]) | ((proj == Proj.DOWN) & ~done_h)):
+                    fail(Status.ORDER)
+                with m.Elif(bits_full & pl_hb[1]):
+                    fail(Status.RANGE)          # an LSB plane read from HB: not supported by this core
+                with m.Else():
+                    is_down = proj == Proj.DOWN
+                    sec_off = proj * sec_lines << _log2(R_OFF)
+                    sec_hb = proj * sec_lines * R_HB
+                    m.d.sync += [g_groups.eq((nact + LANES - 1) // LANES if LANES > 1 else nact),
+                                 g_nt.eq(Mux(is_down, dwords, fwords)), g_kb.eq(Mux(is_down, fwords, dwords)),
+                                 g_mode.eq(Mux(bits_full, Mode.FULL, Mode.DRAFT)), g_src_h.eq(is_down),
+                                 g_dest.eq(proj), g_ident.eq(0), g_ntok.eq(nact), g_lsb.eq(bits_full),
+                                 g_fill.eq(pl_fill & ~pl_hb[0]), g_msb_hb.eq(pl_hb[0]),
+                                 g_msb_base.eq(Mux(pl_hb[0], pl_hbase[0] + sec_hb, pl_off[0] + sec_off)),
+                                 g_msb_len.eq(Mux(pl_hb[0], sec_lines * R_HB, sec_lines << _log2(R_OFF))),
+                                 g_lsb_base.eq(pl_off[1] + sec_off), g_lsb_len.eq(sec_lines << _log2(R_OFF)),
+                                 g_fill_base.eq(pl_hbase[0] + sec_hb), g_fill_len.eq(sec_lines * R_HB)]
+                    m.next = "G_START"
+            with m.State("G_START"):
+                m.d.comb += g_start.eq(1)
+                m.next = "G_WAIT"
+            with m.State("G_WAIT"):
+                with m.If(g_done):
+                    m.next = "G_FILL"
+            with m.State("G_FILL"):
+                with m.If(~arm_v & (fills == 0)):
+                    with m.Switch(proj):
+                        with m.Case(Proj.GATE):
+                            m.d.sync += done_g.eq(1)
+                        with m.Case(Proj.UP):
+                            m.d.sync += done_u.eq(1)
+                        with m.Default():
+                            m.d.sync += done_d.eq(1)
+                    ok()
+
+            # ---- SWIGLU -----------------------------------------------------------------------------
+            with m.State("SW_RUN"):
+                adv = Signal()
+                more = Signal()
+                m.d.comb += [adv.eq(~s1_v | (rqg.i_data.ready & rqu.i_data.ready)), more.eq(li < nact)]
+                tok_i = pick(tlist, li)
+                with m.If(adv):
+                    m.d.comb += [ga.raddr.eq(fi), ga.ren.eq(1), ua.raddr.eq(fi), ua.ren.eq(1)]
+                    for s in range(4):
+                        m.d.comb += [mrd_a[s].addr.eq(fi), mrd_b[s].addr.eq(fwords + fi)]
+                    m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i), s1_xm.eq(pick(xm, tok_i)), s1_xe.eq(pick(xe, tok_i))]
+                    with m.If(more):
+                        with m.If(fi == fwords - 1):
+                            m.d.sync += [fi.eq(0), li.eq(li + 1)]
+                        with m.Else():
+                            m.d.sync += fi.eq(fi + 1)
+                for s in range(4):
+                    m.d.comb += [mrd_a[s].en.eq(adv), mrd_b[s].en.eq(adv)]
+                gword = pick([ga.rdata[t].as_value() for t in range(T)], s1_tok)
+                uword = pick([ua.rdata[t].as_value() for t in range(T)], s1_tok)
+                m.d.comb += [rqg.i_data.valid.eq(s1_v), rqu.i_data.valid.eq(s1_v),
+                             rqg.i_data.payload.bits.eq(OutBits.B8), rqu.i_data.payload.bits.eq(OutBits.B16)]
+                for i in range(W):
+                    m.d.comb += [rqg.i_data.payload.elem[i].acc.eq(gword[32 * i:32 * i + 32].as_signed()),
+                                 rqg.i_data.payload.elem[i].m.eq(s1_xm * mult_a[i].m),
+                                 rqg.i_data.payload.elem[i].e.eq(s1_xe + mult_a[i].e),
+                                 rqu.i_data.payload.elem[i].acc.eq(uword[32 * i:32 * i + 32].as_signed()),
+                                 rqu.i_data.payload.elem[i].m.eq(s1_xm * mult_b[i].m),
+                                 rqu.i_data.payload.elem[i].e.eq(s1_xe + mult_b[i].e)]
+                # requantized gate/up -> SwiGLU -> h
+                m.d.comb += [sw.i_data.valid.eq(rqg.o_data.valid & rqu.o_data.valid),
+                             rqg.o_data.ready.eq(sw.i_data.ready & rqu.o_data.valid),
+                             rqu.o_data.ready.eq(sw.i_data.ready & rqg.o_data.valid),
+                             sw.i_data.payload.hm.eq(hid_m), sw.i_data.payload.he.eq(hid_e)]
+                for i in range(W):
+                    m.d.comb += [sw.i_data.payload.elem[i].g.eq(rqg.o_data.payload[i]),
+                                 sw.i_data.payload.elem[i].v.eq(rqu.o_data.payload[i])]
+                m.d.comb += sw.o_data.ready.eq(1)
+                tok_c = pick(tlist, lc)
+                with m.If(sw.o_data.valid):
+                    for t in range(T):
+                        m.d.comb += [hbuf.we[t].eq(tok_c == t), hbuf.waddr[t].eq(fc), hbuf.wdata[t].eq(sw.o_data.payload)]
+                    with m.If(fc == fwords - 1):
+                        m.d.sync += [fc.eq(0), lc.eq(lc + 1)]
+                        with m.If(lc == nact - 1):
+                            m.d.sync += done_h.eq(1)
+                            ok()
+                    with m.Else():
+                        m.d.sync += fc.eq(fc + 1)
+
+            # ---- COMBINE ----------------------------------------------------------------------------
+            with m.State("CB_RUN"):
+                adv = Signal()
+                more = Signal()
+                m.d.comb += [adv.eq(~s1_v | rqg.i_data.ready), more.eq(li < nact)]
+                tok_i = pick(tlist, li)
+                with m.If(adv):
+                    m.d.comb += [da.raddr.eq(fi), da.ren.eq(1)]
+                    for s in range(4):
+                        m.d.comb += mrd_a[s].addr.eq(2 * fwords + fi)
+                    m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i)]
+                    with m.If(more):
+                        with m.If(fi == dwords - 1):
+                            m.d.sync += [fi.eq(0), li.eq(li + 1)]
+                        with m.Else():
+                            m.d.sync += fi.eq(fi + 1)
+                for s in range(4):
+                    m.d.comb += mrd_a[s].en.eq(adv)
+                dword_ = pick([da.rdata[t].as_value() for t in range(T)], s1_tok)
+                m.d.comb += [rqg.i_data.valid.eq(s1_v), rqg.i_data.payload.bits.eq(OutBits.B32)]
+                for i in range(W):
+                    m.d.comb += [rqg.i_data.payload.elem[i].acc.eq(dword_[32 * i:32 * i + 32].as_signed()),
+                                 rqg.i_data.payload.elem[i].m.eq(mult_a[i].m),
+                                 rqg.i_data.payload.elem[i].e.eq(mult_a[i].e)]
+                # stage B: the output sum of (token, word) read while y waits in a register
+                take_b = Signal()
+                m.d.comb += [take_b.eq(rqg.o_data.valid & (~b_v | cb.i_data.ready)), rqg.o_data.ready.eq(take_b)]
+                tok_b = pick(tlist, lb)
+                with m.If(take_b):
+                    m.d.comb += [ob.raddr.eq(fb), ob.ren.eq(1)]
+                    m.d.sync += [b_v.eq(1), b_y.eq(rqg.o_data.payload), b_tok.eq(tok_b)]
+                    with m.If(fb == dwords - 1):
+                        m.d.sync += [fb.eq(0), lb.eq(lb + 1)]
+                    with m.Else():
+                        m.d.sync += fb.eq(fb + 1)
+                with m.Elif(cb.i_data.ready):
+                    m.d.sync += b_v.eq(0)
+                oword = pick([ob.rdata[t].as_value() for t in range(T)], b_tok)
+                cp = cb.i_data.payload
+                m.d.comb += [cb.i_data.valid.eq(b_v), cp.w.eq(pick(tw, b_tok)), cp.first.eq(~pick(list(touched), b_tok)),
+                             cp.last.eq(0)]
+                cw = len(COMBINE_ACC) if hasattr(COMBINE_ACC, "__len__") else COMBINE_ACC.width
+                for i in range(W):
+                    m.d.comb += [cp.elem[i].y.eq(b_y[i]), cp.elem[i].acc.eq(oword[cw * i:cw * i + cw].as_signed())]
+                m.d.comb += cb.o_data.ready.eq(1)
+                tok_c = pick(tlist, lc)
+                with m.If(cb.o_data.valid):
+                    for t in range(T):
+                        m.d.comb += [ob.we[t].eq(tok_c == t), ob.waddr[t].eq(fc), ob.wdata[t].eq(cb.o_data.payload)]
+                    with m.If(fc == dwords - 1):
+                        m.d.sync += [fc.eq(0), lc.eq(lc + 1)]
+                        with m.If(lc == nact - 1):
+                            m.next = "CB_END"
+                    with m.Else():
+                        m.d.sync += fc.eq(fc + 1)
+            with m.State("CB_END"):
+                for i in range(T):
+                    with m.If(i < nact):
+                        for t in range(T):
+                            with m.If(tlist[i] == t):
+                                m.d.sync += touched[t].eq(1)
+                ok()
+
+            # ---- STOREY -----------------------------------------------------------------------------
+            with m.State("ST_CHECK"):
+                base = r.y_addr << _log2(R_OFF)
+                n_lines = ntok * dwords * 4
+                with m.If(~x_ok):
+                    fail(Status.ORDER)
+                with m.Elif(base + n_lines > off_lines):
+                    fail(Status.ADDRESS)
+                with m.Else():
+                    m.d.sync += [wr_v.eq(1), wr_base.eq(base), wr_len.eq(n_lines)]
+                    m.next = "ST_RUN"
+            with m.State("ST_RUN"):
+                adv = Signal()
+                more = Signal()
+                m.d.comb += [adv.eq(~s1_v | cb.i_data.ready), more.eq(li < ntok)]
+                with m.If(adv):
+                    m.d.comb += [ob.raddr.eq(fi), ob.ren.eq(1)]
+                    m.d.sync += [s1_v.eq(more), s1_tok.eq(li)]
+                    with m.If(more):
+                        with m.If(fi == dwords - 1):
+                            m.d.sync += [fi.eq(0), li.eq(li + 1)]
+                        with m.Else():
+                            m.d.sync += fi.eq(fi + 1)
+                oword = pick([ob.rdata[t].as_value() for t in range(T)], s1_tok)
+                cp = cb.i_data.payload
+                cw = len(COMBINE_ACC) if hasattr(COMBINE_ACC, "__len__") else COMBINE_ACC.width
+                m.d.comb += [cb.i_data.valid.eq(s1_v), cp.w.eq(0), cp.first.eq(~pick(list(touched), s1_tok)),
+                             cp.last.eq(1)]
+                for i in range(W):
+                    m.d.comb += [cp.elem[i].y.eq(0), cp.elem[i].acc.eq(oword[cw * i:cw * i + cw].as_signed())]
+                m.d.comb += [ad_y.i.valid.eq(cb.o_data.valid),
+                             ad_y.i.payload.data.eq(Cat(*[cb.o_data.payload[i][:32] for i in range(W)])),
+                             cb.o_data.ready.eq(ad_y.i.ready)]
+                with m.If(cb.o_data.valid & ad_y.i.ready):
+                    m.d.sync += n_b.eq(n_b + 1)
+                with m.If((n_b == ntok * dwords) & (wr_seen | self.wr.done.valid)):
+                    ok()
+        return m

@@ -1,0 +1,349 @@
+"""cocotb bench of the core (``hw/core.py``): whole MoE layer passes from compiler command streams.
+
+The bench loads the compiler's off-chip and HB images (``firmware/compiler.py``) into memory
+models: an in-order off-chip bus with the configuration's latency, and HB channels whose read
+bursts come back after a random latency in random order between bursts, with write bursts
+acknowledged after a random delay; every ready and valid the bench drives stalls at random, and
+every output stream of the core is checked to hold valid and payload until its transfer. It
+pushes each pass's command stream and checks, against the ISS (``sim/iss.py``, run on its own
+copy of the images with its own golden cache) and the integer golden layer (``sim/int_moe.py``):
+
+- the layer output in the Y block, bit for bit;
+- every expert-cache response (key, hit, fill, slot) in order;
+- the cycle count of the pass (first word to ``HALT``) against the ISS's estimate: the ratio is
+  printed and written to the cycles file; the pytest launcher bounds it.
+
+Error cases: a stream with an unknown opcode and one whose X block lies past the off-chip space
+must stop the core with ``OPCODE`` / ``ADDRESS`` and the offending index, without hanging.
+"""
+
+import json
+import random
+from collections import deque
+
+import cocotb
+import numpy as np
+from amaranth.lib import data
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from elmoe3d.config import PRESETS
+from elmoe3d.firmware.compiler import compile_model, compile_pass
+from elmoe3d.firmware.isa import Op, Reg, Status
+from elmoe3d.firmware.layout import read_output, write_input
+from elmoe3d.hw.command_processor import status_layout
+from elmoe3d.hw.expert_cache import response_layout
+from elmoe3d.hw.hb_memory import beat_layout, command_layout
+from elmoe3d.hw.hb_write import write_beat_layout, write_command_layout
+from elmoe3d.sim.benches.runner import bench_config
+from elmoe3d.sim.expert_cache import Key
+from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
+from elmoe3d.sim.iss import Machine
+from elmoe3d.sim.moe_layer import MoEShape, random_moe
+
+PERIOD_NS = 2
+
+
+def _bits(layout, value):
+    return int(layout.const(value).as_value().value)
+
+
+def _unpack(layout, bits):
+    return data.Const(layout, bits)
+
+
+def code(st):
+    """The status's error code as a :class:`Status`."""
+    v = st.error
+    return Status(int(getattr(v, "value", v)))
+
+
+class Memories:
+    """The off-chip bus and the HB channels around the core, driven in one per-cycle loop."""
+
+    def __init__(self, dut, cfg, offchip, hb, rng, stall):
+        self.dut, self.cfg, self.rng, self.stall = dut, cfg, rng, stall
+        self.off, self.hb = offchip, hb
+        self.W = cfg.offchip.width // 8
+        self.C, self.cw = cfg.hb.channels, cfg.hb.width // 8
+        self.hbl = self.C * self.cw
+        self.hb_cmd_l, self.hb_beat_l = command_layout(cfg.hb), beat_layout(cfg.hb)
+        self.hb_wcmd_l = write_command_layout(cfg.hb)
+        self.status_l = status_layout()
+        self.resp_l = response_layout(cfg.cache)
+        self.bus = deque()          # [write, base, length, due, done]
+        self.rd = [[] for _ in range(self.C)]      # [tag, row, beats, due]
+        self.rd_cur = [None] * self.C
+        self.wcmds = [deque() for _ in range(self.C)]
+        self.wbeats = [deque() for _ in range(self.C)]
+        self.acks = [deque() for _ in range(self.C)]
+        self.words = deque()
+        self.events = []
+        self.cycle = 0
+        self.held = {}
+        self.running = True
+
+    def _s(self, name):
+        return getattr(self.dut, name)
+
+    def _hold(self, name):
+        """Check that an output stream keeps valid and payload until the transfer."""
+        v = int(self._s(f"{name}__valid").value)
+        p = int(self._s(f"{name}__payload").value) if v else None
+        r = int(self._s(f"{name}__ready").value)
+        prev = self.held.get(name)
+        if prev is not None:
+            assert v, f"{name}: valid dropped before the transfer (cycle {self.cycle})"
+            assert p == prev, f"{name}: payload changed before the transfer (cycle {self.cycle})"
+        fire = bool(v and r)
+        self.held[name] = None if fire or not v else p
+        return fire, p
+
+    def _ready(self, name):
+        self._s(f"{name}__ready").value = int(self.rng.random() >= self.stall)
+
+    async def run(self):
+        d = self.dut
+        lat = self.cfg.offchip.latency
+        hb_lat = self.cfg.hb.latency
+        word_v = None
+        while self.running:
+            await FallingEdge(d.clk)
+            self.cycle += 1
+            # -- drive ------------------------------------------------------------------------
+            if word_v is None and self.words and self.rng.random() >= self.stall:
+                word_v = self.words[0]
+            d.i_word__valid.value = int(word_v is not None)
+            d.i_word__payload.value = word_v or 0
+            for name in ("o_bus_cmd", "o_bus_wdata"):
+                self._ready(name)
+            head = self.bus[0] if self.bus else None
+            rline = None
+            if head and not head[0] and head[3] <= self.cycle and self.rng.random() >= self.stall:
+                a = head[1] + head[4]
+                rline = int.from_bytes(self.off[a * self.W:(a + 1) * self.W].tobytes(), "little")
+            d.i_bus_rdata__valid.value = int(rline is not None)
+            d.i_bus_rdata__payload.value = rline or 0
+            if not (head and head[0]):
+                d.o_bus_wdata__ready.value = 0
+            beats = [None] * self.C
+            for c in range(self.C):
+                self._ready(f"o_hb_cmd__{c}")
+                self._ready(f"o_hb_wcmd__{c}")
+                self._ready(f"o_hb_wdata__{c}")
+                if self.rd_cur[c] is None:
+                    due = [b for b in self.rd[c] if b[3] <= self.cycle]
+                    if due and self.rng.random() >= self.stall:
+                        self.rd_cur[c] = self.rng.choice(due)
+                b = self.rd_cur[c]
+                if b is not None:
+                    row = b[1]
+                    at = row * self.hbl + c * self.cw
+                    beats[c] = _bits(self.hb_beat_l, {"data": int.from_bytes(self.hb[at:at + self.cw].tobytes(), "little"),
+                                                      "tag": b[0]})
+                getattr(d, f"i_hb_beat__{c}__valid").value = int(b is not None)
+                getattr(d, f"i_hb_beat__{c}__payload").value = beats[c] or 0
+                ack = bool(self.acks[c]) and self.acks[c][0] <= self.cycle
+                getattr(d, f"i_hb_wack__{c}__valid").value = int(ack)
+                getattr(d, f"i_hb_wack__{c}__payload").value = 0
+            await ReadOnly()
+            # -- sample -----------------------------------------------------------------------
+            if word_v is not None and int(d.i_word__ready.value):
+                self.words.popleft()
+                word_v = None
+            fire, p = self._hold("o_bus_cmd")
+            if fire:
+                cmd = _unpack(self.off_cmd_l, p)
+                self.bus.append([int(cmd.write), int(cmd.base), int(cmd.length), self.cycle + lat, 0])
+            if rline is not None and int(d.i_bus_rdata__ready.value):
+                head[4] += 1
+                if head[4] == head[2]:
+                    self.bus.popleft()
+            fire, p = self._hold("o_bus_wdata")
+            if fire:
+                head = self.bus[0]
+                assert head[0], "write data with no write command at the head of the bus"
+                a = head[1] + head[4]
+                self.off[a * self.W:(a + 1) * self.W] = np.frombuffer(
+                    (p & ((1 << (8 * self.W)) - 1)).to_bytes(self.W, "little"), dtype=np.uint8)
+                head[4] += 1
+                if head[4] == head[2]:
+                    self.bus.popleft()
+            for c in range(self.C):
+                fire, p = self._hold(f"o_hb_cmd__{c}")
+                if fire:
+                    cmd = _unpack(self.hb_cmd_l, p)
+                    self.rd[c].append([int(cmd.tag), int(cmd.row), int(cmd.beats),
+                                       self.cycle + hb_lat + self.rng.randint(0, hb_lat)])
+                if beats[c] is not None and int(getattr(d, f"i_hb_beat__{c}__ready").value):
+                    b = self.rd_cur[c]
+                    b[1] += 1
+                    b[2] -= 1
+                    if b[2] == 0:
+                        self.rd[c].remove(b)
+                    self.rd_cur[c] = None
+                fire, p = self._hold(f"o_hb_wcmd__{c}")
+                if fire:
+                    cmd = _unpack(self.hb_wcmd_l, p)
+                    self.wcmds[c].append([int(cmd.row), int(cmd.beats), 0])
+                fire, p = self._hold(f"o_hb_wdata__{c}")
+                if fire:
+                    self.wbeats[c].append(p)
+                while self.wcmds[c] and len(self.wbeats[c]) >= self.wcmds[c][0][1]:
+                    row, n, _ = self.wcmds[c].popleft()
+                    for j in range(n):
+                        beat = self.wbeats[c].popleft()
+                        at = (row + j) * self.hbl + c * self.cw
+                        self.hb[at:at + self.cw] = np.frombuffer(beat.to_bytes(self.cw, "little"), dtype=np.uint8)
+                    self.acks[c].append(self.cycle + 1 + self.rng.randint(0, 4))
+                if self.acks[c] and self.acks[c][0] <= self.cycle and int(getattr(d, f"i_hb_wack__{c}__ready").value):
+                    self.acks[c].popleft()
+            ev = _unpack(data.StructLayout({"valid": 1, "resp": self.resp_l}), int(d.o_cache_event.value))
+            if ev.valid:
+                r = ev.resp
+                self.events.append((int(r.key.layer), int(r.key.expert), int(r.key.plane), int(r.hit),
+                                    int(r.fill), int(r.slot)))
+
+    def status(self):
+        return _unpack(self.status_l, int(self.dut.o_status.value))
+
+
+def model_cases(cfg, seeds, quick):
+    W = cfg.vector.width
+    shapes = [MoEShape(d_model=2 * W, n_experts=4, top_k=2, d_ffn=3 * W, n_shared=1),
+              MoEShape(d_model=W, n_experts=6, top_k=3, d_ffn=2 * W)]
+    return shapes[:1] if quick else shapes
+
+
+async def start(dut, mems):
+    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+    dut.rst.value = 1
+    dut.i_word__valid.value = 0
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    cocotb.start_soon(mems.run())
+
+
+async def run_stream(mems, words, limit):
+    """Push a stream; wait for HALT (or an error); returns the status."""
+    mems.words.extend(words)
+    start = mems.cycle
+    while True:
+        await RisingEdge(mems.dut.clk)
+        st = mems.status()
+        if code(st) != Status.NONE:
+            return st
+        if int(st.halted) and not mems.words and not int(st.busy):
+            return st
+        assert mems.cycle - start < limit, f"the core did not halt within {limit} cycles"
+
+
+def _compiled(cfg, shape, seed):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for _ in range(2):
+        qw = random_moe(shape, rng).quantized()
+        cal = rng.standard_normal((64, shape.d_model))
+        layers.append(fold_layer(qw, calibrate_layer(qw, cal, shape.top_k), shape.top_k))
+    return layers, compile_model(cfg, layers), rng
+
+
+@cocotb.test()
+async def core_matches_iss(dut):
+    conf = bench_config()
+    cfg = PRESETS[conf["params"]["preset"]]
+    seed = conf["seeds"][0]
+    rng = random.Random(seed)
+    comp_shape = model_cases(cfg, conf["seeds"], conf["quick"])[conf.get("shape", 0)]
+    layers, comp, nrng = _compiled(cfg, comp_shape, seed)
+    iss_off, iss_hb = comp.offchip.copy(), comp.hb.copy()
+    core_off, core_hb = comp.offchip.copy(), comp.hb.copy()
+    machine = Machine(cfg, iss_off, iss_hb)
+    mems = Memories(dut, cfg, core_off, core_hb, rng, conf.get("stall", 0.2))
+    from elmoe3d.hw.offchip import OffchipInterface
+    mems.off_cmd_l = OffchipInterface(width=cfg.offchip.width, lines=cfg.offchip.lines,
+                                      len_bits=cfg.offchip.len_bits, latency=cfg.offchip.latency).cmd_layout
+    await start(dut, mems)
+    passes = [VERIFY, draft_pass(1), draft_pass(2, "full"), draft_pass(1, "draft", "cached"), IntPass(k=1), VERIFY]
+    tokens = conf.get("tokens", [1, 4, 16])
+    results = []
+    for i, p in enumerate(passes):
+        if p.k is not None and p.k > comp_shape.top_k:
+            continue
+        T = tokens[i % len(tokens)]
+        layer = i % len(layers)
+        x = nrng.standard_normal((T, comp_shape.d_model)) * nrng.choice([0.01, 1.0, 100.0])
+        a, xm, xe = quantize_tokens(x)
+        allowed = (np.array([Key(layer, e, 0) in machine.cache.resident() for e in range(comp_shape.n_experts)])
+                   if p.choice == "cached" else None)
+        want = int_moe(layers[layer], a, xm, xe, p, allowed)
+        write_input(iss_off, comp.map, a, xm, xe)
+        write_input(core_off, comp.map, a, xm, xe)
+        words = compile_pass(comp, layer, T, p)
+        stats = machine.run(words)
+        iss_y = read_output(iss_off, comp.map, T)
+        assert np.array_equal(iss_y, want.out), "ISS differs from the golden layer"
+        n_ev = len(mems.events)
+        st = await run_stream(mems, words, 50 * stats.cycles + 10000)
+        assert code(st) == Status.NONE, f"pass {i} {p}: core stopped with {code(st).name} at {int(st.index)}"
+        got = read_output(core_off, comp.map, T)
+        bad = np.argwhere(got != want.out)
+        assert bad.size == 0, (f"pass {i} {p} T={T} layer={layer}: {len(bad)} outputs differ, first at "
+                               f"{tuple(bad[0])}: core {got[tuple(bad[0])]} golden {want.out[tuple(bad[0])]}")
+        gold_ev = [(k.layer, k.expert, k.plane, int(r.hit), int(r.fill), int(r.slot) if r.slot is not None else 0)
+                   for k, r in stats.cache]
+        got_ev = mems.events[n_ev:]
+        assert [e[:5] for e in got_ev] == [e[:5] for e in gold_ev], f"pass {i}: cache decisions {got_ev} != {gold_ev}"
+        for g_, w_ in zip(got_ev, gold_ev):
+            if g_[3] or g_[4]:
+                assert g_[5] == w_[5], f"pass {i}: slot {g_} != {w_}"
+        cycles = int(st.cycles)
+        ratio = cycles / stats.cycles
+        dut._log.info(f"pass {i} {p.k} {'draft' if p.draft else 'full'} {p.choice} T={T}: core {cycles} cycles, "
+                      f"ISS estimate {stats.cycles} ({ratio:.3f})")
+        results.append({"pass": i, "T": T, "k": p.k, "draft": p.draft, "choice": p.choice, "core": cycles,
+                        "iss": stats.cycles})
+    out = conf.get("cycles_json")
+    if out:
+        with open(out, "w") as f:
+            json.dump(results, f)
+    mems.running = False
+
+
+@cocotb.test()
+async def core_reports_errors(dut):
+    """A bad opcode and an address past the off-chip space stop the core with the index."""
+    conf = bench_config()
+    cfg = PRESETS[conf["params"]["preset"]]
+    rng = random.Random(conf["seeds"][0])
+    shape = model_cases(cfg, conf["seeds"], True)[0]
+    layers, comp, nrng = _compiled(cfg, shape, 7)
+    mems = Memories(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1)
+    from elmoe3d.hw.offchip import OffchipInterface
+    mems.off_cmd_l = OffchipInterface(width=cfg.offchip.width, lines=cfg.offchip.lines,
+                                      len_bits=cfg.offchip.len_bits, latency=cfg.offchip.latency).cmd_layout
+    await start(dut, mems)
+    words = compile_pass(comp, 0, 4)
+    bad = list(words)
+    bad[14] = 0xE            # an opcode the set does not have, where LOADP was
+    st = await run_stream(mems, bad, 5000)
+    assert code(st) == Status.OPCODE and int(st.index) == 14, f"{st}"
+    # after reset: X_ADDR past the off-chip space
+    mems.running = False
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    dut.rst.value = 1
+    mems2 = Memories(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1)
+    mems2.off_cmd_l = mems.off_cmd_l
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    cocotb.start_soon(mems2.run())
+    isa = comp.isa
+    far = [isa.encode(Op.SETR, reg=Reg.X_ADDR, value=cfg.offchip.lines - 1) if isa.decode(w)[0] == Op.SETR and
+           isa.decode(w)[1]["reg"] == Reg.X_ADDR else w for w in words]
+    st = await run_stream(mems2, far, 5000)
+    assert code(st) == Status.ADDRESS, f"{code(st).name}"
+    assert int(st.index) == 13, f"index {int(st.index)}"
+    mems2.running = False
