@@ -48,10 +48,12 @@ from .tops import Param, Top
 class Core(wiring.Component):
     """The core of one :class:`~elmoe3d.config.AccelConfig` (see the module docstring).
 
-    ``max_k``: the most experts a token may choose (the router's slots), 1..64.
+    ``max_k``: the most experts a token may choose (the router's slots), 1..64. ``burst``: off-chip
+    burst in lines; 0 (default) derives one PE-array beat's worth, so the MSB and LSB streams of
+    a FULL GEMV, which share the off-chip bus, interleave beat by beat.
     """
 
-    def __init__(self, config, *, max_k=8, burst=16):
+    def __init__(self, config, *, max_k=8, burst=0):
         self.config = check_core_config(config)
         cfg = config
         self.proc = CommandProcessor(cfg)
@@ -61,6 +63,8 @@ class Core(wiring.Component):
                                  expert_bits=c.expert_bits, count_bits=c.count_bits, score_bits=c.score_bits,
                                  decay_shift=c.decay_shift)
         o = cfg.offchip
+        if not burst:
+            burst = max(1, (4 * cfg.array.rows * cfg.array.cols) // o.width)
         self.off = OffchipInterface(width=o.width, lines=o.lines, len_bits=o.len_bits, latency=o.latency,
                                     read_ports=2, burst=burst)
         h = cfg.hb

@@ -310,89 +310,98 @@ class Executor(wiring.Component):
         g_lsb_len = Signal(cfg.offchip.len_bits + 2)
         g_fill_base = Signal(cfg.hb.addr_bits + 2)
         g_fill_len = Signal(cfg.hb.len_bits + 2)
-        g_group = Signal(range(G_MAX + 1))
-        lane_tok = [Signal(range(T), name=f"lane_tok{j}") for j in range(LANES)]
-        lane_ok = [Signal(name=f"lane_ok{j}") for j in range(LANES)]
-        rt_cmd = Signal.like(g_nt)
-        rt_res = Signal.like(g_nt)
-        a_rt = Signal.like(g_nt)
-        a_kb = Signal.like(g_kb)
+        # Three cursors walk (lane group, row tile) in the same order, so lane groups overlap: the
+        # weight requests of group g+1 go out as soon as group g's are taken, the activation feed
+        # runs ahead through its FIFO, PE commands follow one another, results retire behind.
+        q_group = Signal(range(G_MAX + 1))      # next group whose weight streams are requested
+        f_group, a_rt, a_kb = Signal(range(G_MAX + 1)), Signal.like(g_nt), Signal.like(g_kb)   # feed
+        c_group, c_rt = Signal(range(G_MAX + 1)), Signal.like(g_nt)                             # PE command
+        r_group, r_rt = Signal(range(G_MAX + 1)), Signal.like(g_nt)                             # result
         a_pend = Signal()
-        a_credit = Signal(range(8))
         m.d.comb += msb_from_hb.eq(g_msb_hb)
 
-        # activation gather: every bank reads word a_kb; lane j picks its token's bank
+        def lane_tokens(group, prefix):
+            toks, oks = [], []
+            for j in range(LANES):
+                idx = group * LANES + j
+                t_ = Signal(range(T), name=f"{prefix}_tok{j}")
+                ok_ = Signal(name=f"{prefix}_ok{j}")
+                m.d.comb += [t_.eq(Mux(g_ident, idx, pick(tlist, idx))), ok_.eq(idx < g_ntok)]
+                toks.append(t_)
+                oks.append(ok_)
+            return toks, oks
+
+        # weight requests, one set per lane group (the fill arm with group 0's)
+        free = ~Mux(g_msb_hb, hb_v, rd0_v) & ~(g_lsb & rd1_v) & ~arm_v
+        with m.If(g_busy & (q_group < g_groups) & free):
+            with m.If(g_msb_hb):
+                m.d.sync += [hb_v.eq(1), hb_base.eq(g_msb_base), hb_len.eq(g_msb_len)]
+            with m.Else():
+                m.d.sync += [rd0_v.eq(1), rd0_base.eq(g_msb_base), rd0_len.eq(g_msb_len)]
+            with m.If(g_lsb):
+                m.d.sync += [rd1_v.eq(1), rd1_base.eq(g_lsb_base), rd1_len.eq(g_lsb_len)]
+            with m.If(g_fill & (q_group == 0)):
+                m.d.sync += [arm_v.eq(1), arm_base.eq(g_fill_base), arm_len.eq(g_fill_len)]
+            m.d.sync += q_group.eq(q_group + 1)
+
+        # activation feed: every bank reads word a_kb; lane j picks its token's bank a cycle later
+        ftok, fok = lane_tokens(f_group, "feed")
+        a_tok = [Signal(range(T), name=f"a_tok{j}") for j in range(LANES)]
+        a_ok = [Signal(name=f"a_ok{j}") for j in range(LANES)]
         src = [Mux(g_src_h, hbuf.rdata[t].as_value(), xb.rdata[t].as_value()) for t in range(T)]
         act_word = Signal(pe.i_act.payload.shape())
         for j in range(LANES):
-            m.d.comb += act_word[j].eq(Mux(lane_ok[j], pick(src, lane_tok[j]), 0))
+            m.d.comb += act_word[j].eq(Mux(a_ok[j], pick(src, a_tok[j]), 0))
         m.d.comb += [act_fifo.i.valid.eq(a_pend), act_fifo.i.payload.eq(act_word)]
         a_issue = Signal()
-        acts_left = Signal()
-        m.d.comb += [acts_left.eq(a_rt < g_nt),
-                     a_issue.eq(g_busy & acts_left & (act_fifo.level + a_pend < 3))]
+        m.d.comb += a_issue.eq(g_busy & (f_group < g_groups) & (act_fifo.level + a_pend < 3))
         with m.If(a_issue):
             m.d.comb += [xb.raddr.eq(a_kb), xb.ren.eq(~g_src_h), hbuf.raddr.eq(a_kb), hbuf.ren.eq(g_src_h)]
+            m.d.sync += [a_tok[j].eq(ftok[j]) for j in range(LANES)]
+            m.d.sync += [a_ok[j].eq(fok[j]) for j in range(LANES)]
             with m.If(a_kb == g_kb - 1):
-                m.d.sync += [a_kb.eq(0), a_rt.eq(a_rt + 1)]
+                m.d.sync += a_kb.eq(0)
+                with m.If(a_rt == g_nt - 1):
+                    m.d.sync += [a_rt.eq(0), f_group.eq(f_group + 1)]
+                with m.Else():
+                    m.d.sync += a_rt.eq(a_rt + 1)
             with m.Else():
                 m.d.sync += a_kb.eq(a_kb + 1)
         m.d.sync += a_pend.eq(a_issue)
 
-        # PE commands, one per row tile
-        m.d.comb += [pe.i_cmd.valid.eq(g_busy & (rt_cmd < g_nt) & (rt_cmd == rt_res)),
+        # PE commands, one per (group, row tile)
+        m.d.comb += [pe.i_cmd.valid.eq(g_busy & (c_group < g_groups)),
                      pe.i_cmd.payload.k.eq(g_kb << LOG_W), pe.i_cmd.payload.mode.eq(g_mode)]
         with m.If(pe.i_cmd.valid & pe.i_cmd.ready):
-            m.d.sync += rt_cmd.eq(rt_cmd + 1)
+            with m.If(c_rt == g_nt - 1):
+                m.d.sync += [c_rt.eq(0), c_group.eq(c_group + 1)]
+            with m.Else():
+                m.d.sync += c_rt.eq(c_rt + 1)
 
-        # results: lane j into its token's bank of the destination, word rt_res
+        # results: lane j into its token's bank of the destination, word r_rt
+        rtok, rok = lane_tokens(r_group, "res")
         m.d.comb += pe.o_result.ready.eq(g_busy)
         res_fire = Signal()
         m.d.comb += res_fire.eq(pe.o_result.valid & g_busy)
         for t in range(T):
-            hit = [lane_ok[j] & (lane_tok[j] == t) for j in range(LANES)]
+            hit = [rok[j] & (rtok[j] == t) for j in range(LANES)]
             word = pe.o_result.payload[0].as_value()
             for j in range(1, LANES):
                 word = Mux(hit[j], pe.o_result.payload[j].as_value(), word)
             for dst, code in ((ga, 0), (ua, 1), (da, 2)):
-                m.d.comb += [dst.waddr[t].eq(rt_res), dst.wdata[t].eq(word),
+                m.d.comb += [dst.waddr[t].eq(r_rt), dst.wdata[t].eq(word),
                              dst.we[t].eq(res_fire & Cat(*hit).any() & (g_dest == code))]
-
-        with m.FSM(name="gemv"):
-            with m.State("IDLE"):
-                with m.If(g_start):
-                    m.d.sync += [g_busy.eq(0), g_group.eq(0)]
-                    m.next = "GROUP"
-            with m.State("GROUP"):
-                # lane tokens of this group, the plane requests, the fill arm on group 0
-                for j in range(LANES):
-                    idx = g_group * LANES + j
-                    m.d.sync += [lane_tok[j].eq(Mux(g_ident, idx, pick(tlist, idx))),
-                                 lane_ok[j].eq(idx < g_ntok)]
-                m.d.sync += [rt_cmd.eq(0), rt_res.eq(0), a_rt.eq(0), a_kb.eq(0), g_busy.eq(1)]
-                with m.If(g_msb_hb):
-                    m.d.sync += [hb_v.eq(1), hb_base.eq(g_msb_base), hb_len.eq(g_msb_len)]
-                with m.Else():
-                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(g_msb_base), rd0_len.eq(g_msb_len),
-                                 rd0_weights.eq(1)]
-                with m.If(g_lsb):
-                    m.d.sync += [rd1_v.eq(1), rd1_base.eq(g_lsb_base), rd1_len.eq(g_lsb_len)]
-                with m.If(g_fill & (g_group == 0)):
-                    m.d.sync += [arm_v.eq(1), arm_base.eq(g_fill_base), arm_len.eq(g_fill_len)]
-                m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(res_fire):
-                    m.d.sync += rt_res.eq(rt_res + 1)
-                    with m.If(rt_res == g_nt - 1):
-                        m.d.sync += [g_busy.eq(0), g_group.eq(g_group + 1)]
-                        with m.If(g_group + 1 == g_groups):
-                            m.next = "END"
-                        with m.Else():
-                            m.next = "GROUP"
-            with m.State("END"):
-                m.d.sync += rd0_weights.eq(0)
-                m.d.comb += g_done.eq(1)
-                m.next = "IDLE"
+        with m.If(g_start):
+            m.d.sync += [g_busy.eq(1), q_group.eq(0), f_group.eq(0), a_rt.eq(0), a_kb.eq(0), c_group.eq(0),
+                         c_rt.eq(0), r_group.eq(0), r_rt.eq(0), rd0_weights.eq(~g_msb_hb)]
+        with m.If(res_fire):
+            with m.If(r_rt == g_nt - 1):
+                m.d.sync += [r_rt.eq(0), r_group.eq(r_group + 1)]
+                with m.If(r_group == g_groups - 1):
+                    m.d.sync += [g_busy.eq(0), rd0_weights.eq(0)]
+                    m.d.comb += g_done.eq(1)
+            with m.Else():
+                m.d.sync += r_rt.eq(r_rt + 1)
 
         # ==========================================================================================
         # the command sequencers
@@ -679,6 +688,8 @@ class Executor(wiring.Component):
                              g_src_h.eq(0), g_dest.eq(2), g_ident.eq(1), g_ntok.eq(ntok), g_lsb.eq(1),
                              g_fill.eq(0), g_msb_hb.eq(0), g_msb_base.eq(r.p_addr << _log2(R_OFF)), g_msb_len.eq(plen),
                              g_lsb_base.eq((r.p_addr + router_lines) << _log2(R_OFF)), g_lsb_len.eq(plen)]
+                m.next = "RT_START"
+            with m.State("RT_START"):
                 m.d.comb += g_start.eq(1)
                 m.next = "RT_WAIT"
             with m.State("RT_WAIT"):

@@ -28,20 +28,13 @@ A malformed stream (unknown opcode, truncated word, field out of range, a regist
 address past an image, a loop past the end, a GEMV without its planes, no ``HALT``) is refused
 with one line naming the instruction index.
 
-Cycle estimate (what the RTL core will be held to, within 10 %)
----------------------------------------------------------------
-Per instruction, with ``G = ceil(n / lanes)`` lane groups for ``n`` active tokens, ``lat`` the
-tier's latency and lines in that tier's own line size:
-
-- ``NOP``, ``SETR``, ``EXPERTS``, ``SHARED``, ``HALT``: 1;
-- ``LOADX``, ``LOADP``, ``LOADM``, ``STOREY``: ``lat_off + lines`` (off-chip);
-- ``ROUTE``: ``ceil(T / lanes) * gemv_cycles(k=d, n=E, FULL)`` + ``sum over tokens of
-  router_cycles(E, k')`` (``hw/vector_router.py``: one router, one token at a time);
-- ``FETCH``: ``lookup_cycles``;
-- ``GEMV``: ``G * max(compute, memory)``, compute ``gemv_cycles(k=K, n=N, bits)`` and memory the
-  slowest of the weight streams it reads: ``lat + lines`` per tier (MSB plane from HB or off-chip,
-  LSB plane off-chip), streams of different tiers overlapping;
-- ``SWIGLU``: ``ceil(n * F / width) + 2``; ``COMBINE``: ``ceil(n * d / width) + 2``.
+Cycle estimate (what the RTL core is held to, within 10 %)
+---------------------------------------------------------
+Per instruction, from :class:`~.core_timing.CoreTiming`, the cycle model of the RTL core
+(``hw/core.py``): ``NOP``, ``SETR`` and ``HALT`` 1; a loop ``2 + body`` (its body captured once)
+plus its iterations; every other command its read requests (``latency + 3 + lines`` per request),
+its pipelined work (GEMV lane groups overlapped, ``max(PE array, weight lines)`` per group; vector
+steps one word per cycle) and a fixed overhead measured on the RTL. See ``sim/core_timing.py``.
 """
 
 from dataclasses import dataclass, field
@@ -51,8 +44,7 @@ import numpy as np
 from ..errors import UserError
 from ..firmware.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
 from ..firmware.layout import MULT_BYTES, SCALAR_BYTES, plane_sections, signed_nibbles, untile_plane
-from ..hw.pe_array import gemv_cycles
-from ..hw.vector_router import router_cycles
+from .core_timing import CoreTiming
 from .expert_cache import ExpertCache, Key
 from .expert_cache import Op as CacheOp
 from .gemv import correction_gemv, draft_gemv
@@ -99,6 +91,7 @@ class Machine:
         self.offchip, self.hb = offchip, hb
         self.L = config.line_bytes
         self.cache = cache if cache is not None else ExpertCache(config.cache)
+        self.timing = CoreTiming(config)
 
     # -- memory ----------------------------------------------------------------------------------
     def _read(self, image, name, addr, nbytes, index, op):
@@ -136,9 +129,10 @@ class Machine:
                 for j, (bop, _) in enumerate(body):
                     if bop in LOOP_OPS or bop == Op.HALT:
                         raise UserError(f"instruction {pc + 1 + j} ({bop.name.lower()}): not allowed in a loop body")
-                self._count(op, 1)
+                self._count(op, self.timing.loop(f["body"]))
                 for ctx in self._loop(op, f, pc):
                     self.ctx, self.mults = ctx, None
+                    self.new_ctx = True
                     for j, (bop, bf) in enumerate(body):
                         self._exec(bop, bf, pc + 1 + j)
                 pc += 1 + f["body"]
@@ -147,6 +141,9 @@ class Machine:
             pc += 1
 
     def _count(self, op, cycles):
+        if getattr(self, "new_ctx", False):     # the first body command builds the expert's token list
+            cycles += self.timing.context(len(self.x))
+            self.new_ctx = False
         self.stats.cycles += cycles
         self.stats.by_op[op.name.lower()] = self.stats.by_op.get(op.name.lower(), 0) + cycles
         self.stats.instructions += 1
@@ -186,7 +183,7 @@ class Machine:
             self._route(f, i, name)
         elif op == Op.FETCH:
             self._fetch(f, i, name)
-            self._count(op, cfg.vector.lookup_cycles)
+            self._count(op, self.timing.fetch(f["update"] == Update.LOOKUP))
         elif op == Op.LOADM:
             self._loadm(i, name)
         elif op == Op.GEMV:
@@ -198,14 +195,14 @@ class Machine:
             self._need_mults(i, name)
             e = self.mults
             c["hidden"] = swiglu(self.params, e, c["gate"], c["up"], self.xm[c["tokens"]], self.xe[c["tokens"]])
-            self._count(op, _ceil(len(c["tokens"]) * self.d_ffn, cfg.vector.width) + 2)
+            self._count(op, self.timing.swiglu(len(c["tokens"]), self.d_ffn))
         elif op == Op.COMBINE:
             c = self.ctx
             if "down" not in c:
                 raise UserError(f"instruction {i} (combine): down projection not computed")
             y = expert_output(self.mults, c["down"])
             np.add.at(self.acc, c["tokens"], combine(y, c["weights"]))
-            self._count(op, _ceil(len(c["tokens"]) * self.d_model, cfg.vector.width) + 2)
+            self._count(op, self.timing.combine(len(c["tokens"]), self.d_model))
         elif op == Op.STOREY:
             if not hasattr(self, "acc") or self.acc is None:
                 raise UserError(f"instruction {i} (storey): no layer output (LOADX first)")
@@ -214,15 +211,7 @@ class Machine:
             dst = self._read(self.offchip, "off-chip", addr, len(out), i, name)
             dst[:] = np.frombuffer(out, dtype=np.uint8)
             self.stats.offchip_bytes += len(out)
-            self._count(op, self._off_cycles(len(out)))
-
-    def _off_cycles(self, nbytes):
-        off = self.config.offchip
-        return off.latency + _ceil(nbytes, off.line_bytes)
-
-    def _hb_cycles(self, nbytes):
-        hb = self.config.hb
-        return hb.latency + _ceil(nbytes, hb.line_bytes)
+            self._count(op, self.timing.storey(len(self.x), self.d_model))
 
     def _loadx(self, i, name):
         T = self._reg(Reg.TOKENS, i, name)
@@ -248,7 +237,7 @@ class Machine:
         self.acc = np.zeros((T, d), dtype=np.int64)
         self.route = None
         self.stats.offchip_bytes += len(raw)
-        self._count(Op.LOADX, self._off_cycles(len(raw)))
+        self._count(Op.LOADX, self.timing.loadx(T, d))
 
     def _loadp(self, i, name):
         cfg = self.config
@@ -270,7 +259,7 @@ class Machine:
         p.silu = np.frombuffer(raw[lut:lut + 512].tobytes(), dtype="<i2").astype(np.int64)
         self.params = p
         self.stats.offchip_bytes += n
-        self._count(Op.LOADP, self._off_cycles(n))
+        self._count(Op.LOADP, self.timing.loadp())
 
     def _route(self, f, i, name):
         if not hasattr(self, "params") or not hasattr(self, "x"):
@@ -292,10 +281,9 @@ class Machine:
         self.route = (chosen, weights)
         self.logits = logits
         T = len(self.x)
-        lanes = _ceil(T, cfg.array.lanes)
-        cyc = lanes * gemv_cycles(k=self.d_model, cols=cfg.array.cols, mode="full", pipeline=cfg.array.pipeline,
-                                  n=E, rows=cfg.array.rows)
-        self._count(Op.ROUTE, cyc + T * router_cycles(E, chosen.shape[1]))
+        plane = _ceil(E, cfg.array.rows) * cfg.array.rows * _ceil(self.d_model, cfg.array.cols) * cfg.array.cols // 2
+        self._count(Op.ROUTE, self.timing.route(T, E, self.d_model, [chosen.shape[1]] * T,
+                                                f["choice"] == Choice.CACHED, plane))
 
     def _plane_addr(self, expert, plane, i, name):
         base = self._reg(Reg.E_ADDR, i, name) + expert * self._reg(Reg.E_STRIDE, i, name)
@@ -347,7 +335,7 @@ class Machine:
         t.down_m, t.down_e = m[2 * F:], e[2 * F:]
         self.mults = t
         self.stats.offchip_bytes += n
-        self._count(Op.LOADM, self._off_cycles(n))
+        self._count(Op.LOADM, self.timing.loadm(d, F))
 
     def _need_mults(self, i, name):
         if getattr(self, "mults", None) is None:
@@ -379,12 +367,9 @@ class Machine:
             streams[lsb_tier] = streams.get(lsb_tier, 0) + size
         c[proj.name.lower()] = acc
         groups = _ceil(len(c["tokens"]), cfg.array.lanes)
-        compute = gemv_cycles(k=K, cols=co, mode="full" if bits == Bits.FULL else "draft",
-                              pipeline=cfg.array.pipeline, n=N, rows=r)
-        memory = max(self._hb_cycles(b) if t == "hb" else self._off_cycles(b) for t, b in streams.items())
         for t, b in streams.items():
             if t == "hb":
                 self.stats.hb_bytes += groups * b
             else:
                 self.stats.offchip_bytes += groups * b
-        self._count(Op.GEMV, groups * max(compute, memory))
+        self._count(Op.GEMV, self.timing.gemv(len(c["tokens"]), N, K, bits == Bits.FULL, streams))

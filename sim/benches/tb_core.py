@@ -102,6 +102,25 @@ class Memories:
     def _ready(self, name):
         self._s(f"{name}__ready").value = int(self.rng.random() >= self.stall)
 
+    async def profile(self):
+        """Cycles per executed command (from the executor's exec/done handshakes)."""
+        d = self.dut
+        self.prof = {}
+        start, cur = None, None
+        while self.running:
+            await RisingEdge(d.clk)
+            await ReadOnly()
+            try:
+                ex = d.ex
+                if int(ex.exec__valid.value) and int(ex.exec__ready.value):
+                    cur, start = int(ex.exec__payload.value) & 0xF, self.cycle
+                if int(ex.done__valid.value) and int(ex.done__ready.value) and cur is not None:
+                    name = Op(cur).name.lower()
+                    self.prof[name] = self.prof.get(name, 0) + self.cycle - start + 1
+                    cur = None
+            except AttributeError:
+                return
+
     async def run(self):
         d = self.dut
         lat = self.cfg.offchip.latency
@@ -223,6 +242,8 @@ async def start(dut, mems):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     cocotb.start_soon(mems.run())
+    if bench_config().get("profile"):
+        cocotb.start_soon(mems.profile())
 
 
 async def run_stream(mems, words, limit):
@@ -302,6 +323,10 @@ async def core_matches_iss(dut):
         ratio = cycles / stats.cycles
         dut._log.info(f"pass {i} {p.k} {'draft' if p.draft else 'full'} {p.choice} T={T}: core {cycles} cycles, "
                       f"ISS estimate {stats.cycles} ({ratio:.3f})")
+        if getattr(mems, "prof", None) is not None:
+            dut._log.info(f"  core per op: {mems.prof}")
+            dut._log.info(f"  ISS per op:  {stats.by_op}")
+            mems.prof = {}
         results.append({"pass": i, "T": T, "k": p.k, "draft": p.draft, "choice": p.choice, "core": cycles,
                         "iss": stats.cycles})
     out = conf.get("cycles_json")
