@@ -24,7 +24,7 @@ from .errors import UserError
 # Sub-commands are the modules of elmoe3d.commands (those not starting with "_"; an underscore
 # in the module name is a dash in the command's); this is the order `elmoe3d --help` lists the
 # known ones in, the others follow alphabetically.
-_ORDER = ["demo", "numerics", "generate", "regress", "synth", "sd", "perf", "bench_pe", "bench_cache"]
+_ORDER = ["demo", "numerics", "generate", "regress", "synth", "sd", "perf", "bench_pe", "bench_cache", "bench_core"]
 
 
 def _discover():

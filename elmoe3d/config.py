@@ -436,6 +436,13 @@ PRESETS = {
                         hb=HBConfig(channels=2, width=16, burst=4, outstanding=4, latency=6, lines=1 << 14, len_bits=12),
                         offchip=OffchipConfig(width=32, latency=20, lines=1 << 20, len_bits=16),
                         buffers=BufferConfig(tokens=16, d_max=256, f_max=512), vector=VectorConfig(width=4)),
+    # The shipped model (d 128, F 256, 8 experts, 4 layers) at batch 16 in one lane group, on an
+    # 8x8 array: small enough to simulate the whole core in Verilator (`elmoe3d bench-core`).
+    "small": AccelConfig(name="small", array=ArrayConfig(rows=8, cols=8, lanes=16),
+                         cache=CacheConfig(entries=16, layer_bits=2, expert_bits=4),
+                         hb=HBConfig(channels=4, width=64, burst=8, latency=24, lines=1 << 16),
+                         offchip=OffchipConfig(width=64, latency=100, lines=1 << 20, len_bits=20),
+                         buffers=BufferConfig(tokens=16, d_max=256, f_max=512), vector=VectorConfig(width=8)),
     # The default: sized for the shipped model (d 128, F 256, 8 experts, 4 layers) and its study.
     "default": AccelConfig(name="default"),
     # Mixtral-8x7B-class, as in the ELMoE-3D paper's design point: 64x64 array, a wide HB stack.

@@ -20,10 +20,17 @@ from .layout import read_output, write_input
 
 
 class IssEngine:
-    """The MoE layers of ``model`` (its integer layers) on the ISS of ``config``."""
+    """The MoE layers of ``model`` (its integer layers) on the ISS of ``config``.
 
-    def __init__(self, model, config):
+    ``record``: a list to which every token group's pass is appended (``layer``, ``tokens``,
+    ``pass``, the command ``words``, the inputs ``x``/``xm``/``xe``, the ISS's ``out``, ``cycles``,
+    ``cache`` decisions and bytes per tier), so the same passes can be replayed on the RTL core
+    (``sim/benches/tb_core.py``) in the same order, from the same cache state.
+    """
+
+    def __init__(self, model, config, record=None):
         self.config = config
+        self.record = record
         self.compiled = compile_model(config, model.int_layers)
         self.machine = Machine(config, self.compiled.offchip, self.compiled.hb)
         self.streams = {}
@@ -43,10 +50,17 @@ class IssEngine:
             rows = slice(start, start + G)
             T = len(x[rows])
             write_input(self.compiled.offchip, self.compiled.map, x[rows], xm[rows], xe[rows])
-            stats = self.machine.run(self._stream(layer, T, moe_pass))
+            words = self._stream(layer, T, moe_pass)
+            stats = self.machine.run(words)
             self.passes += 1
             self.cycles += stats.cycles
             outs.append(read_output(self.compiled.offchip, self.compiled.map, T))
+            if self.record is not None:
+                self.record.append(dict(
+                    layer=layer, tokens=T, pass_=moe_pass, words=list(words), x=np.array(x[rows]),
+                    xm=np.array(xm[rows]), xe=np.array(xe[rows]), out=outs[-1], cycles=stats.cycles,
+                    cache=[(k.layer, k.expert, k.plane, int(r.hit), int(r.fill)) for k, r in stats.cache],
+                    offchip_bytes=stats.offchip_bytes, hb_bytes=stats.hb_bytes))
             c, w = self.machine.route
             chosen.append(c)
             weights.append(w)

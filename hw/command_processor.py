@@ -562,6 +562,6 @@ def _build(preset="default"):
 GENERATE_TOPS = [
     Top(name="command_processor",
         help="core command processor: fetch, decode, SETR registers, expert loops from a body memory, dispatch",
-        build=lambda **p: _build(**p),
+        build=_build,
         params=(Param("preset", str, "default", "accelerator configuration preset", choices=tuple(PRESETS)),)),
 ]

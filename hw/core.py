@@ -153,7 +153,7 @@ def build_core(preset="default", max_k=8):
 GENERATE_TOPS = [
     Top(name="core", help="the accelerator core: command processor, executor, PE array, vector unit, "
                           "expert cache, off-chip and HB interfaces, fill path",
-        build=lambda **p: build_core(**p),
+        build=build_core,
         params=(Param("preset", str, "default", "accelerator configuration preset", choices=tuple(PRESETS)),
                 Param("max_k", int, 8, "most experts a token may choose (router slots)"))),
 ]

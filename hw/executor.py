@@ -1011,6 +1011,7 @@ class Executor(wiring.Component):
                     m.d.comb += [cp.elem[i].y.eq(0), cp.elem[i].acc.eq(oword[cw * i:cw * i + cw].as_signed())]
                 m.d.comb += [ad_y.i.valid.eq(cb.o_data.valid),
                              ad_y.i.payload.data.eq(Cat(*[cb.o_data.payload[i][:32] for i in range(W)])),
+                             ad_y.i.payload.last.eq(n_b == ntok * dwords - 1),
                              cb.o_data.ready.eq(ad_y.i.ready)]
                 with m.If(cb.o_data.valid & ad_y.i.ready):
                     m.d.sync += n_b.eq(n_b + 1)

@@ -48,7 +48,8 @@ def port_list(component):
 
 
 def write_verilog(component, name, out_dir, params):
-    """Write ``<out_dir>/<name>.v``, ``<name>.json`` and ``<name>.md``; returns the ``.v`` path.
+    """Write ``<out_dir>/<name>.v``, ``<name>.json`` and ``<name>.md`` (and, for a top built from
+    an accelerator configuration, ``<name>_commands.h``: its command set); returns the ``.v`` path.
 
     ``params`` is a JSON-serializable dict of the generator's parameters.
     """
@@ -58,11 +59,19 @@ def write_verilog(component, name, out_dir, params):
     v_path = out_dir / f"{name}.v"
     v_path.write_text(text)
     doc = describe(component, verilog_ports(text, name))
-    from ..config import DEFAULT
-    # The accelerator configuration whose values the generator's defaults come from (parameters
-    # given on the command line override them; `params` holds what was built).
+    from ..config import DEFAULT, AccelConfig
+    # The accelerator configuration: the one a top is built from (the core, the command
+    # processor), else the one whose values the generator's defaults come from (parameters given
+    # on the command line override them; `params` holds what was built).
+    own = getattr(component, "config", None)
+    accel = own if isinstance(own, AccelConfig) else DEFAULT
     meta = {"top": name, "params": params, "ports": doc.pop("ports"), "interface": doc,
-            "accelerator_config": DEFAULT.to_dict()}
+            "accelerator_config": accel.to_dict()}
+    if isinstance(own, AccelConfig):
+        # a top that executes command streams: the C header of its command set beside it
+        from ..firmware.cheader import c_header
+        from ..firmware.isa import InstructionSet
+        (out_dir / f"{name}_commands.h").write_text(c_header(InstructionSet(own)))
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(markdown(name, params, {**doc, "ports": meta["ports"]}))
     return v_path

@@ -22,6 +22,7 @@ CONFIGS = [
     ("expert_cache", dict(entries=4, policy="score")),
     ("hb_memory", dict(channels=2, width=16, burst=4, latency=6, lines=256)),
     ("hb_memory", dict(channels=3, width=8, burst=1, outstanding=2, latency=3, lines=16, counter_bits=8)),
+    ("core", dict(preset="tiny", max_k=4)),
 ]
 
 

@@ -234,8 +234,22 @@ def model_cases(cfg, seeds, quick):
     return shapes[:1] if quick else shapes
 
 
-async def start(dut, mems):
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+def _off_cmd_layout(cfg):
+    from elmoe3d.hw.offchip import OffchipInterface
+    return OffchipInterface(width=cfg.offchip.width, lines=cfg.offchip.lines, len_bits=cfg.offchip.len_bits,
+                            latency=cfg.offchip.latency).cmd_layout
+
+
+async def session(dut, cfg, offchip, hb, rng, stall, old=None):
+    """Reset the core and start memory models on the given images (stopping ``old`` ones)."""
+    if old is None:
+        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+    else:
+        old.running = False
+        await RisingEdge(dut.clk)
+        await RisingEdge(dut.clk)
+    mems = Memories(dut, cfg, offchip, hb, rng, stall)
+    mems.off_cmd_l = _off_cmd_layout(cfg)
     dut.rst.value = 1
     dut.i_word__valid.value = 0
     for _ in range(3):
@@ -244,6 +258,7 @@ async def start(dut, mems):
     cocotb.start_soon(mems.run())
     if bench_config().get("profile"):
         cocotb.start_soon(mems.profile())
+    return mems
 
 
 async def run_stream(mems, words, limit):
@@ -270,69 +285,87 @@ def _compiled(cfg, shape, seed):
     return layers, compile_model(cfg, layers), rng
 
 
-@cocotb.test()
-async def core_matches_iss(dut):
-    conf = bench_config()
-    cfg = PRESETS[conf["params"]["preset"]]
-    seed = conf["seeds"][0]
+CYCLE_TOLERANCE = 0.10     # the core's cycles per pass within 10 % of the ISS's estimate
+
+
+async def run_passes(dut, cfg, shape, seed, stall, tokens, passes, mems=None):
+    """Run ``passes`` on a fresh core and ISS; check outputs and cache decisions; returns the
+    per-pass cycle records and the memories."""
     rng = random.Random(seed)
-    comp_shape = model_cases(cfg, conf["seeds"], conf["quick"])[conf.get("shape", 0)]
-    layers, comp, nrng = _compiled(cfg, comp_shape, seed)
+    layers, comp, nrng = _compiled(cfg, shape, seed)
     iss_off, iss_hb = comp.offchip.copy(), comp.hb.copy()
     core_off, core_hb = comp.offchip.copy(), comp.hb.copy()
     machine = Machine(cfg, iss_off, iss_hb)
-    mems = Memories(dut, cfg, core_off, core_hb, rng, conf.get("stall", 0.2))
-    from elmoe3d.hw.offchip import OffchipInterface
-    mems.off_cmd_l = OffchipInterface(width=cfg.offchip.width, lines=cfg.offchip.lines,
-                                      len_bits=cfg.offchip.len_bits, latency=cfg.offchip.latency).cmd_layout
-    await start(dut, mems)
-    passes = [VERIFY, draft_pass(1), draft_pass(2, "full"), draft_pass(1, "draft", "cached"), IntPass(k=1), VERIFY]
-    tokens = conf.get("tokens", [1, 4, 16])
+    mems = await session(dut, cfg, core_off, core_hb, rng, stall, mems)
     results = []
     for i, p in enumerate(passes):
-        if p.k is not None and p.k > comp_shape.top_k:
+        if p.k is not None and p.k > shape.top_k:
             continue
         T = tokens[i % len(tokens)]
         layer = i % len(layers)
-        x = nrng.standard_normal((T, comp_shape.d_model)) * nrng.choice([0.01, 1.0, 100.0])
+        x = nrng.standard_normal((T, shape.d_model)) * nrng.choice([0.01, 1.0, 100.0])
         a, xm, xe = quantize_tokens(x)
-        allowed = (np.array([Key(layer, e, 0) in machine.cache.resident() for e in range(comp_shape.n_experts)])
+        allowed = (np.array([Key(layer, e, 0) in machine.cache.resident() for e in range(shape.n_experts)])
                    if p.choice == "cached" else None)
         want = int_moe(layers[layer], a, xm, xe, p, allowed)
         write_input(iss_off, comp.map, a, xm, xe)
         write_input(core_off, comp.map, a, xm, xe)
         words = compile_pass(comp, layer, T, p)
         stats = machine.run(words)
-        iss_y = read_output(iss_off, comp.map, T)
-        assert np.array_equal(iss_y, want.out), "ISS differs from the golden layer"
+        assert np.array_equal(read_output(iss_off, comp.map, T), want.out), "ISS differs from the golden layer"
         n_ev = len(mems.events)
+        what = f"{shape} seed {seed} stall {stall} pass {i} ({p}) T={T} layer {layer}"
         st = await run_stream(mems, words, 50 * stats.cycles + 10000)
-        assert code(st) == Status.NONE, f"pass {i} {p}: core stopped with {code(st).name} at {int(st.index)}"
+        assert code(st) == Status.NONE, f"{what}: core stopped with {code(st).name} at {int(st.index)}"
         got = read_output(core_off, comp.map, T)
         bad = np.argwhere(got != want.out)
-        assert bad.size == 0, (f"pass {i} {p} T={T} layer={layer}: {len(bad)} outputs differ, first at "
-                               f"{tuple(bad[0])}: core {got[tuple(bad[0])]} golden {want.out[tuple(bad[0])]}")
+        assert bad.size == 0, (f"{what}: {len(bad)} outputs differ, first at {tuple(bad[0])}: core "
+                               f"{got[tuple(bad[0])]} golden {want.out[tuple(bad[0])]}")
         gold_ev = [(k.layer, k.expert, k.plane, int(r.hit), int(r.fill), int(r.slot) if r.slot is not None else 0)
                    for k, r in stats.cache]
         got_ev = mems.events[n_ev:]
-        assert [e[:5] for e in got_ev] == [e[:5] for e in gold_ev], f"pass {i}: cache decisions {got_ev} != {gold_ev}"
+        assert [e[:5] for e in got_ev] == [e[:5] for e in gold_ev], f"{what}: cache decisions {got_ev} != {gold_ev}"
         for g_, w_ in zip(got_ev, gold_ev):
             if g_[3] or g_[4]:
-                assert g_[5] == w_[5], f"pass {i}: slot {g_} != {w_}"
+                assert g_[5] == w_[5], f"{what}: slot {g_} != {w_}"
         cycles = int(st.cycles)
-        ratio = cycles / stats.cycles
-        dut._log.info(f"pass {i} {p.k} {'draft' if p.draft else 'full'} {p.choice} T={T}: core {cycles} cycles, "
-                      f"ISS estimate {stats.cycles} ({ratio:.3f})")
+        dut._log.info(f"{what}: core {cycles} cycles, ISS estimate {stats.cycles} ({cycles / stats.cycles:.3f})")
         if getattr(mems, "prof", None) is not None:
             dut._log.info(f"  core per op: {mems.prof}")
             dut._log.info(f"  ISS per op:  {stats.by_op}")
             mems.prof = {}
-        results.append({"pass": i, "T": T, "k": p.k, "draft": p.draft, "choice": p.choice, "core": cycles,
-                        "iss": stats.cycles})
+        results.append({"shape": str(shape), "pass": i, "T": T, "k": p.k, "draft": p.draft, "choice": p.choice,
+                        "stall": stall, "core": cycles, "iss": stats.cycles})
+    return results, mems
+
+
+PASSES = [VERIFY, draft_pass(1), draft_pass(2, "full"), draft_pass(1, "draft", "cached"), IntPass(k=1), VERIFY,
+          draft_pass(3, "draft", "cached"), draft_pass(2)]
+
+
+@cocotb.test()
+async def core_matches_iss(dut):
+    """Every case: a stall-free run (cycles checked against the ISS estimate) and a run with
+    random stalls on every memory interface (bit-exactness and cache decisions only)."""
+    conf = bench_config()
+    cfg = PRESETS[conf["params"]["preset"]]
+    shapes = model_cases(cfg, conf["seeds"], conf["quick"])
+    tokens = conf.get("tokens", [1, 4, 16])
+    passes = PASSES[:6] if conf["quick"] else PASSES
+    records, mems = [], None
+    for seed in conf["seeds"]:
+        for shape in shapes:
+            for stall in (0.0, conf.get("stall", 0.3)):
+                res, mems = await run_passes(dut, cfg, shape, seed, stall, tokens, passes, mems)
+                records += res
     out = conf.get("cycles_json")
     if out:
         with open(out, "w") as f:
-            json.dump(results, f)
+            json.dump(records, f, indent=1)
+    for r in records:
+        if r["stall"] == 0.0:
+            ratio = r["core"] / r["iss"]
+            assert abs(ratio - 1) <= CYCLE_TOLERANCE, f"{r}: core/ISS cycles {ratio:.3f} outside 1 +- {CYCLE_TOLERANCE}"
     mems.running = False
 
 
@@ -344,31 +377,77 @@ async def core_reports_errors(dut):
     rng = random.Random(conf["seeds"][0])
     shape = model_cases(cfg, conf["seeds"], True)[0]
     layers, comp, nrng = _compiled(cfg, shape, 7)
-    mems = Memories(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1)
-    from elmoe3d.hw.offchip import OffchipInterface
-    mems.off_cmd_l = OffchipInterface(width=cfg.offchip.width, lines=cfg.offchip.lines,
-                                      len_bits=cfg.offchip.len_bits, latency=cfg.offchip.latency).cmd_layout
-    await start(dut, mems)
+    mems = await session(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1)
     words = compile_pass(comp, 0, 4)
-    bad = list(words)
-    bad[14] = 0xE            # an opcode the set does not have, where LOADP was
-    st = await run_stream(mems, bad, 5000)
-    assert code(st) == Status.OPCODE and int(st.index) == 14, f"{st}"
-    # after reset: X_ADDR past the off-chip space
-    mems.running = False
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    dut.rst.value = 1
-    mems2 = Memories(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1)
-    mems2.off_cmd_l = mems.off_cmd_l
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    cocotb.start_soon(mems2.run())
     isa = comp.isa
-    far = [isa.encode(Op.SETR, reg=Reg.X_ADDR, value=cfg.offchip.lines - 1) if isa.decode(w)[0] == Op.SETR and
-           isa.decode(w)[1]["reg"] == Reg.X_ADDR else w for w in words]
-    st = await run_stream(mems2, far, 5000)
-    assert code(st) == Status.ADDRESS, f"{code(st).name}"
-    assert int(st.index) == 13, f"index {int(st.index)}"
-    mems2.running = False
+    loadp = [isa.decode(w)[0] for w in words].index(Op.LOADP)
+    bad = list(words)
+    bad[loadp] = 0xE            # an opcode the set does not have
+    st = await run_stream(mems, bad, 5000)
+    assert code(st) == Status.OPCODE and int(st.index) == loadp, f"{code(st).name} at {int(st.index)}"
+    for _ in range(20):         # stopped: takes no more words
+        await RisingEdge(dut.clk)
+    assert int(dut.i_word__ready.value) == 0 and mems.words, "the core took words after an error"
+    # after a reset: X_ADDR past the off-chip space
+    mems = await session(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1, mems)
+    far = [isa.encode(Op.SETR, reg=Reg.X_ADDR, value=cfg.offchip.lines - 1)
+           if isa.decode(w)[0] == Op.SETR and isa.decode(w)[1]["reg"] == Reg.X_ADDR else w for w in words]
+    loadx = [isa.decode(w)[0] for w in words].index(Op.LOADX)
+    st = await run_stream(mems, far, 5000)
+    assert code(st) == Status.ADDRESS and int(st.index) == loadx, f"{code(st).name} at {int(st.index)}"
+    mems.running = False
+
+
+async def _count_pe_beats(dut, counter):
+    """PE-array weight beats (MSB and LSB cycles) per clock: the array's busy cycles."""
+    while counter["on"]:
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        try:
+            counter["beats"] += int(dut.pe.msb_fire.value) + int(dut.pe.lsb_fire.value)
+        except (AttributeError, ValueError):
+            return
+
+
+@cocotb.test()
+async def core_replays_recorded_passes(dut):
+    """Passes recorded on the ISS (``IssEngine(record=...)``: the shipped model's layers, real
+    activations) replayed on the core in the same order: outputs and cache decisions equal the
+    ISS's; cycles, bytes per tier and PE-array busy cycles written per pass. Runs only when the
+    launcher passes ``replay`` (a pickle of the recording) and ``model`` (the model file)."""
+    import pickle
+    from elmoe3d.sim.lm import MoELM
+    conf = bench_config()
+    if "replay" not in conf:
+        dut._log.info("no recording given: nothing to replay")
+        return
+    cfg = PRESETS[conf["params"]["preset"]]
+    with open(conf["replay"], "rb") as f:
+        recording = pickle.load(f)
+    model = MoELM.load(conf["model"])
+    comp = compile_model(cfg, model.int_layers)
+    core_off, core_hb = comp.offchip.copy(), comp.hb.copy()
+    mems = await session(dut, cfg, core_off, core_hb, random.Random(1), conf.get("stall", 0.0))
+    counter = {"on": True, "beats": 0}
+    cocotb.start_soon(_count_pe_beats(dut, counter))
+    out = []
+    for i, rec in enumerate(recording):
+        write_input(core_off, comp.map, rec["x"], rec["xm"], rec["xe"])
+        n_ev, beats0 = len(mems.events), counter["beats"]
+        st = await run_stream(mems, rec["words"], 50 * rec["cycles"] + 10000)
+        what = f"recorded pass {i} (layer {rec['layer']}, {rec['pass_']}, T={rec['tokens']})"
+        assert code(st) == Status.NONE, f"{what}: core stopped with {code(st).name} at {int(st.index)}"
+        got = read_output(core_off, comp.map, rec["tokens"])
+        assert np.array_equal(got, rec["out"]), f"{what}: output differs from the ISS"
+        ev = [e[:5] for e in mems.events[n_ev:]]
+        assert ev == [tuple(c) for c in rec["cache"]], f"{what}: cache decisions differ"
+        cycles = int(st.cycles)
+        dut._log.info(f"{what}: core {cycles} cycles, ISS estimate {rec['cycles']}")
+        out.append({"index": i, "layer": rec["layer"], "tokens": rec["tokens"], "draft": rec["pass_"].draft,
+                    "k": rec["pass_"].k, "choice": rec["pass_"].choice, "core": cycles, "iss": rec["cycles"],
+                    "offchip_bytes": rec["offchip_bytes"], "hb_bytes": rec["hb_bytes"],
+                    "pe_beats": counter["beats"] - beats0})
+    counter["on"] = False
+    mems.running = False
+    with open(conf["cycles_json"], "w") as f:
+        json.dump(out, f, indent=1)
