@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import PRESETS
 from ..errors import UserError
 from .command_processor import CommandProcessor, status_layout
-from .executor import Executor, check_core_config
+from .executor import Executor, _built_with_parent, check_core_config
 from .expert_cache import ExpertCache, response_layout
 from .fill_path import FillPath
 from .hb_memory import HBMemory
@@ -52,6 +52,37 @@ class Core(wiring.Component):
     burst in lines; 0 (default) derives one PE-array beat's worth, so the MSB and LSB streams of
     a FULL GEMV, which share the off-chip bus, interleave beat by beat.
     """
+
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "Stream: `i_word` takes one command word per transfer (firmware/isa.py: opcode in bits "
+        "[3:0], fields upwards, reserved bits zero; `{word_bits}`-bit words). NOP and SETR take one "
+        "cycle; every other command runs to completion before the next is dispatched. After HALT "
+        "`o_status.halted` is set and the core takes the next stream (registers and the expert "
+        "cache keep their state; `index` restarts at 0).",
+        "Errors: a command the core cannot execute stops it: `o_status.error` holds the Status code "
+        "(firmware/isa.py: OPCODE 1, FIELD 2, LOOP 3, KEY 4, REGISTER 5, RANGE 6, ADDRESS 7, INPUT 8, "
+        "ORDER 9) and `o_status.index` the offending command's index in its stream; `i_word.ready` "
+        "stays 0 until reset. ADDRESS: a request past the off-chip space ({off_lines} lines of "
+        "{off_bytes} bytes) or the HB space ({hb_lines} lines). RANGE: TOKENS outside 1..{tokens}, "
+        "D_MODEL outside 1..{d_max} or D_FFN outside 1..{f_max} or either not a multiple of {W}, k "
+        "outside 1..min(TOP_K, N_EXPERTS, {max_k}), N_EXPERTS outside 2..{n_experts}, a FETCH lsb "
+        "lookup, a FULL GEMV whose LSB plane is in HB. INPUT: a token of -128, a token scale "
+        "exponent outside 1..48, a multiplier exponent of 0. ORDER: a command before its "
+        "prerequisite (ROUTE before LOADX and LOADP, GEMV before FETCH, DOWN before SWIGLU, SWIGLU "
+        "before gate/up or LOADM, COMBINE before DOWN or LOADM, a body command outside a loop).",
+        "Memories: off-chip addresses on `o_bus_cmd` are off-chip lines of {off_bytes} bytes "
+        "(image line a = off-chip lines a*{r_off} ..); the bus serves commands in order, each read "
+        "answered by `length` lines on `i_bus_rdata`, each write followed by `length` lines on "
+        "`o_bus_wdata`. HB channel c: read bursts `(row, beats, tag)` answered by `beats` beats "
+        "carrying the tag (bursts in any order, each burst's beats in row order); write bursts "
+        "`(row, beats)` followed by `beats` beats and acknowledged on `i_hb_wack[c]` once written; "
+        "HB line r is row r of every channel (channel c at bits [c*{hb_w}, (c+1)*{hb_w})).",
+        "Monitors: `o_cache_event.valid` is 1 for one cycle per expert-cache response the executor "
+        "takes, with the response (key, hit, fill, evict, bypass, slot, victim); `o_status.cycles` "
+        "counts from the cycle after a stream's first word to its HALT, `o_status.commands` the "
+        "commands executed (loop repeats included).",
+    )
 
     def __init__(self, config, *, max_k=8, burst=0):
         self.config = check_core_config(config)
@@ -73,6 +104,13 @@ class Core(wiring.Component):
         self.hbw = HBWrite(channels=h.channels, width=h.width, burst=h.burst, lines=h.lines, len_bits=h.len_bits)
         self.fill = FillPath(in_width=o.width, hb_width=h.channels * h.width, hb_addr_bits=h.addr_bits,
                              hb_len_bits=h.len_bits)
+        _built_with_parent(self.proc, self.ex, self.cache, self.off, self.hbr, self.hbw, self.fill)
+        # values the interface notes quote
+        self.word_bits, self.W, self.max_k = cfg.word_bits, cfg.vector.width, self.ex.max_k
+        self.off_lines, self.off_bytes, self.hb_lines = o.lines, o.line_bytes, h.lines
+        self.r_off, self.hb_w = cfg.line_bytes // o.line_bytes, h.width
+        self.tokens, self.d_max, self.f_max = cfg.buffers.tokens, cfg.buffers.d_max, cfg.buffers.f_max
+        self.n_experts = self.ex.n_experts
         members = {
             "i_word": In(stream.Signature(cfg.word_bits)),
             "o_status": Out(status_layout()),
