@@ -78,6 +78,11 @@ class Core(wiring.Component):
         "carrying the tag (bursts in any order, each burst's beats in row order); write bursts "
         "`(row, beats)` followed by `beats` beats and acknowledged on `i_hb_wack[c]` once written; "
         "HB line r is row r of every channel (channel c at bits [c*{hb_w}, (c+1)*{hb_w})).",
+        "Fills: a LOOKUP that misses and fills writes the plane into its HB slot while the "
+        "expert's GEMVs stream it from off-chip (each GEMV writes its projection's section, from its "
+        "first lane group, and ends when HB has acknowledged it), not at the FETCH: a stream that "
+        "looks up an MSB plane runs the gate, up and down GEMVs of that expert in the same loop "
+        "iteration, as the compiler's streams do.",
         "Monitors: `o_cache_event.valid` is 1 for one cycle per expert-cache response the executor "
         "takes, with the response (key, hit, fill, evict, bypass, slot, victim); `o_status.cycles` "
         "counts from the cycle after a stream's first word to its HALT, `o_status.commands` the "

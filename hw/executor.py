@@ -185,7 +185,7 @@ class Executor(wiring.Component):
                                            elem=signed(32))
         ob = m.submodules.o = TokenBuffer(tokens=T, depth=self.d_words, width=W, elem=COMBINE_ACC)
         # multiplier table: 4 sub-banks of W/4 entries {m u16, e u8}; word a = entries a*W ..
-        mult_entry = data.StructLayout({"m": 16, "e": 8})
+        mult_entry = data.StructLayout({"m": 16, "e": 8, "pad": 8})      # as in the image (MULT_BYTES)
         mult_words = 2 * self.f_words + self.d_words
         from amaranth.lib.memory import Memory
         msub, mrd_a, mrd_b, mwr = [], [], [], []

@@ -320,7 +320,8 @@ async def run_passes(dut, cfg, shape, seed, stall, tokens, passes, mems=None):
         got = read_output(core_off, comp.map, T)
         bad = np.argwhere(got != want.out)
         assert bad.size == 0, (f"{what}: {len(bad)} outputs differ, first at {tuple(bad[0])}: core "
-                               f"{got[tuple(bad[0])]} golden {want.out[tuple(bad[0])]}")
+                               f"{got[tuple(bad[0])]} golden {want.out[tuple(bad[0])]}; core row "
+                               f"{got[bad[0][0]][:8].tolist()} golden row {want.out[bad[0][0]][:8].tolist()}")
         gold_ev = [(k.layer, k.expert, k.plane, int(r.hit), int(r.fill), int(r.slot) if r.slot is not None else 0)
                    for k, r in stats.cache]
         got_ev = mems.events[n_ev:]
