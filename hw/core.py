@@ -187,10 +187,22 @@ class Core(wiring.Component):
         return m
 
 
-def build_core(preset="default", max_k=8):
+def core_config(preset="default", lanes=0):
+    """The configuration of a preset; ``lanes`` (1..tokens) overrides its PE-array lanes (0 keeps them)."""
+    from dataclasses import replace
     if preset not in PRESETS:
         raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    return Core(PRESETS[preset], max_k=max_k)
+    cfg = PRESETS[preset]
+    if lanes:
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= cfg.buffers.tokens:
+            raise UserError(f"lanes must be in [1, {cfg.buffers.tokens}] (0: the preset's), got {lanes!r}")
+        cfg = replace(cfg, name=f"{cfg.name}-lanes{lanes}", array=replace(cfg.array, lanes=lanes))
+    return cfg
+
+
+def build_core(preset="default", max_k=8, lanes=0):
+    """The core of a preset (see :func:`core_config`)."""
+    return Core(core_config(preset, lanes), max_k=max_k)
 
 
 GENERATE_TOPS = [
@@ -198,5 +210,6 @@ GENERATE_TOPS = [
                           "expert cache, off-chip and HB interfaces, fill path",
         build=build_core,
         params=(Param("preset", str, "default", "accelerator configuration preset", choices=tuple(PRESETS)),
-                Param("max_k", int, 8, "most experts a token may choose (router slots)"))),
+                Param("max_k", int, 8, "most experts a token may choose (router slots)"),
+                Param("lanes", int, 0, "PE-array lanes (tokens per lane group); 0 keeps the preset's"))),
 ]

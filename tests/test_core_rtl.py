@@ -98,8 +98,15 @@ def test_generate_core_writes_verilog_json_and_the_command_header(tmp_path):
     assert "#define ELMOE3D_OP_ROUTE 4u" in header and "#define ELMOE3D_REG_HB_BASE 12u" in header
 
 
-def test_core_runs_layer_passes_bit_exact(tmp_path):
-    run_top_bench("core", TINY, tmp_path, seeds=(1,), quick=True)
+# tiny: W = 4, one multiplier entry and one token scale per off-chip line, 4 lanes; small with
+# 2 lanes: W = 8 (several entries per line, an off-chip line a quarter of an image line, HB line =
+# PE beat) and 8 lane groups at batch 16, on a PE array as cheap to simulate as tiny's.
+FAST = [pytest.param(TINY, id="tiny"), pytest.param(dict(preset="small", lanes=2), id="small-lanes2")]
+
+
+@pytest.mark.parametrize("params", FAST)
+def test_core_runs_layer_passes_bit_exact(params, tmp_path):
+    run_top_bench("core", params, tmp_path, seeds=(1,), quick=True)
     records = json.loads((tmp_path / "cycles.json").read_text())
     assert {r["T"] for r in records} == {1, 4, 16} and {r["stall"] for r in records} == {0.0, 0.3}
     ratios = [r["core"] / r["iss"] for r in records if r["stall"] == 0.0]
@@ -107,8 +114,9 @@ def test_core_runs_layer_passes_bit_exact(tmp_path):
 
 
 @pytest.mark.slow
-def test_core_more_shapes_and_seeds(tmp_path):
-    run_top_bench("core", TINY, tmp_path, seeds=(2, 3), quick=False)
+@pytest.mark.parametrize("params", [TINY, dict(preset="small")], ids=["tiny", "small"])
+def test_core_more_shapes_and_seeds(params, tmp_path):
+    run_top_bench("core", params, tmp_path, seeds=(2, 3), quick=False)
 
 
 @pytest.mark.slow

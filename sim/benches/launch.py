@@ -64,6 +64,8 @@ REGRESSION = [
     Entry("offchip-w32-b4", "offchip", dict(width=32, lines=1024, len_bits=10, latency=8, burst=4), quick=True,
           seeds=(1,)),
     Entry("core-tiny", "core", dict(preset="tiny", max_k=4), quick=True, seeds=(1,)),
+    Entry("core-small-lanes2", "core", dict(preset="small", lanes=2), seeds=(1,)),
+    Entry("core-small", "core", dict(preset="small"), seeds=(1,)),
 ]
 
 BENCHES = {

@@ -32,6 +32,7 @@ from elmoe3d.firmware.compiler import compile_model, compile_pass
 from elmoe3d.firmware.isa import Op, Reg, Status
 from elmoe3d.firmware.layout import read_output, write_input
 from elmoe3d.hw.command_processor import status_layout
+from elmoe3d.hw.core import core_config
 from elmoe3d.hw.expert_cache import response_layout
 from elmoe3d.hw.hb_memory import beat_layout, command_layout
 from elmoe3d.hw.hb_write import write_beat_layout, write_command_layout
@@ -349,7 +350,7 @@ async def core_matches_iss(dut):
     """Every case: a stall-free run (cycles checked against the ISS estimate) and a run with
     random stalls on every memory interface (bit-exactness and cache decisions only)."""
     conf = bench_config()
-    cfg = PRESETS[conf["params"]["preset"]]
+    cfg = core_config(conf["params"]["preset"], conf["params"].get("lanes", 0))
     shapes = model_cases(cfg, conf["seeds"], conf["quick"])
     tokens = conf.get("tokens", [1, 4, 16])
     passes = PASSES[:6] if conf["quick"] else PASSES
@@ -374,10 +375,12 @@ async def core_matches_iss(dut):
 async def core_reports_errors(dut):
     """A bad opcode and an address past the off-chip space stop the core with the index."""
     conf = bench_config()
-    cfg = PRESETS[conf["params"]["preset"]]
+    cfg = core_config(conf["params"]["preset"], conf["params"].get("lanes", 0))
     rng = random.Random(conf["seeds"][0])
     shape = model_cases(cfg, conf["seeds"], True)[0]
     layers, comp, nrng = _compiled(cfg, shape, 7)
+    a, xm, xe = quantize_tokens(nrng.standard_normal((4, shape.d_model)))
+    write_input(comp.offchip, comp.map, a, xm, xe)
     mems = await session(dut, cfg, comp.offchip.copy(), comp.hb.copy(), rng, 0.1)
     words = compile_pass(comp, 0, 4)
     isa = comp.isa
@@ -422,7 +425,7 @@ async def core_replays_recorded_passes(dut):
     if "replay" not in conf:
         dut._log.info("no recording given: nothing to replay")
         return
-    cfg = PRESETS[conf["params"]["preset"]]
+    cfg = core_config(conf["params"]["preset"], conf["params"].get("lanes", 0))
     with open(conf["replay"], "rb") as f:
         recording = pickle.load(f)
     model = MoELM.load(conf["model"])
