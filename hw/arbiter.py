@@ -21,11 +21,12 @@ a register); put a :class:`~elmoe3d.hw.stream_fifo.StreamFifo` of depth 2 in fro
 path must be cut.
 """
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import UserError, check_int
+from ..errors import check_int
+from .protocols import payload_width
 from .tops import Param, Top
 
 MAX_INPUTS = 64
@@ -64,12 +65,7 @@ class StreamArbiter(wiring.Component):
     )
 
     def __init__(self, shape, n):
-        try:
-            self.width = Shape.cast(shape).width
-        except TypeError:
-            raise UserError(f"shape must be a width, Shape or layout, got {shape!r}") from None
-        if self.width < 1:
-            raise UserError(f"shape must have at least one bit, got {shape!r}")
+        self.width = payload_width(shape)
         check_int("n", n, 1, MAX_INPUTS)
         self.shape, self.n = shape, n
         super().__init__({"i": In(stream.Signature(shape)).array(n),

@@ -42,13 +42,12 @@ Commands (what the executor does; the ISS is the definition of the result)
   ``o``. ``STOREY``: ``o`` saturated through the combine block (``w = 0``, ``last``) to off-chip.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..firmware.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
+from ..firmware.isa import Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
 from ..firmware.layout import MULT_BYTES, SCALAR_BYTES
 from ..sim.int_moe import GATE_FRAC, XE_MAX
 from .command_processor import StatusShape, done_layout, exec_layout, regs_layout
@@ -188,7 +187,7 @@ class Executor(wiring.Component):
         mult_entry = data.StructLayout({"m": 16, "e": 8, "pad": 8})      # as in the image (MULT_BYTES)
         mult_words = 2 * self.f_words + self.d_words
         from amaranth.lib.memory import Memory
-        msub, mrd_a, mrd_b, mwr = [], [], [], []
+        mrd_a, mrd_b, mwr = [], [], []
         for s in range(4):
             mem = Memory(shape=ArrayOf(mult_entry, W // 4, index="entry"), depth=mult_words, init=[])
             m.submodules[f"mult{s}"] = mem
@@ -448,7 +447,6 @@ class Executor(wiring.Component):
         with m.If(self.wr.done.valid):
             m.d.sync += wr_seen.eq(1)
         tmp_off = Signal(cfg.offchip.addr_bits + vw + 20)
-        tmp_len = Signal(40)
         proj = Signal(2)
         bits_full = Signal()
         kreq = Signal(vw)
@@ -461,6 +459,14 @@ class Executor(wiring.Component):
         def ok():
             m.d.sync += err.eq(Status.NONE)
             m.next = "DONE"
+
+        def end_input_check(flag):
+            """After a load that checked its data: INPUT if any item was bad, else mark it loaded."""
+            with m.If(bad):
+                fail(Status.INPUT)
+            with m.Else():
+                m.d.sync += flag.eq(1)
+                ok()
 
         words_d = r.d_model >> LOG_W
         words_f = r.d_ffn >> LOG_W
@@ -606,11 +612,7 @@ class Executor(wiring.Component):
                     with m.If(self.rd0.data.payload.last):
                         m.next = "LX_END"
             with m.State("LX_END"):
-                with m.If(bad):
-                    fail(Status.INPUT)
-                with m.Else():
-                    m.d.sync += x_ok.eq(1)
-                    ok()
+                end_input_check(x_ok)
 
             # ---- LOADP ------------------------------------------------------------------------------
             SC_LINES = max(1, SCALAR_BYTES // W)
@@ -831,11 +833,7 @@ class Executor(wiring.Component):
                     with m.If(self.rd0.data.payload.last):
                         m.next = "LM_END"
             with m.State("LM_END"):
-                with m.If(bad):
-                    fail(Status.INPUT)
-                with m.Else():
-                    m.d.sync += mults_ok.eq(1)
-                    ok()
+                end_input_check(mults_ok)
 
             # ---- GEMV -------------------------------------------------------------------------------
             with m.State("G_CHECK"):

@@ -17,8 +17,23 @@ keeps ``valid`` and the payload until the transfer).
   same lines issued after ``done`` sees the new data).
 """
 
+from amaranth.hdl import Shape
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from ..errors import UserError
+
+
+def payload_width(shape):
+    """The width of a stream payload given as a width, ``Shape`` or layout (a one-line refusal
+    of anything else or of zero bits)."""
+    try:
+        width = Shape.cast(shape).width
+    except TypeError:
+        raise UserError(f"shape must be a width, Shape or layout, got {shape!r}") from None
+    if width < 1:
+        raise UserError(f"shape must have at least one bit, got {shape!r}")
+    return width
 
 
 def request_layout(addr_bits, len_bits):

@@ -25,12 +25,13 @@ Structure by depth:
 Reset (synchronous ``rst``) empties the FIFO.
 """
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..errors import UserError, check_int
+from ..errors import check_int
+from .protocols import payload_width
 from .tops import Param, Top
 
 MAX_DEPTH = 1 << 16
@@ -67,12 +68,7 @@ class StreamFifo(wiring.Component):
     )
 
     def __init__(self, shape, depth):
-        try:
-            self.width = Shape.cast(shape).width
-        except TypeError:
-            raise UserError(f"shape must be a width, Shape or layout, got {shape!r}") from None
-        if self.width < 1:
-            raise UserError(f"shape must have at least one bit, got {shape!r}")
+        self.width = payload_width(shape)
         check_int("depth", depth, 1, MAX_DEPTH)
         self.shape, self.depth = shape, depth
         self.latency = 2 if depth >= 3 else 1

@@ -2,9 +2,10 @@
 
 The bench loads the compiler's off-chip and HB images (``firmware/compiler.py``) into memory
 models: an in-order off-chip bus with the configuration's latency, and HB channels whose read
-bursts come back after a random latency in random order between bursts, with write bursts
-acknowledged after a random delay; every ready and valid the bench drives stalls at random, and
-every output stream of the core is checked to hold valid and payload until its transfer. It
+bursts come back after the configuration's latency (plus a random extra in the stalled runs), in
+random order between bursts, with write bursts acknowledged after a random delay; in the stalled
+runs every ready and valid the bench drives stalls at random; every output stream of the core is
+checked to hold valid and payload until its transfer. It
 pushes each pass's command stream and checks, against the ISS (``sim/iss.py``, run on its own
 copy of the images with its own golden cache) and the integer golden layer (``sim/int_moe.py``):
 
@@ -27,7 +28,6 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from elmoe3d.config import PRESETS
 from elmoe3d.firmware.compiler import compile_model, compile_pass
 from elmoe3d.firmware.isa import Op, Reg, Status
 from elmoe3d.firmware.layout import read_output, write_input
@@ -35,8 +35,9 @@ from elmoe3d.hw.command_processor import status_layout
 from elmoe3d.hw.core import core_config
 from elmoe3d.hw.expert_cache import response_layout
 from elmoe3d.hw.hb_memory import beat_layout, command_layout
-from elmoe3d.hw.hb_write import write_beat_layout, write_command_layout
+from elmoe3d.hw.hb_write import write_command_layout
 from elmoe3d.sim.benches.runner import bench_config
+from elmoe3d.sim.benches.streams import pack, unpack
 from elmoe3d.sim.expert_cache import Key
 from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
 from elmoe3d.sim.iss import Machine
@@ -45,12 +46,7 @@ from elmoe3d.sim.moe_layer import MoEShape, random_moe
 PERIOD_NS = 2
 
 
-def _bits(layout, value):
-    return int(layout.const(value).as_value().value)
-
-
-def _unpack(layout, bits):
-    return data.Const(layout, bits)
+_bits, _unpack = pack, unpack
 
 
 def code(st):
@@ -193,8 +189,10 @@ class Memories:
                 fire, p = self._hold(f"o_hb_cmd__{c}")
                 if fire:
                     cmd = _unpack(self.hb_cmd_l, p)
-                    self.rd[c].append([int(cmd.tag), int(cmd.row), int(cmd.beats),
-                                       self.cycle + hb_lat + self.rng.randint(0, hb_lat)])
+                    # the configuration's latency; with stalls also a random extra (bursts then
+                    # come back out of order)
+                    extra = self.rng.randint(0, hb_lat) if self.stall else 0
+                    self.rd[c].append([int(cmd.tag), int(cmd.row), int(cmd.beats), self.cycle + hb_lat + extra])
                 if beats[c] is not None and int(getattr(d, f"i_hb_beat__{c}__ready").value):
                     b = self.rd_cur[c]
                     b[1] += 1

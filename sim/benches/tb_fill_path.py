@@ -23,24 +23,18 @@ import cocotb
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
-from cocotb.utils import get_sim_time
 
 from ...hw.fill_path import fill_in_lines, fill_status_layout
 from ...hw.protocols import line_layout, request_layout
 from ...hw.tops import get_top
 from ...hw.width_adapter import golden_adapt
 from .runner import bench_config
-from .streams import StreamSource
+from .streams import StreamSource, cycle_counter, pack
 
 PERIOD_NS = 10
 
 
-def pack(layout, value):
-    return layout.const(value).as_value().value
-
-
-def cycle():
-    return int(get_sim_time(unit="ns")) // PERIOD_NS
+cycle = cycle_counter(PERIOD_NS)
 
 
 class Monitor:

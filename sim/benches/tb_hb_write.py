@@ -25,24 +25,18 @@ import cocotb
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
-from cocotb.utils import get_sim_time
 
 from ...hw.hb_write import write_command_layout, write_status_layout
 from ...hw.protocols import line_layout, request_layout
 from ...hw.tops import get_top
 from ..hb_memory import address_map, is_legal, split_bursts
 from .runner import bench_config
-from .streams import StreamSink, StreamSource
+from .streams import StreamSink, StreamSource, cycle_counter, pack
 
 PERIOD_NS = 10
 
 
-def pack(layout, value):
-    return layout.const(value).as_value().value
-
-
-def cycle():
-    return int(get_sim_time(unit="ns")) // PERIOD_NS
+cycle = cycle_counter(PERIOD_NS)
 
 
 class Channel:
