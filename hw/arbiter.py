@@ -113,7 +113,7 @@ def _any(values):
 GENERATE_TOPS = [
     Top(name="stream_arbiter",
         help="round-robin arbiter of n streams into one source-tagged stream",
-        build=lambda **p: StreamArbiter(p["width"], p["n"]),
+        build=lambda width=32, n=4: StreamArbiter(width, n),
         params=(
             Param("width", int, 32, "payload bits of each input"),
             Param("n", int, 4, "inputs, 1..64"),

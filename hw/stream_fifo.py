@@ -107,7 +107,7 @@ class StreamFifo(wiring.Component):
 GENERATE_TOPS = [
     Top(name="stream_fifo",
         help="stream FIFO (SyncFIFOBuffered; depth 2 a skid buffer) with its fill level",
-        build=lambda **p: StreamFifo(p["width"], p["depth"]),
+        build=lambda width=32, depth=16: StreamFifo(width, depth),
         params=(
             Param("width", int, 32, "payload bits"),
             Param("depth", int, 16, "beats, 1..65536 (2: skid buffer)"),

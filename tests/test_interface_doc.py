@@ -17,7 +17,6 @@ import pytest
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from elmoe3d.config import AccelConfig
 from elmoe3d.hw.interface_doc import RULES, describe, field_rows, markdown, notes
 from elmoe3d.hw.layouts import ArrayOf
 from elmoe3d.hw.tops import all_tops
@@ -185,9 +184,11 @@ def test_generator_defaults_equal_constructor_defaults(name):
     top = TOPS[name]
     component = top.build(**top.defaults())
     ctor = inspect.signature(type(component).__init__).parameters
-    if isinstance(getattr(component, "config", None), AccelConfig):
-        # built from a preset of the accelerator configuration: the factory is the constructor
-        ctor = inspect.signature(top.build).parameters
+    factory = inspect.signature(top.build).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in factory.values()):
+        # a named factory (a preset of the accelerator configuration, a width for a shape): its
+        # keywords are the generator's parameters
+        ctor = factory
     for param in top.params:
         assert param.name in ctor, f"{name}: constructor takes no {param.name}"
         default = ctor[param.name].default
