@@ -205,7 +205,9 @@ class Executor(wiring.Component):
         ad_lsb_off = m.submodules.ad_lsb_off = WidthAdapter(8 * W, BEAT)
         ad_msb_hb = m.submodules.ad_msb_hb = WidthAdapter(hb_bits, BEAT)
         ad_y = m.submodules.ad_y = WidthAdapter(32 * W, 8 * W)
-        act_fifo = m.submodules.act_fifo = StreamFifo(pe.i_act.payload.shape(), 4)
+        # deep enough that the feed (read, then FIFO latency 2) keeps one beat per cycle (DRAFT)
+        ACT_DEPTH = 8
+        act_fifo = m.submodules.act_fifo = StreamFifo(pe.i_act.payload.shape(), ACT_DEPTH)
 
         # -- latched command and state -----------------------------------------------------------
         op = Signal(4)
@@ -361,7 +363,7 @@ class Executor(wiring.Component):
             m.d.comb += act_word[j].eq(Mux(a_ok[j], pick(src, a_tok[j]), 0))
         m.d.comb += [act_fifo.i.valid.eq(a_pend), act_fifo.i.payload.eq(act_word)]
         a_issue = Signal()
-        m.d.comb += a_issue.eq(g_busy & (f_group < g_groups) & (act_fifo.level + a_pend < 3))
+        m.d.comb += a_issue.eq(g_busy & (f_group < g_groups) & (act_fifo.level + a_pend < ACT_DEPTH - 1))
         with m.If(a_issue):
             m.d.comb += [xb.raddr.eq(a_kb), xb.ren.eq(~g_src_h), hbuf.raddr.eq(a_kb), hbuf.ren.eq(g_src_h)]
             m.d.sync += [a_tok[j].eq(ftok[j]) for j in range(LANES)]

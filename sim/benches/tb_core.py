@@ -37,7 +37,7 @@ from elmoe3d.hw.expert_cache import response_layout
 from elmoe3d.hw.hb_memory import beat_layout, command_layout
 from elmoe3d.hw.hb_write import write_command_layout
 from elmoe3d.sim.benches.runner import bench_config
-from elmoe3d.sim.benches.streams import pack, unpack
+from elmoe3d.sim.benches.streams import HoldCheck, pack, unpack
 from elmoe3d.sim.expert_cache import Key
 from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
 from elmoe3d.sim.iss import Machine
@@ -84,17 +84,14 @@ class Memories:
         return getattr(self.dut, name)
 
     def _hold(self, name):
-        """Check that an output stream keeps valid and payload until the transfer."""
-        v = int(self._s(f"{name}__valid").value)
-        p = int(self._s(f"{name}__payload").value) if v else None
-        r = int(self._s(f"{name}__ready").value)
-        prev = self.held.get(name)
-        if prev is not None:
-            assert v, f"{name}: valid dropped before the transfer (cycle {self.cycle})"
-            assert p == prev, f"{name}: payload changed before the transfer (cycle {self.cycle})"
-        fire = bool(v and r)
-        self.held[name] = None if fire or not v else p
-        return fire, p
+        """This cycle's transfer on output stream ``name`` (checked by the shared HoldCheck:
+        valid and payload hold until the transfer)."""
+        check = self.held.get(name)
+        if check is None:
+            check = self.held[name] = HoldCheck(name, self._s(f"{name}__valid"), self._s(f"{name}__payload"))
+        ready = bool(int(self._s(f"{name}__ready").value))
+        valid, payload = check.sample(ready, self.cycle)
+        return bool(valid and ready), payload
 
     def _ready(self, name):
         self._s(f"{name}__ready").value = int(self.rng.random() >= self.stall)
