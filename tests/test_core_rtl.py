@@ -108,9 +108,9 @@ FAST = [pytest.param(dict(preset="small", lanes=2), id="small-lanes2")]
 
 @pytest.mark.parametrize("params", FAST)
 def test_core_runs_layer_passes_bit_exact(params, tmp_path):
-    run_top_bench("core", params, tmp_path, seeds=(1,), quick=True)
+    run_top_bench("core", params, tmp_path, seeds=(1,), quick=True, quick_build=True)
     records = json.loads((tmp_path / "cycles.json").read_text())
-    assert {r["T"] for r in records} == {1, 4, 16} and {r["stall"] for r in records} == {0.0, 0.3}
+    assert {r["T"] for r in records if r["stall"]} == {1, 4, 16} and {r["stall"] for r in records} == {0.0, 0.3}
     ratios = [r["core"] / r["iss"] for r in records if r["stall"] == 0.0]
     assert len(ratios) == 6 and all(0.9 <= q <= 1.1 for q in ratios), ratios
 

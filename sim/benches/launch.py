@@ -88,7 +88,7 @@ BENCHES = {
 
 
 def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, simulator="verilator",
-                  waves=False, testcase=None, **extra):
+                  waves=False, testcase=None, quick_build=False, **extra):
     """Build ``top_name`` with ``params`` (defaults filled in) and run its bench in ``build_dir``.
 
     ``extra`` goes into the bench configuration (``idle``, ``stall``, ``gap``, ``cycle_ks``, ...).
@@ -103,4 +103,4 @@ def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, 
     config = {"kind": top_name, "params": params, "seeds": list(seeds), "quick": quick,
               "cycles_json": str((build_dir / "cycles.json").resolve()), **extra}
     return run_bench(verilog=verilog, toplevel=top_name, module=BENCHES[top_name], build_dir=build_dir,
-                     config=config, simulator=simulator, waves=waves, testcase=testcase)
+                     config=config, simulator=simulator, waves=waves, testcase=testcase, quick_build=quick_build)

@@ -25,7 +25,7 @@ def bench_config():
 
 
 def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verilator",
-              waves=False, testcase=None, seed=None):
+              waves=False, testcase=None, seed=None, quick_build=False):
     """Build ``verilog`` (a path or list of paths) and run cocotb module ``module`` on it.
 
     Parameters
@@ -37,6 +37,9 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     config : dict           JSON-serializable, read back by :func:`bench_config`
     simulator : "verilator" or "icarus"
     waves : bool            dump waveforms (VCD, ``dump.vcd`` for Verilator) in ``build_dir``
+    quick_build : bool      Verilator: compile the model without C++ optimization (``-O0``): a
+                            large design (the core) builds in a third of the time and a short
+                            bench still runs quickly
 
     Returns the path of the results XML. Raises ``AssertionError`` listing failed tests (or
     ``SystemExit`` from the runner under pytest).
@@ -66,7 +69,8 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     # for split C++ output (a 16 x 16 array) fail to compile their precompiled header; make
     # takes variable definitions from MAKEFLAGS, set here for this build only.
     saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    opt = " OPT_FAST=-O0 OPT_SLOW=-O0" if quick_build and simulator == "verilator" else ""
+    os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include{opt}".strip()
     try:
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                      timescale=("1ns", "1ps"), waves=waves, always=False)
