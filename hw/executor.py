@@ -171,9 +171,11 @@ class Executor(wiring.Component):
         vw = field_widths(cfg)["value"]
         G_MAX = -(-T // LANES)
 
+        cw = COMBINE_ACC.width                 # bits of one output sum in the o buffer
+
         def field(name, op):
             spec = {s.name: s for s in isa.fields[op]}[name]
-            return self._word[spec.offset:spec.offset + spec.width]
+            return cmd_word[spec.offset:spec.offset + spec.width]
 
         # -- buffers ---------------------------------------------------------------------------
         xb = m.submodules.x = TokenBuffer(tokens=T, depth=self.d_words, width=W, elem=signed(8))
@@ -211,7 +213,7 @@ class Executor(wiring.Component):
 
         # -- latched command and state -----------------------------------------------------------
         op = Signal(4)
-        self._word = Signal(cfg.word_bits)
+        cmd_word = Signal(cfg.word_bits)        # the command being executed
         expert = Signal(cfg.cache.expert_bits + 1)
         shared = Signal()
         in_loop = Signal()
@@ -415,7 +417,6 @@ class Executor(wiring.Component):
         # ==========================================================================================
         # the command sequencers
         # ==========================================================================================
-        m.d.comb += [self.rd0.data.ready.eq(0)] if False else []
         T_ = r.tokens[:max(1, T.bit_length())]
         E_ = r.n_experts
         need = {Op.LOADX: (Reg.TOKENS, Reg.D_MODEL, Reg.D_FFN, Reg.X_ADDR),
@@ -479,7 +480,7 @@ class Executor(wiring.Component):
                 m.d.comb += self.exec.ready.eq(1)
                 with m.If(self.exec.valid):
                     p = self.exec.payload
-                    m.d.sync += [op.eq(p.op), self._word.eq(p.word), expert.eq(p.expert), shared.eq(p.shared),
+                    m.d.sync += [op.eq(p.op), cmd_word.eq(p.word), expert.eq(p.expert), shared.eq(p.shared),
                                  in_loop.eq(p.in_loop)]
                     m.next = "CHECK"
             with m.State("DONE"):
@@ -675,7 +676,7 @@ class Executor(wiring.Component):
                     fail(Status.ADDRESS)
                 with m.Else():
                     m.d.sync += [routed.eq(0), ctx_valid.eq(0), mask.eq(0), allowed.eq(0), n_a.eq(0)]
-                    m.next = "RT_PROBE" if True else None
+                    m.next = "RT_PROBE"
             with m.State("RT_PROBE"):
                 # cached choice: probe every expert's MSB key (sequentially; one in flight)
                 with m.If(~cached | (n_a == E_)):
@@ -965,7 +966,6 @@ class Executor(wiring.Component):
                 cp = cb.i_data.payload
                 m.d.comb += [cb.i_data.valid.eq(b_v), cp.w.eq(pick(tw, b_tok)), cp.first.eq(~pick(list(touched), b_tok)),
                              cp.last.eq(0)]
-                cw = len(COMBINE_ACC) if hasattr(COMBINE_ACC, "__len__") else COMBINE_ACC.width
                 for i in range(W):
                     m.d.comb += [cp.elem[i].y.eq(b_y[i]), cp.elem[i].acc.eq(oword[cw * i:cw * i + cw].as_signed())]
                 m.d.comb += cb.o_data.ready.eq(1)
@@ -1012,7 +1012,6 @@ class Executor(wiring.Component):
                             m.d.sync += fi.eq(fi + 1)
                 oword = pick([ob.rdata[t].as_value() for t in range(T)], s1_tok)
                 cp = cb.i_data.payload
-                cw = len(COMBINE_ACC) if hasattr(COMBINE_ACC, "__len__") else COMBINE_ACC.width
                 m.d.comb += [cb.i_data.valid.eq(s1_v), cp.w.eq(0), cp.first.eq(~pick(list(touched), s1_tok)),
                              cp.last.eq(1)]
                 for i in range(W):
