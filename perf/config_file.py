@@ -43,6 +43,9 @@ def read(path):
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"cannot read --config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--config {path} is not a text file (byte {exc.start} is not UTF-8); "
+                        "give a TOML or JSON file") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

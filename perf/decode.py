@@ -5,8 +5,10 @@ A *round* of a serving system on a batch of ``B`` sequences:
 - ``plain``: one target pass over one position per sequence; ``B`` tokens;
 - ``separate`` / ``self`` / ``elastic``: ``gamma`` draft passes (one position per sequence) and
   one verification pass over ``gamma + 1`` positions per sequence; ``B * tau`` tokens, where
-  ``tau = (1 - a^(gamma+1)) / (1 - a)`` is the expected tokens per verification at per-token
-  acceptance ``a`` (Leviathan et al., ICML 2023; ``tau = 1`` at ``a = 0``, ``gamma + 1`` at 1).
+  ``tau = (1 - alpha^(gamma+1)) / (1 - alpha)`` is the expected tokens per verification at
+  per-token acceptance ``alpha`` (:mod:`.acceptance`: measured on the shipped model pooled over
+  64 held-out prompts and inverted from accepted/drafted at the nearest measured gamma, or a
+  published scenario). ``gamma = 0`` is plain decoding on the same system.
 
 A pass reads every dense weight (attention, router, shared experts, dense FFN layers, LM head)
 once, each unique expert of the pass once (the union over the batch's positions,
@@ -29,9 +31,10 @@ Energy: bits x pJ/bit per tier + MACs x pJ/MAC per mode + static power x time.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import UserError
+from . import acceptance as acc
 from . import routing as rt
 
 # Cycles a PE-array command spends besides its beats and its pipeline drain: command accept and
@@ -46,8 +49,10 @@ class Settings:
 
     Parameters
     ----------
-    gamma : int >= 1        draft length
-    k_d : int >= 1          draft experts per token (self and elastic drafts)
+    gamma : int >= 0        draft length (0: plain decoding on a speculative system)
+    k_d : int >= 1 or None  draft experts per token (self and elastic drafts; None: half the
+                            model's top-k, rounded up, the fraction the shipped model measured)
+    scenario : str          acceptance scenario (:data:`.acceptance.SCENARIOS`, default measured)
     dense_bits : ``full`` | ``draft``   the elastic draft's dense parts (MSB+aug when ``draft``)
     context : int >= 1      KV-cache positions each pass attends over
     policy : str            HB cache policy whose measured efficiency applies (``score``, ``lru``)
@@ -56,17 +61,22 @@ class Settings:
     """
 
     gamma: int = 4
-    k_d: int = 1
+    k_d: int = None
     dense_bits: str = "full"
     context: int = 1024
     policy: str = "score"
     acceptance: float = None
     skew: float = None
     rho: float = None
+    scenario: str = "shipped"
 
     def __post_init__(self):
-        for name, lo in (("gamma", 1), ("k_d", 1), ("context", 1)):
+        if self.scenario not in acc.SCENARIOS:
+            raise UserError(f"unknown acceptance scenario {self.scenario!r}; choose from {', '.join(acc.SCENARIOS)}")
+        for name, lo in (("gamma", 0), ("k_d", 1), ("context", 1)):
             v = getattr(self, name)
+            if name == "k_d" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
         if self.dense_bits not in ("full", "draft"):
@@ -87,19 +97,34 @@ class Settings:
 
 
 def tokens_per_verify(a, gamma):
-    """Expected tokens per sequence per verification pass at per-token acceptance ``a``."""
-    if a >= 1.0:
-        return gamma + 1.0
-    return (1.0 - a ** (gamma + 1)) / (1.0 - a)
+    """Expected tokens per sequence per verification pass at per-token acceptance ``a``
+    (:func:`.acceptance.tokens_per_round`)."""
+    return acc.tokens_per_round(a, gamma)
 
 
-def acceptance(system, settings, batch):
-    """Per-token acceptance of the system's drafts at ``batch`` (measured unless overridden)."""
-    if system.decoding == "plain":
+def draft_experts(settings, model):
+    """``k_d`` of a self-draft on ``model`` (default: half its top-k, rounded up)."""
+    k = settings.k_d if settings.k_d is not None else math.ceil(model.top_k / 2)
+    return min(k, model.top_k)
+
+
+def draft_kind(system, settings, model):
+    """The measured draft (:data:`.acceptance.DRAFTS`) a system's draft stands for: an elastic
+    draft with all top-k experts is the bit-elastic one, with fewer the expert-elastic one."""
+    if system.decoding == "elastic":
+        return "bit_elastic" if draft_experts(settings, model) >= model.top_k else "elastic"
+    return system.decoding
+
+
+def acceptance(system, settings, batch, model=None):
+    """Per-token acceptance ``alpha`` of the system's drafts (None for plain decoding). Batch does
+    not change it: greedy decoding of a sequence does not depend on its batch."""
+    if system.decoding == "plain" or settings.gamma == 0:
         return None
     if settings.acceptance is not None:
         return float(settings.acceptance)
-    return rt.interpolate(rt.measured_acceptance(system.decoding), batch)
+    kind = draft_kind(system, settings, model) if model is not None else system.decoding
+    return acc.alpha_for(kind, settings.gamma, settings.scenario)
 
 
 # -- HB placement ---------------------------------------------------------------------------------
@@ -212,7 +237,7 @@ def run_pass(system, model, settings, route, batch, positions, kind):
     tokens = batch * positions
     ctx = settings.context
     kv = batch * ctx * model.kv_bytes_per_token(KV_BITS)
-    p.add("offchip", "kv", kv * (model.draft_fraction if kind == "draft_separate" else 1.0))
+    p.add(system.kv_tier, "kv", kv * (model.draft_fraction if kind == "draft_separate" else 1.0))
     attn_macs = tokens * model.attn_macs_per_token(ctx) * (model.draft_fraction if kind == "draft_separate" else 1.0)
 
     if kind == "draft_separate":
@@ -222,7 +247,7 @@ def run_pass(system, model, settings, route, batch, positions, kind):
         p.macs["full"] = tokens * draft_w + attn_macs
         return _finish(p, system, model, tokens, None, "full", "full")
 
-    k_eff = model.top_k if kind == "target" else min(settings.k_d, model.top_k)
+    k_eff = model.top_k if kind == "target" else draft_experts(settings, model)
     U = route.unique(model.n_experts, k_eff, batch, positions)
     p.unique_experts = U
     dense_b = model.dense_params * w
@@ -299,9 +324,9 @@ def run_round(system, model, settings, batch, route=None):
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 16:
         raise UserError(f"batch must be an integer in 1 .. 16, got {batch!r}")
     route = route or settings.routing()
-    a = acceptance(system, settings, batch)
+    a = acceptance(system, settings, batch, model)
     passes = []
-    if system.decoding == "plain":
+    if system.decoding == "plain" or settings.gamma == 0:
         target = run_pass(system, model, settings, route, batch, 1, "target")
         passes.append((1, target))
         tokens = float(batch)
@@ -327,6 +352,8 @@ def run_round(system, model, settings, batch, route=None):
     bound = max(target.busy, key=target.busy.get)
     return {
         "system": system.name, "model": model.name, "batch": batch, "acceptance": a,
+        "gamma": 0 if (system.decoding == "plain" or settings.gamma == 0) else settings.gamma,
+        "k_d": None if system.decoding in ("plain", "separate") or settings.gamma == 0 else draft_experts(settings, model),
         "tokens_per_round": tokens, "round_s": t,
         "tokens_per_s": tokens / t, "j_per_token": e / tokens,
         "busy_per_token": {k: v / tokens for k, v in busy.items()},
@@ -344,16 +371,60 @@ ROW_KEYS = ("system", "model", "batch", "acceptance", "tokens_per_s", "j_per_tok
             "energy_per_token", "bytes_per_token", "bound")
 
 
-def sweep(systems, models, settings, batches=range(1, 17)):
-    """Every system x model x batch: a list of :func:`run_round` rows with ``speedup_vs_xpu``,
-    ``energy_gain_vs_xpu``, ``speedup_vs_best_prior`` and ``energy_gain_vs_best_prior`` added
-    (the best prior system per model and batch: the fastest, and the least J/token, of the
-    systems other than ``elmoe3d``; ratios against a system need it in the sweep)."""
+GAMMA_CHOICES = (0, 1, 2, 3, 4, 6, 8)
+OBJECTIVES = ("tokens_per_s", "j_per_token")
+
+
+def kd_choices(system, model):
+    """Draft experts the elastic policy may pick: half the top-k (rounded up) and all of it, the
+    two fractions whose acceptance the shipped model measured; a SpecMoE-style self-draft keeps half."""
+    if system.decoding == "elastic":
+        return sorted({math.ceil(model.top_k / 2), model.top_k})
+    if system.decoding == "self":
+        return [math.ceil(model.top_k / 2)]
+    return [None]
+
+
+def choose(system, model, settings, batch, route, objective="tokens_per_s", free=("gamma", "k_d")):
+    """The elastic policy: the best :func:`run_round` of a speculative system over ``gamma`` in
+    :data:`GAMMA_CHOICES` (0: no speculation) and ``k_d`` in :func:`kd_choices` (those named in
+    ``free``; the others stay at ``settings``'), maximising tokens/s or minimising J/token."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if system.decoding == "plain":
+        return run_round(system, model, settings, batch, route)
+    gammas = GAMMA_CHOICES if "gamma" in free else (settings.gamma,)
+    kds = kd_choices(system, model) if "k_d" in free else (settings.k_d,)
+    best = None
+    for g in gammas:
+        for k in (kds if g else kds[:1]):
+            r = run_round(system, model, replace(settings, gamma=g, k_d=k), batch, route)
+            better = (best is None or (r["tokens_per_s"] > best["tokens_per_s"] if objective == "tokens_per_s"
+                                       else r["j_per_token"] < best["j_per_token"]))
+            if better:
+                best = r
+    return best
+
+
+def prior_names(systems):
+    """Systems a result is compared with as 'best prior': all but ELMoE-3D and those on another
+    machine (``own_footing``, e.g. the host-offload GPU)."""
+    return [s.name for s in systems if s.name != "elmoe3d" and not s.own_footing]
+
+
+def sweep(systems, models, settings, batches=range(1, 17), objective=None, free=("gamma", "k_d")):
+    """Every system x model x batch: a list of :func:`run_round` rows (with ``objective``, each
+    speculative system's round is the elastic policy's choice, :func:`choose`) with
+    ``speedup_vs_xpu``, ``energy_gain_vs_xpu``, ``speedup_vs_best_prior`` and
+    ``energy_gain_vs_best_prior`` added (the best prior system per model and batch: the fastest,
+    and the least J/token, of :func:`prior_names`; ratios against a system need it in the sweep)."""
     route = settings.routing()
-    rows = [run_round(s, m, settings, b, route) for m in models for s in systems for b in batches]
+    if objective is None:
+        rows = [run_round(s, m, settings, b, route) for m in models for s in systems for b in batches]
+    else:
+        rows = [choose(s, m, settings, b, route, objective, free) for m in models for s in systems for b in batches]
     by = {(r["system"], r["model"], r["batch"]): r for r in rows}
-    names = [s.name for s in systems]
-    prior = [n for n in names if n != "elmoe3d"]
+    prior = prior_names(systems)
     for r in rows:
         base = by.get(("xpu", r["model"], r["batch"]))
         if base is not None:

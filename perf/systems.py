@@ -11,7 +11,7 @@ power W, clock MHz.
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -107,6 +107,8 @@ class System:
     pj_per_mac: dict = field(default_factory=dict)
     static_w: float = 0.0
     sources: dict = field(default_factory=dict)
+    kv_tier: str = "offchip"
+    own_footing: str = ""
 
     def __post_init__(self):
         owner = f"system {self.name}"
@@ -121,6 +123,8 @@ class System:
         self.offchip.check(f"{owner} offchip")
         if self.hb is not None:
             self.hb.check(f"{owner} hb")
+        if self.kv_tier not in ("offchip", "hb") or (self.kv_tier == "hb" and self.hb is None):
+            raise UserError(f"{owner}: kv_tier must be offchip or (with an hb tier) hb, got {self.kv_tier!r}")
         if self.cache != "none" and self.hb is None:
             raise UserError(f"{owner}: cache {self.cache!r} needs an hb tier")
         if self.decoding == "elastic" and self.cache != "msb":
@@ -154,11 +158,14 @@ def _constants():
     return json.loads((DATA / "systems.json").read_text())["constants"]
 
 
-def array_pj_per_mac(kind):
-    """pJ/MAC of the project's PE arrays at 7 nm: bench-pe's Nangate 45 figures x the node scale."""
+def array_pj_per_mac(kind, measured=None):
+    """pJ/MAC of the project's PE arrays at 7 nm: bench-pe's Nangate 45 figures x the node scale.
+
+    ``measured``: ``{draft, full, int8}`` pJ/MAC at 45 nm from a bench-pe run (:func:`bench_pe_pj`);
+    default the data file's figures (bench-pe at the default pipeline depth 3)."""
     c = _constants()
     scale = c["node_energy_scale"]["value"]
-    pe = c["pe_pj_per_mac_45nm"]
+    pe = measured or c["pe_pj_per_mac_45nm"]
     if kind == "bit_sliced":
         return {"draft": pe["draft"] * scale, "full": pe["full"] * scale}
     return {"full": pe["int8"] * scale, "draft": pe["int8"] * scale}
@@ -188,7 +195,7 @@ def accel_defaults():
 
 
 SYSTEM_KEYS = {"label", "based_on", "decoding", "cache", "weight_bits", "overlap", "compute", "offchip", "hb",
-               "array", "static_w", "static_source"}
+               "array", "static_w", "static_source", "kv_tier", "own_footing"}
 TIER_KEYS = {"gbps", "efficiency", "pj_per_bit", "capacity_gib", "source"}
 ARRAY_KEYS = {"kind", "rows", "cols", "lanes", "arrays", "clock_mhz", "pipeline", "source"}
 COMPUTE_KEYS = {"macs_per_s", "pj_per_mac", "source"}
@@ -221,12 +228,15 @@ def _resolve(name, raw, table, seen=()):
     return _merge(parent, {k: v for k, v in raw.items() if k != "based_on"})
 
 
-def _sub(owner, raw, keys, what):
+def _sub(owner, raw, keys, what, required=()):
     if not isinstance(raw, dict):
         raise UserError(f"system {owner}: {what} must be a table, got {type(raw).__name__}")
     unknown = sorted(set(raw) - keys)
     if unknown:
         raise UserError(f"system {owner}: unknown {what} field(s) {', '.join(unknown)}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise UserError(f"system {owner}: {what} is missing field(s) {', '.join(missing)}")
     return raw
 
 
@@ -237,13 +247,15 @@ def system_from_dict(name, raw, table=None, overrides=None):
     for key in ("decoding", "offchip"):
         if key not in raw:
             raise UserError(f"system {name}: missing field {key!r}")
-    off = Tier(**_sub(name, raw["offchip"], TIER_KEYS, "offchip"))
-    hb = Tier(**_sub(name, raw["hb"], TIER_KEYS, "hb")) if raw.get("hb") is not None else None
+    off = Tier(**_sub(name, raw["offchip"], TIER_KEYS, "offchip", ("gbps",)))
+    hb = Tier(**_sub(name, raw["hb"], TIER_KEYS, "hb", ("gbps",))) if raw.get("hb") is not None else None
     array, macs, pj, sources = None, None, {}, {"offchip": off.source}
     if hb is not None:
         sources["hb"] = hb.source
     if raw.get("array") is not None:
         a = dict(_sub(name, raw["array"], ARRAY_KEYS, "array"))
+        if not isinstance(a.get("pipeline", 0), int):
+            raise UserError(f"system {name}: array pipeline must be an integer in 0 .. 4, got {a['pipeline']!r}")
         a.update(overrides or {})
         missing = sorted(ARRAY_KEYS - {"source", "pipeline"} - set(a))
         if missing:
@@ -264,7 +276,8 @@ def system_from_dict(name, raw, table=None, overrides=None):
         return System(name=name, label=raw.get("label", name), decoding=raw["decoding"], cache=raw.get("cache", "none"),
                       weight_bits=raw.get("weight_bits", 8), overlap=raw.get("overlap", "max"), offchip=off, hb=hb,
                       array=array, macs_per_s=None if array is not None else macs, pj_per_mac=pj,
-                      static_w=raw.get("static_w", 0.0), sources=sources)
+                      static_w=raw.get("static_w", 0.0), sources=sources, kv_tier=raw.get("kv_tier", "offchip"),
+                      own_footing=raw.get("own_footing", ""))
     except TypeError as exc:
         raise UserError(f"system {name}: {exc}") from None
 
@@ -282,3 +295,67 @@ def builtin_systems():
     """``{name: System}`` of ``data/systems.json``; array parameters that ``elmoe3d.config`` fixes
     (:func:`accel_defaults`) replace the data file's."""
     return systems_from_table(raw_systems(), accel_defaults())
+
+
+# -- equal footing and the HB bandwidth rule ------------------------------------------------------
+def footing_table():
+    """``{"choices": {name: {hbm_efficiency, static_w, source}}, "default": name}`` (systems.json)."""
+    return json.loads((DATA / "systems.json").read_text())["footing"]
+
+
+FOOTINGS = ("equal", "equal-gpu", "stated")
+
+
+def with_footing(system, footing="equal", hbm_efficiency=None, static_w=None):
+    """``system`` with the shared off-chip efficiency and static power of ``footing`` (unless the
+    system states ``own_footing``); ``hbm_efficiency`` / ``static_w`` override the choice's values."""
+    if footing not in FOOTINGS:
+        raise UserError(f"footing must be one of {', '.join(FOOTINGS)}, got {footing!r}")
+    if system.own_footing:
+        return system
+    ch = footing_table()["choices"][footing]
+    eff = hbm_efficiency if hbm_efficiency is not None else ch["hbm_efficiency"]
+    w = static_w if static_w is not None else ch["static_w"]
+    out = system
+    if eff is not None:
+        out = replace(out, offchip=replace(out.offchip, efficiency=float(eff)))
+    if w is not None:
+        out = replace(out, static_w=float(w))
+    return out
+
+
+def hb_gbps(capacity_gib):
+    """HB bandwidth (GB/s) of ``capacity_gib`` by the one stated rule (constants.hb_gbps_per_gib)."""
+    return capacity_gib * _constants()["hb_gbps_per_gib"]["value"]
+
+
+def with_hb(system, capacity_gib=None, pj_per_bit=None):
+    """``system`` with another HB capacity (bandwidth by :func:`hb_gbps`) and/or HB pJ/bit."""
+    if system.hb is None or system.own_footing:
+        return system
+    hb = system.hb
+    if capacity_gib is not None:
+        hb = replace(hb, capacity_gib=float(capacity_gib), gbps=hb_gbps(capacity_gib))
+    if pj_per_bit is not None:
+        hb = replace(hb, pj_per_bit=float(pj_per_bit))
+    return replace(system, hb=hb)
+
+
+def bench_pe_pj(path):
+    """``({draft, full, int8} pJ/MAC at 45 nm, pipeline, Fmax MHz or None)`` from a ``bench-pe --json`` file
+    (its Nangate 45 rows at the first pipeline depth it ran)."""
+    from pathlib import Path as _P
+    try:
+        data = json.loads(_P(path).read_text())
+        bf = data["bit_fusion"]
+        key = next(k for k in bf if "nangate45" in k and " p" not in k)
+        row = bf[key]
+        pe = {"draft": float(row["draft_pj_per_mac"]), "full": float(row["full_pj_per_mac"]),
+              "int8": float(row["baseline_pj_per_mac"])}
+        fmax = next((d.get("fmax_mhz") for d in data.get("designs", []) if "nangate45" in str(d.get("library", ""))
+                     and d.get("design") == "pe_array" and d.get("pipeline") == data["pipelines"][0]), None)
+        return pe, data["pipelines"][0], fmax
+    except OSError as exc:
+        raise UserError(f"cannot read --bench-pe {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, StopIteration, UnicodeDecodeError):
+        raise UserError(f"--bench-pe {path} is not a bench-pe --json report with Nangate 45 rows") from None

@@ -414,3 +414,35 @@ def test_debug_shows_the_traceback(tmp_path):
     env = {**os.environ, "ELMOE3D_DEBUG": "1"}
     r = subprocess.run([*ELMOE3D, "generate", "--top", "pe", "-o", ""], capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "Traceback" in r.stderr and "an empty path names nothing" in r.stderr
+
+
+# -- elmoe3d perf (issue 18's share of issue 20's list) ------------------------------------------
+
+def _perf_config(tmp_path, name, data):
+    f = tmp_path / name
+    f.write_bytes(data)
+    return f
+
+
+PERF_CASES = [
+    ("config of random bytes", lambda t: ["--config", _perf_config(t, "c.toml", bytes(range(128, 256)) * 4)],
+     "is not a text file"),
+    ("JSON tier without gbps", lambda t: ["--config", _perf_config(
+        t, "c.json", b'{"systems": {"z": {"decoding": "plain", "offchip": {"efficiency": 0.5}, '
+                     b'"compute": {"macs_per_s": 1e12}}}}')], "system z: offchip is missing field(s) gbps"),
+    ("empty output folder", lambda t: ["-o", ""], "an empty path names nothing"),
+    ("empty --json", lambda t: ["--json", ""], "an empty path names nothing"),
+    ("bench-pe report that is not one", lambda t: ["--bench-pe", _perf_config(t, "pe.json", b"[1, 2]")],
+     "is not a bench-pe --json report"),
+    ("negative gamma", lambda t: ["--gamma", "-1"], "--gamma -1: a draft length is 0 to 16"),
+]
+
+
+@pytest.mark.parametrize("case, make, cause", PERF_CASES, ids=[c[0] for c in PERF_CASES])
+def test_perf_bad_input(capsys, tmp_path, case, make, cause, monkeypatch):
+    monkeypatch.chdir(tmp_path)              # a refusal that wrote into the current folder would show here
+    argv = ["perf", "--no-plot", "--no-sensitivity", "--models", "shipped", "--batch", "1", *make(tmp_path)]
+    if "-o" not in argv:
+        argv += ["-o", str(tmp_path / "out")]
+    refused(capsys, argv, cause)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "report.txt").exists()

@@ -182,7 +182,8 @@ def test_cycle_model_matches_gemv_cycles_of_the_rtl_generator():
 # -- settings and configuration refusals ---------------------------------------------------------------
 @pytest.mark.parametrize("kw, msg", [
     (dict(acceptance=1.5), "acceptance must be in [0, 1], got 1.5"),
-    (dict(gamma=0), "gamma must be an integer >= 1, got 0"),
+    (dict(gamma=-1), "gamma must be an integer >= 0, got -1"),
+    (dict(scenario="gpt"), "unknown acceptance scenario 'gpt'; choose from shipped, eagle-mixtral, mtp-deepseek, dense-4bit-self"),
     (dict(skew=-1.0), "skew must be in [0, 4], got -1.0"),
 ])
 def test_settings_refusals(kw, msg):
@@ -198,7 +199,8 @@ def _cli(capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["--systems", "tpu"], "unknown system 'tpu'; choose from xpu, xpu_sd, xpu_self, hb3d, elmoe3d"),
+    (["--systems", "tpu"], "unknown system 'tpu'; choose from xpu, xpu_sd, xpu_self, hb3d, elmoe3d, offload, specmoe"),
+    (["--gamma", "17"], "--gamma 17: a draft length is 0 to 16"),
     (["--models", "gpt-5"], "unknown model 'gpt-5'"),
     (["--acceptance", "1.5"], "argument --acceptance: expected a number in [0, 1], got '1.5'"),
     (["--acceptance", "-0.1"], "expected a number in [0, 1], got '-0.1'"),
@@ -216,6 +218,8 @@ def test_cli_refusals(capsys, tmp_path, argv, msg):
     ("[systems.fast]\nbased_on = \"xpu\"\noffchip = { gbps = 0 }\n", ".toml",
      "system fast offchip: gbps (bandwidth) must be > 0, got 0"),
     ("[systems.fast\nbased_on = 1\n", ".toml", "is not valid TOML"),
+    ('{"systems": {"z": {"decoding": "plain", "offchip": {"efficiency": 0.5}, "compute": {"macs_per_s": 1e12}}}}', ".json",
+     "system z: offchip is missing field(s) gbps"),
     ('{"systems": {"x": {"based_on": "nope"}}}', ".json", "system x: based_on names an unknown system 'nope'"),
     ('{"gpus": {}}', ".json", "unknown top-level key(s) gpus"),
     ('{"models": {"m": {"d_model": 8}}}', ".json", "model m: missing field(s)"),
@@ -243,7 +247,8 @@ def test_cli_config_adds_system_and_model(capsys, tmp_path):
                    'n_experts = 16\ntop_k = 2\nd_expert = 1024\nvocab = 1000\n')
     out_dir = tmp_path / "a" / "b"
     code, out, err = _cli(capsys, "--config", str(cfg), "--systems", "xpu,elmoe3d,big_hb", "--models",
-                          "mixtral-8x7b,tiny", "--batch", "1", "16", "-o", str(out_dir), "--json", str(tmp_path / "p.json"))
+                          "mixtral-8x7b,tiny", "--batch", "1", "16", "-o", str(out_dir), "--json", str(tmp_path / "p.json"),
+                          "--no-sensitivity")
     assert code == 0, err
     data = json.loads((tmp_path / "p.json").read_text())
     rows = {(r["system"], r["model"], r["batch"]): r for r in data["rows"]}
