@@ -162,12 +162,11 @@ def claims_range_table(cl):
 
 
 # -- capacity, technology and context sweeps --------------------------------------------------------
-def _ratio(S, models, settings, objective, batches, **kw):
+def _ratio(S, models, settings, objective, batches, key, **kw):
     systems = footed([S[n] for n in CORE], "equal", **{k: v for k, v in kw.items() if k in ("hb_gib", "hb_pj")})
     st = replace(settings, context=kw["context"]) if "context" in kw else settings
     rows = sweep(systems, models, st, batches, objective)
-    return {m.name: _mean(r["speedup_vs_best_prior"] for r in rows if r["system"] == "elmoe3d" and r["model"] == m.name)
-            for m in models}
+    return {m.name: _mean(r[key] for r in rows if r["system"] == "elmoe3d" and r["model"] == m.name) for m in models}
 
 
 def crossover(points):
@@ -180,29 +179,44 @@ def crossover(points):
     return None
 
 
+def crossings(points):
+    """Every crossing of 1x: ``[(value, "up" | "down")]`` (linear interpolation between grid points)."""
+    out = []
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if (y0 - 1) * (y1 - 1) < 0:
+            out.append((x0 + (1 - y0) * (x1 - x0) / (y1 - y0), "up" if y1 > y0 else "down"))
+    return out
+
+
+SWEEPS = (("HB GiB", HB_SIZES, "hb_gib", "speedup_vs_best_prior"),
+          ("HB GiB", HB_SIZES, "hb_gib", "energy_gain_vs_best_prior"),
+          ("HB pJ/bit", HB_PJ, "hb_pj", "energy_gain_vs_best_prior"),
+          ("context", CONTEXTS, "context", "speedup_vs_best_prior"))
+
+
 def sweeps(S, models, settings, objective="tokens_per_s", batches=BATCHES):
-    """``{axis: {"values": [...], "ratio": {model: [...]}, "crossover": {model: value or None}}}``:
-    ELMoE-3D's speed-up over the best prior (equal footing) against HB capacity (bandwidth by the
-    one HB rule), HB pJ/bit and context length."""
+    """``{"axis / metric": {"values", "ratio": {model: [...]}, "crossover": {model: value or None}}}``:
+    ELMoE-3D against the best prior (equal footing; speed-up, or energy gain) as one input moves:
+    HB capacity (bandwidth by the one HB rule), HB pJ/bit, context length."""
     out = {}
-    for axis, values, key in (("HB GiB", HB_SIZES, "hb_gib"), ("HB pJ/bit", HB_PJ, "hb_pj"),
-                              ("context", CONTEXTS, "context")):
-        series = [(v, _ratio(S, models, settings, objective, batches, **{key: v})) for v in values]
+    for axis, values, key, metric in SWEEPS:
+        series = [(v, _ratio(S, models, settings, objective, batches, metric, **{key: v})) for v in values]
         ratio = {m.name: [s[1][m.name] for s in series] for m in models}
-        out[axis] = {"values": list(values), "ratio": ratio,
-                     "crossover": {m: crossover(list(zip(values, r))) for m, r in ratio.items()}}
+        out[f"{axis} / {metric.split('_vs_')[0].replace('_', ' ')}"] = {
+            "values": list(values), "ratio": ratio,
+            "crossover": {m: crossings(list(zip(values, r))) for m, r in ratio.items()}}
     return out
 
 
 def sweeps_table(sw):
-    out = ["ELMoE-3D speed-up over the best prior (equal footing, mean over batch 1-16 samples) against one input; "
-           "crossover = where it falls through 1x:"]
+    out = ["ELMoE-3D against the best prior (equal footing, mean over batch 1, 2, 4, 8, 16) as one input moves; "
+           "crossings of 1x (interpolated; down = ELMoE-3D stops beating the best prior):"]
     for axis, d in sw.items():
-        out.append(f"  {axis:<10} " + "".join(f"{v!s:>8}" for v in d["values"]) + "   crossover")
+        out.append(f"  {axis:<28}" + "".join(f"{v!s:>8}" for v in d["values"]) + "   crossings")
         for m, r in d["ratio"].items():
             x = d["crossover"][m]
-            out.append(f"  {m[:18]:<18}"[:13] + f"{'':<0}" + "".join(f"{v:>7.2f}x" for v in r)
-                       + f"   {('%.3g' % x) if x is not None else 'none in range'}")
+            out.append(f"    {m:<26}" + "".join(f"{v:>7.2f}x" for v in r) + "   "
+                       + (", ".join(f"{d} at {v:.3g}" for v, d in x) if x else "none in range"))
     return "\n".join(out)
 
 

@@ -139,6 +139,7 @@ def test_hb_bandwidth_rule_is_the_data_files():
 def test_crossover_interpolates():
     assert studies.crossover([(4, 1.2), (8, 0.8)]) == pytest.approx(6.0)
     assert studies.crossover([(4, 1.2), (8, 1.1)]) is None
+    assert studies.crossings([(4, 0.9), (8, 1.1), (16, 0.9)]) == [(pytest.approx(6.0), "up"), (pytest.approx(12.0), "down")]
 
 
 def test_claim_ranges_hold_the_default_point():
