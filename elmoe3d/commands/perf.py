@@ -135,8 +135,10 @@ def run(args):
     spec = (studies.specmoe_setting(systems_all, big, settings, args.objective)
             if {"offload", "specmoe"} <= set(systems_all) and big else {})
     t_all = time.perf_counter() - t0
+    from ..perf.acceptance import acceptance_table
     sections = [
         report.inputs_table(footed, models, settings, route, args.footing),
+        acceptance_table(),
         report.main_table(rows),
         studies.choices_table(rows) if "elmoe3d" in have and objective else "",
         report.ratio_table(rows),
