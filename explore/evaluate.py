@@ -43,7 +43,8 @@ def evaluate(point, blocks, workloads, system, energy_scale=None, name="explore"
     for w in workloads:
         fig = system_figures(point, hw if hw["pj_per_mac"] else None, w, system, energy_scale, name)
         per[w["name"]] = {"tokens_per_s": fig["tokens_per_s"], "j_per_token": fig["j_per_token"],
-                          "bound": fig["bound"], "perf_args": fig["perf_args"]}
+                          "bound": fig["bound"], "gamma": fig["gamma"], "k_d": fig["k_d"],
+                          "perf_args": fig["perf_args"]}
         perf = fig["perf_system"]
     tps = geomean(v["tokens_per_s"] for v in per.values())
     return {"hw": hw,

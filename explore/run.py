@@ -109,8 +109,10 @@ class Runner:
         self.pending = {}             # Ray ref -> (key, point)
         self.done_serial = []
         if ray is not None:
-            self._block = ray.remote(num_cpus=1, memory=SYNTH_MEMORY, max_retries=0)(_block_task)
-            self._point = ray.remote(num_cpus=1, max_retries=0)(_point_task)
+            # SPREAD: a sweep's tasks are independent, so balance them over the nodes
+            self._block = ray.remote(num_cpus=1, memory=SYNTH_MEMORY, max_retries=0,
+                                     scheduling_strategy="SPREAD")(_block_task)
+            self._point = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(_point_task)
 
     def _blocks_of(self, point):
         out = {}

@@ -24,8 +24,8 @@ A space is a TOML file (``explore/spaces/default.toml`` is the built-in one)::
     cache_policy = ["lru", "score"]
 
     [[workloads]]                 # one table per workload: model, batch (1..16), optional
-    model = "mixtral-8x7b"        # acceptance (0..1), gamma, k_d, context, name
-    batch = 1
+    model = "mixtral-8x7b"        # acceptance (0..1), scenario, gamma, k_d (default: the system
+    batch = 1                     # model's elastic policy picks them), context, name
 
 Every mistake is a :class:`~elmoe3d.errors.UserError` of one line that names the file and the key
 (``space.toml: params.rows: ...``), raised by :func:`load` before any work starts.
@@ -51,7 +51,7 @@ OBJECTIVES = {"tokens_per_s": "max", "j_per_token": "min", "area_mm2": "min", "t
 MAX_POINTS = 100_000
 MAX_SAMPLES = 100_000
 TABLES = ("search", "synth", "system", "params", "workloads")
-WORKLOAD_KEYS = ("name", "model", "batch", "acceptance", "gamma", "k_d", "context")
+WORKLOAD_KEYS = ("name", "model", "batch", "acceptance", "scenario", "gamma", "k_d", "context")
 
 
 def _array(**kw):
@@ -321,9 +321,13 @@ def _workloads(shown, data):
         item = {"model": w["model"], "batch": _int(shown, f"{key}.batch", w["batch"], 1, 16)}
         if "acceptance" in w:
             item["acceptance"] = _number(shown, f"{key}.acceptance", w["acceptance"], 0.0, 1.0, False)
-        for name, hi in (("gamma", 64), ("k_d", 64), ("context", 1 << 24)):
+        for name, lo, hi in (("gamma", 0, 16), ("k_d", 1, 64), ("context", 1, 1 << 24)):
             if name in w:
-                item[name] = _int(shown, f"{key}.{name}", w[name], 1, hi)
+                item[name] = _int(shown, f"{key}.{name}", w[name], lo, hi)
+        if "scenario" in w:
+            if not isinstance(w["scenario"], str):
+                raise UserError(f"{_where(shown, key + '.scenario')}: expected a scenario name, got {w['scenario']!r}")
+            item["scenario"] = w["scenario"]
         name = w.get("name")
         if name is None:
             name = f"{item['model']}/b{item['batch']}" + (f"/a{item['acceptance']:g}" if "acceptance" in item else "")
@@ -334,6 +338,20 @@ def _workloads(shown, data):
         item["name"] = name
         out.append(item)
     return tuple(out)
+
+
+def _probe_workloads(shown, space):
+    """Refuse, before any work, a workload the system model cannot evaluate (unknown model, a
+    k_d above its top-k, ...): each is tried once on the first point. A point's own values that
+    the model refuses (a cache policy without a measured efficiency) fail that point only."""
+    from .perf_adapter import system_figures
+    point = next(space.grid())
+    for i, w in enumerate(space.workloads):
+        try:
+            system_figures(point, None, w, space.system)
+        except UserError as exc:
+            if not str(exc).startswith("cache_policy"):
+                raise UserError(f"{_where(shown, f'workloads[{i}]')}: {exc}") from None
 
 
 def load(path=None):
@@ -359,6 +377,7 @@ def load(path=None):
               for name, spec in PARAMS.items()}
     space = Space(path=shown, params=params, workloads=_workloads(shown, data), synth=_synth(shown, data),
                   system=_system(shown, data), search=_search(shown, data), text=text)
+    _probe_workloads(shown, space)
     if space.search["method"] == "grid" and space.size > MAX_POINTS:
         raise UserError(f"{_where(shown, 'params')}: the grid has {space.size} points, more than {MAX_POINTS}; "
                         "use search.method = random or optuna with search.samples")
