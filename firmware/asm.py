@@ -7,7 +7,7 @@ enum fields take their names (``gemv proj=gate, bits=full``) or numbers, other f
 """
 
 from ..errors import UserError
-from .isa import Op
+from ..spec.isa import Op
 
 
 def _fmt(spec, value):

@@ -1,10 +1,10 @@
 """The C header of the command set: opcodes, registers, enums, field offsets and masks.
 
-Generated from :mod:`.isa` for one configuration (``elmoe3d generate --top core`` and
+Generated from :mod:`elmoe3d.spec.isa` for one configuration (``elmoe3d generate --top core`` and
 ``elmoe3d compile`` write it), so firmware in C and the hardware share one source of truth.
 """
 
-from .isa import INSTRUCTIONS, OPCODE_BITS, Op, Reg
+from ..spec.isa import INSTRUCTIONS, OPCODE_BITS, Op, Reg, Status
 
 
 def c_header(isa, guard="ELMOE3D_COMMANDS_H"):
@@ -16,6 +16,8 @@ def c_header(isa, guard="ELMOE3D_COMMANDS_H"):
            f"#define ELMOE3D_OPCODE_MASK 0x{(1 << OPCODE_BITS) - 1:x}u", "",
            "/* opcodes */"]
     out += [f"#define ELMOE3D_OP_{op.name} {int(op)}u" for op in Op]
+    out += ["", "/* status codes: why a stream stopped (the core's o_status.code; 0 = no error) */"]
+    out += [f"#define ELMOE3D_STATUS_{st.name} {int(st)}u" for st in Status]
     out += ["", "/* SETR registers */"]
     out += [f"#define ELMOE3D_REG_{r.name} {int(r)}u" for r in Reg]
     enums = {}

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..sim.int_moe import IntPass
-from .isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
+from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
 from .layout import build_image
 
 

@@ -10,15 +10,13 @@ Off-chip image, per layer ``l`` (in order), then the I/O area::
         MSB plane (PLANE_LINES) | LSB plane (PLANE_LINES) | multipliers (gate F, up F, down d)
     I/O: input block X (tokens, then token scales) | output block Y
 
-- **Planes** (:func:`tile_plane`): a matrix ``(N, K)`` of 4-bit slices is padded with zeros to
-  ``rows x cols`` tiles and stored tile by tile, row tiles outermost, each tile one PE-array
-  beat (``[row][col]`` nibbles, :func:`~elmoe3d.sim.slices.pack_plane` order). An expert plane is
-  its gate, up and down matrices in that order; the router's planes hold ``(E, d)``.
-- **Scalars**: ``router_m`` (u16) ``router_e`` (u8) pad (u8) ``hid_m`` (u16) ``hid_e`` (u8) pad (u8).
-- **SiLU table**: 256 little-endian int16, index ``g + 128``.
-- **Multipliers**: per channel 4 bytes, ``m`` (u16), ``e`` (u8), pad (u8).
-- **X**: ``buffers.tokens`` rows of ``d`` int8 (row ``t`` at byte ``t*d``), then per token 4 bytes
-  ``xm`` (u16), ``xe`` (u8), pad. **Y**: ``buffers.tokens x d`` little-endian int32.
+The byte-level format of each section (plane tiling and nibble order, the scalar, multiplier
+and token-scale records, the SiLU table, the Y block) is defined once in
+:mod:`elmoe3d.spec.image`; this module only places the sections and fills them.
+
+- **X**: ``buffers.tokens`` rows of ``d`` int8 (row ``t`` at byte ``t*d``), then, from the next
+  line (:func:`~elmoe3d.spec.image.token_scale_offset`), one token-scale record per token.
+  **Y**: ``buffers.tokens x d`` little-endian int32.
 
 HB image: ``cache.entries`` slots of ``PLANE_LINES`` lines from ``HB_BASE = 0``; slot ``s`` holds
 the plane the expert cache maps to ``s`` (:mod:`~elmoe3d.sim.expert_cache`).
@@ -29,45 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..sim.slices import lsb_slice, msb_slice, pack_plane, unpack_plane
-
-SCALAR_BYTES = 8
-MULT_BYTES = 4
-
-
-def _ceil(a, b):
-    return -(-a // b)
-
-
-def tiled_shape(n, k, rows, cols):
-    return _ceil(n, rows) * rows, _ceil(k, cols) * cols
-
-
-def tiled_bytes(n, k, rows, cols):
-    pn, pk = tiled_shape(n, k, rows, cols)
-    return pn * pk // 2
-
-
-def tile_plane(nibbles, rows, cols):
-    """Bytes of a ``(N, K)`` nibble matrix laid out as PE-array beats (see the module docstring)."""
-    n, k = nibbles.shape
-    pn, pk = tiled_shape(n, k, rows, cols)
-    padded = np.zeros((pn, pk), dtype=np.uint8)
-    padded[:n, :k] = np.asarray(nibbles).astype(np.uint8) & 0xF
-    tiles = padded.reshape(pn // rows, rows, pk // cols, cols).transpose(0, 2, 1, 3)
-    return pack_plane(tiles.reshape(-1))
-
-
-def untile_plane(data, n, k, rows, cols):
-    """Inverse of :func:`tile_plane`: the unsigned nibbles ``(N, K)``."""
-    pn, pk = tiled_shape(n, k, rows, cols)
-    flat = unpack_plane(np.frombuffer(bytes(data), dtype=np.uint8), (pn * pk,))
-    return flat.reshape(pn // rows, pk // cols, rows, cols).transpose(0, 2, 1, 3).reshape(pn, pk)[:n, :k]
-
-
-def signed_nibbles(u):
-    """MSB slices (int8, [-8, 7]) from unsigned nibbles."""
-    return (np.asarray(u, dtype=np.uint8) << 4).view(np.int8) >> 4     # sign-extend the 4-bit field
+from ..sim.slices import lsb_slice, msb_slice
+from ..spec.image import (MULTIPLIER, OUT_ELEMENT_BYTES, SCALARS, TOKEN_SCALE,
+                          ceil_div as _ceil, constants_block, expert_block, plane_sections,
+                          tile_plane, tiled_bytes, token_scale_offset)
 
 
 @dataclass(frozen=True)
@@ -104,37 +67,26 @@ class ModelMap:
         return d
 
 
-def plane_sections(config, d, f):
-    """Byte offset and shape ``(N, K)`` of the gate, up and down matrices inside an expert plane."""
-    r, c = config.array.rows, config.array.cols
-    out, off = {}, 0
-    for name, shape in (("gate", (f, d)), ("up", (f, d)), ("down", (d, f))):
-        out[name] = (off, shape)
-        off += tiled_bytes(*shape, r, c)
-    return out, off
-
-
 def model_map(config, n_layers, n_experts, n_shared, d, f, top_k):
     """Compute the memory map (no data) and check the model fits the configuration."""
     L = config.line_bytes
     r, c = config.array.rows, config.array.cols
-    _, plane_bytes = plane_sections(config, d, f)
+    _, plane_bytes = plane_sections(r, c, d, f)
     plane_lines = _ceil(plane_bytes, L)
     config.check_model(n_layers=n_layers, n_experts=n_experts, n_shared=n_shared, d_model=d, d_ffn=f,
                        top_k=top_k, plane_bytes=plane_lines * L)
     router_lines = _ceil(tiled_bytes(n_experts, d, r, c), L)
-    const_lines = 2 * router_lines + _ceil(SCALAR_BYTES, L) + _ceil(512, L)
-    mult_lines = _ceil(MULT_BYTES * (2 * f + d), L)
-    e_stride = 2 * plane_lines + mult_lines
+    const_lines = constants_block(router_lines, L)["lines"]
+    e_stride = expert_block(plane_lines, d, f, L)["lines"]
     layers, addr = [], 0
     for _ in range(n_layers):
         layers.append(LayerMap(addr, addr + const_lines, e_stride, plane_lines, router_lines))
         addr += const_lines + (n_experts + n_shared) * e_stride
     G = config.buffers.tokens
-    scale_offset = _ceil(G * d, L) * L
+    scale_offset = token_scale_offset(G, d, L)
     x_addr = addr
-    y_addr = x_addr + _ceil(scale_offset + G * MULT_BYTES, L)
-    total = y_addr + _ceil(G * d * 4, L)
+    y_addr = x_addr + _ceil(scale_offset + G * TOKEN_SCALE.size, L)
+    total = y_addr + _ceil(G * d * OUT_ELEMENT_BYTES, L)
     off_need = total * (L // config.offchip.line_bytes)
     if off_need > config.offchip.lines:
         raise UserError(f"offchip.lines = {config.offchip.lines} cannot hold the model's image ({off_need} lines)")
@@ -149,10 +101,7 @@ def _put(image, line_bytes, addr, data):
 
 
 def _mults(m, e):
-    out = np.zeros((len(m), MULT_BYTES), dtype=np.uint8)
-    m = np.asarray(m, dtype=np.int64)
-    out[:, 0], out[:, 1], out[:, 2] = m & 0xFF, m >> 8, np.asarray(e, dtype=np.int64)
-    return out.tobytes()
+    return MULTIPLIER.encode(m=m, e=e).tobytes()
 
 
 def expert_planes(config, expert, d, f):
@@ -177,21 +126,19 @@ def build_image(config, layers):
         if (layer.d_model, layer.d_ffn, layer.n_experts, len(layer.shared)) != (d, f, E, S):
             raise UserError("every layer of a compiled model must have the same shape")
         a = lm.p_addr
-        _put(image, L, a, tile_plane(msb_slice(layer.router), r, c))
-        _put(image, L, a + lm.router_lines, tile_plane(lsb_slice(layer.router), r, c))
-        scal = np.zeros(SCALAR_BYTES, dtype=np.uint8)
-        scal[0:2] = np.frombuffer(int(layer.router_m).to_bytes(2, "little"), np.uint8)
-        scal[2] = layer.router_e
-        scal[4:6] = np.frombuffer(int(layer.hid_m).to_bytes(2, "little"), np.uint8)
-        scal[6] = layer.hid_e
-        _put(image, L, a + 2 * lm.router_lines, scal.tobytes())
-        _put(image, L, a + 2 * lm.router_lines + _ceil(SCALAR_BYTES, L), layer.silu.astype("<i2").tobytes())
+        cb = constants_block(lm.router_lines, L)
+        _put(image, L, a + cb["router_msb"], tile_plane(msb_slice(layer.router), r, c))
+        _put(image, L, a + cb["router_lsb"], tile_plane(lsb_slice(layer.router), r, c))
+        _put(image, L, a + cb["scalars"], SCALARS.encode(router_m=layer.router_m, router_e=layer.router_e,
+                                                         hid_m=layer.hid_m, hid_e=layer.hid_e).tobytes())
+        _put(image, L, a + cb["silu"], layer.silu.astype("<i2").tobytes())
+        eb = expert_block(lm.plane_lines, d, f, L)
         for e, ex in enumerate(list(layer.experts) + list(layer.shared)):
             base = lm.e_addr + e * lm.e_stride
             msb, lsb = expert_planes(config, ex, d, f)
-            _put(image, L, base, msb)
-            _put(image, L, base + lm.plane_lines, lsb)
-            _put(image, L, base + 2 * lm.plane_lines,
+            _put(image, L, base + eb["msb"], msb)
+            _put(image, L, base + eb["lsb"], lsb)
+            _put(image, L, base + eb["mult"],
                  _mults(ex.gate_m, ex.gate_e) + _mults(ex.up_m, ex.up_e) + _mults(ex.down_m, ex.down_e))
     return image, mm
 
@@ -202,13 +149,11 @@ def write_input(image, mm, x, xm, xe):
     L = mm.line_bytes
     base = mm.x_addr * L
     image[base:base + T * d] = np.asarray(x, dtype=np.int8).view(np.uint8).reshape(-1)
-    sc = np.zeros((T, MULT_BYTES), dtype=np.uint8)
-    xm = np.asarray(xm, dtype=np.int64)
-    sc[:, 0], sc[:, 1], sc[:, 2] = xm & 0xFF, xm >> 8, np.asarray(xe, dtype=np.int64)
-    image[base + mm.scale_offset:base + mm.scale_offset + T * MULT_BYTES] = sc.reshape(-1)
+    sc = TOKEN_SCALE.encode(xm=xm, xe=xe)
+    image[base + mm.scale_offset:base + mm.scale_offset + sc.size] = sc.reshape(-1)
 
 
 def read_output(image, mm, T):
     """Host side: the layer output (T, d) INT32 from the Y block."""
     base = mm.y_addr * mm.line_bytes
-    return np.frombuffer(image[base:base + T * mm.d_model * 4].tobytes(), dtype="<i4").reshape(T, mm.d_model).astype(np.int64)
+    return np.frombuffer(image[base:base + T * mm.d_model * OUT_ELEMENT_BYTES].tobytes(), dtype="<i4").reshape(T, mm.d_model).astype(np.int64)

@@ -1,7 +1,7 @@
 """Command processor: fetches the core's command stream, decodes it, runs loops and dispatches.
 
-It takes one command word per ``i_word`` transfer (``firmware/isa.py``: opcode in bits ``[3:0]``,
-fields upwards from bit 4 at the offsets of :class:`~elmoe3d.firmware.isa.InstructionSet`),
+It takes one command word per ``i_word`` transfer (``elmoe3d/spec/isa.py``: opcode in bits ``[3:0]``,
+fields upwards from bit 4 at the offsets of :class:`~elmoe3d.spec.isa.InstructionSet`),
 executes ``NOP`` and ``SETR`` itself, runs the expert loops (``EXPERTS``, ``SHARED``) from a body
 memory and hands every other command to the executor, one at a time, on ``o_exec``; the executor
 answers each with one ``i_done`` beat. The golden sequencing is ``sim/iss.py``'s ``Machine.run``;
@@ -25,7 +25,7 @@ Ports
 - ``i_done``: stream of ``{error: Status}``; ``ready`` only while a dispatched command is owed.
 - ``i_experts``: ``2**expert_bits`` bits, the routing table's chosen-expert mask, sampled in
   the cycle of a ROUTE's ``i_done`` transfer.
-- ``o_regs`` (:func:`regs_layout`, one field per :class:`~elmoe3d.firmware.isa.Reg`), ``o_regs_set``
+- ``o_regs`` (:func:`regs_layout`, one field per :class:`~elmoe3d.spec.isa.Reg`), ``o_regs_set``
   (bit ``r`` = register ``r`` written since reset).
 - ``o_status`` (:func:`status_layout`): ``busy``, ``halted``, ``error``, ``index``, ``commands``,
   ``cycles``.
@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import AccelConfig, PRESETS
 from ..errors import UserError
-from ..firmware.isa import OPCODE_BITS, InstructionSet, Op, Reg, Status, field_widths
+from ..spec.isa import OPCODE_BITS, InstructionSet, Op, Reg, Status, field_widths
 from .tops import Param, Top
 
 INDEX_BITS = 16         # instruction index in a stream (saturating)
@@ -239,7 +239,7 @@ class CommandProcessor(wiring.Component):
 
     INTERFACE_NOTES = (
         "Commands: `i_word` carries one {word_bits}-bit command per transfer, encoded as "
-        "`elmoe3d.firmware.isa.InstructionSet` (opcode in bits [3:0], fields upwards from bit 4; "
+        "`elmoe3d.spec.isa.InstructionSet` (opcode in bits [3:0], fields upwards from bit 4; "
         "the generated JSON's configuration gives every offset). The word in position i of a "
         "stream has index i (16 bits, saturating at 65535); a HALT ends the stream and the next "
         "word starts a new one at index 0. Registers keep their values across streams.",
@@ -264,7 +264,7 @@ class CommandProcessor(wiring.Component):
         "N_EXPERTS, e ascending (none: skipped); SHARED once with expert N_EXPERTS + index and "
         "`shared` = 1. Body words have the indices of their stream positions in every repeat; "
         "NOP and SETR in a body execute locally in each repeat.",
-        "Errors (`o_status.error`, codes of `elmoe3d.firmware.isa.Status`): OPCODE (unknown "
+        "Errors (`o_status.error`, codes of `elmoe3d.spec.isa.Status`): OPCODE (unknown "
         "opcode), FIELD (an enum field out of range or reserved bits above the op's last field "
         "set: exactly `InstructionSet.decode`'s refusals), LOOP (body 0; EXPERTS, SHARED or HALT "
         "inside a body, at that word's index; no ROUTE), KEY, REGISTER, or the executor's code. "

@@ -11,7 +11,7 @@ This file only wires blocks together (each is its own file and verified alone)::
 
 External ports (what a bench or an SoC drives)
 ----------------------------------------------
-- ``i_word``: the command stream (``firmware/isa.py`` words, little-endian fields), any stalls.
+- ``i_word``: the command stream (``elmoe3d/spec/isa.py`` words, little-endian fields), any stalls.
 - Off-chip bus (``hw/offchip.py``): ``o_bus_cmd`` ``{write, base, length}`` in off-chip lines,
   ``o_bus_wdata``, ``i_bus_rdata``; commands are served in order, each read answered by
   ``length`` lines.
@@ -19,7 +19,7 @@ External ports (what a bench or an SoC drives)
   any order between bursts), write side as ``hw/hb_write.py`` (``o_hb_wcmd[c]``,
   ``o_hb_wdata[c]``, ``i_hb_wack[c]``).
 - ``o_status``: the command processor's status (``busy``, ``halted``, ``error`` a
-  :class:`~elmoe3d.firmware.isa.Status` code, ``index`` of the command that stopped it,
+  :class:`~elmoe3d.spec.isa.Status` code, ``index`` of the command that stopped it,
   ``commands``, ``cycles``).
 - ``o_cache_event``: a monitor copy of every expert-cache response the executor takes (``valid``
   for one cycle per response), so a bench checks every cache decision.
@@ -55,13 +55,13 @@ class Core(wiring.Component):
 
     # Written into the generated interface documentation (hw/interface_doc.py).
     INTERFACE_NOTES = (
-        "Stream: `i_word` takes one command word per transfer (firmware/isa.py: opcode in bits "
+        "Stream: `i_word` takes one command word per transfer (elmoe3d/spec/isa.py: opcode in bits "
         "[3:0], fields upwards, reserved bits zero; `{word_bits}`-bit words). NOP and SETR take one "
         "cycle; every other command runs to completion before the next is dispatched. After HALT "
         "`o_status.halted` is set and the core takes the next stream (registers and the expert "
         "cache keep their state; `index` restarts at 0).",
         "Errors: a command the core cannot execute stops it: `o_status.error` holds the Status code "
-        "(firmware/isa.py: OPCODE 1, FIELD 2, LOOP 3, KEY 4, REGISTER 5, RANGE 6, ADDRESS 7, INPUT 8, "
+        "(elmoe3d/spec/isa.py: OPCODE 1, FIELD 2, LOOP 3, KEY 4, REGISTER 5, RANGE 6, ADDRESS 7, INPUT 8, "
         "ORDER 9) and `o_status.index` the offending command's index in its stream; `i_word.ready` "
         "stays 0 until reset. ADDRESS: a request past the off-chip space ({off_lines} lines of "
         "{off_bytes} bytes) or the HB space ({hb_lines} lines). RANGE: TOKENS outside 1..{tokens}, "

@@ -2,7 +2,7 @@
 
 The command processor (``hw/command_processor.py``) fetches, decodes and sequences the stream
 (registers, loops); it hands the executor one command at a time on ``exec`` and waits for its
-``done`` (with an error code, :class:`elmoe3d.firmware.isa.Status`). The executor is the
+``done`` (with an error code, :class:`elmoe3d.spec.isa.Status`). The executor is the
 datapath's controller: it owns the on-chip buffers (``hw/token_buffer.py``, one bank per token)
 and drives, through ports that ``hw/core.py`` connects, the PE array, the vector blocks, the
 expert cache, the off-chip read ports (0: MSB / data, 1: LSB), the off-chip write port, the HB
@@ -47,8 +47,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..firmware.isa import Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
-from ..firmware.layout import MULT_BYTES, SCALAR_BYTES
+from ..spec.isa import Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
+from ..spec.image import MULT_BYTES, SCALAR_BYTES, SILU_BYTES
 from ..sim.int_moe import GATE_FRAC, XE_MAX
 from .command_processor import StatusShape, done_layout, exec_layout, regs_layout
 from .expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
@@ -64,7 +64,6 @@ from .vector_requant import VectorRequant
 from .vector_router import VectorRouter
 from .vector_swiglu import VectorSwiGLU
 
-SILU_BYTES = 512
 
 
 def _log2(n):

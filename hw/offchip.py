@@ -62,17 +62,12 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import OffchipConfig
 from ..errors import UserError, check_int
+from ..spec.timing import CREDIT_LOOP, READ_OVERHEAD  # noqa: F401  (documented there)
 from .arbiter import StreamArbiter
 from .protocols import ReadPort, WritePort, line_layout
 from .stream_fifo import StreamFifo
 from .tops import Param, Top
 
-# Cycles beyond latency + length from a read request's transfer to its last line's transfer
-# (no stalls): request -> splitter (1), arbiter register (1), tag/FIFO pipeline (2), last line.
-READ_OVERHEAD = 3
-# Cycles of the credit loop beyond the memory latency: grant -> command (1), line -> FIFO output
-# (FIFO latency 2), output -> credit back (1).
-CREDIT_LOOP = 4
 DONE_QUEUE = 4           # write requests whose done is pending
 
 

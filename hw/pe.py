@@ -50,6 +50,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import UserError
 from ..sim.gemv import ACC_BITS, max_k as gemv_max_k
 from ..sim.slices import OPERAND_BITS
+from ..spec.timing import DEFAULT_PIPELINE, MAX_PIPELINE, PIPELINE_CHOICES, check_pipeline  # noqa: F401
 from .layouts import ACT, WEIGHT_BITS
 from .lsb_augment import check_positive, nest
 from .tops import Param, Top
@@ -57,15 +58,6 @@ from .tops import Param, Top
 OPERAND_CHOICES = (OPERAND_BITS, WEIGHT_BITS)   # bit-sliced (5) or the INT8 baseline (8)
 DEFAULT_MAX_K = 4096
 MAX_ACC_BITS = 64
-MAX_PIPELINE = 3
-DEFAULT_PIPELINE = 3     # the timing-closed default (1 before issue 11; see README "Bit-sliced PE array")
-PIPELINE_CHOICES = tuple(range(MAX_PIPELINE + 1))
-
-
-def check_pipeline(pipeline):
-    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline not in PIPELINE_CHOICES:
-        raise UserError(f"pipeline must be an integer in 0..{MAX_PIPELINE}, got {pipeline!r}")
-    return pipeline
 
 
 def check_acc(acc_bits, max_k):

@@ -49,6 +49,7 @@ from ..config import DEFAULT
 from ..errors import UserError
 from ..sim.gemv import ACC_BITS
 from ..sim.slices import OPERAND_BITS
+from ..spec.timing import MODES, gemv_cycles  # noqa: F401  (the array's cycle formula)
 from .layouts import (ACT, Mode, Plane, act_layout, command_layout, k_shape, plane_layout,
                       result_layout)
 from .lsb_augment import LsbAugment, check_positive
@@ -57,29 +58,10 @@ from .tops import Param, Top
 
 MAX_ROWS = MAX_COLS = 256
 MAX_LANES = 16          # batch 1-16 (SPEC section 4)
-MODES = ("draft", "full", "int8")
 
 
 def _ceil_div(a, b):
     return -(-a // b)
-
-
-def gemv_cycles(*, k, cols, mode, pipeline=DEFAULT_PIPELINE, n=None, rows=None):
-    """Analytical clock cycles of a GEMV with no stalls (what the benches measure).
-
-    One command is ``1`` (accept, clear) ``+ phases * ceil(k / cols)`` (beats; 2 phases in FULL,
-    1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain: the PEs' register stages)
-    ``+ 1`` (result transfer) cycles, from one command transfer to the next. With ``n`` and ``rows`` it is the
-    whole GEMV of ``ceil(n / rows)`` row tiles. Batch lanes cost nothing extra.
-    """
-    if mode not in MODES:
-        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    check_pipeline(pipeline)
-    beats = _ceil_div(k, cols)
-    phases = 2 if mode == "full" else 1
-    per_tile = 1 + phases * beats + pipeline + 1
-    tiles = 1 if n is None else _ceil_div(n, rows)
-    return tiles * per_tile
 
 
 def check_size(name, value, most):

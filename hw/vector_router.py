@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError, check_int
 from ..sim.int_moe import EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, POW2
+from ..spec.timing import DIVIDE_CYCLES, WEIGHT_PIPELINE, router_cycles  # noqa: F401
 from .mux import pick
 from .tops import Param, Top
 from .vector_common import (ACC, POW2_BITS, SHIFT_LIMIT, WEIGHT, clamp_shift_minus_one, count_shape,
@@ -39,18 +40,6 @@ DEFAULT_MAX_EXPERTS = 64    # CacheConfig().n_experts: the expert field of a cac
 DEFAULT_MAX_K = 8
 MAX_EXPERTS = 1024          # CacheConfig.expert_bits <= 10
 MAX_K = 64
-
-WEIGHT_PIPELINE = 6         # cycles from issuing slot j to its p_j being written
-DIVIDE_CYCLES = GATE_FRAC + 1   # quotient bits of w = (p << 15) // S <= 2**15
-
-
-def router_cycles(n, count):
-    """Cycles from one command transfer to the next with no stalls: accept (1), ``n`` logits,
-    the weight pipeline (``count + 6``) and the divider (16) when ``count`` experts are chosen
-    (one cycle otherwise), result transfer (1)."""
-    weights = count + WEIGHT_PIPELINE + DIVIDE_CYCLES if count else 1
-    return 1 + n + weights + 1
-
 
 class VectorRouter(wiring.Component):
     """Top-k of one token's logits (ties to the lower expert) and its gate weights.

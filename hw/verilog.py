@@ -48,8 +48,8 @@ def port_list(component):
 
 
 def write_verilog(component, name, out_dir, params):
-    """Write ``<out_dir>/<name>.v``, ``<name>.json`` and ``<name>.md`` (and, for a top built from
-    an accelerator configuration, ``<name>_commands.h``: its command set); returns the ``.v`` path.
+    """Write ``<out_dir>/<name>.v``, ``<name>.json`` and ``<name>.md``; returns the ``.v`` path.
+    (``elmoe3d generate`` adds ``<name>_commands.h`` beside a top that executes command streams.)
 
     ``params`` is a JSON-serializable dict of the generator's parameters.
     """
@@ -67,11 +67,6 @@ def write_verilog(component, name, out_dir, params):
     accel = own if isinstance(own, AccelConfig) else DEFAULT
     meta = {"top": name, "params": params, "ports": doc.pop("ports"), "interface": doc,
             "accelerator_config": accel.to_dict()}
-    if isinstance(own, AccelConfig):
-        # a top that executes command streams: the C header of its command set beside it
-        from ..firmware.cheader import c_header
-        from ..firmware.isa import InstructionSet
-        (out_dir / f"{name}_commands.h").write_text(c_header(InstructionSet(own)))
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(markdown(name, params, {**doc, "ports": meta["ports"]}))
     return v_path

@@ -34,12 +34,10 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ..errors import UserError
+from ..spec.timing import gemv_cycles
 from . import acceptance as acc
 from . import routing as rt
 
-# Cycles a PE-array command spends besides its beats and its pipeline drain: command accept and
-# result transfer (hw/pe_array.py gemv_cycles: 1 + phases*beats + pipeline + 1).
-ARRAY_TILE_OVERHEAD = 2
 KV_BITS = 16
 
 
@@ -181,10 +179,10 @@ def matrices(model):
 
 
 def gemv_tile_cycles(n, k, rows, cols, phases, pipeline=1):
-    """Cycles of one ``n x k`` GEMV on one array for up to ``lanes`` tokens (perf's own model:
-    ``ceil(n/rows)`` tiles of ``phases * ceil(k/cols)`` beats plus ``ARRAY_TILE_OVERHEAD +
-    pipeline``)."""
-    return math.ceil(n / rows) * (phases * math.ceil(k / cols) + ARRAY_TILE_OVERHEAD + pipeline)
+    """Cycles of one ``n x k`` GEMV on one array for up to ``lanes`` tokens: the PE array's
+    formula, :func:`elmoe3d.spec.timing.gemv_cycles` (``phases`` 2 is FULL, 1 DRAFT/INT8)."""
+    return gemv_cycles(k=int(k), cols=cols, mode="full" if phases == 2 else "draft", pipeline=pipeline,
+                       n=int(n), rows=rows)
 
 
 def array_cycles(array, model, tokens, experts_per_layer, mode_dense, mode_expert):
@@ -229,6 +227,17 @@ class Pass:
 
 
 def run_pass(system, model, settings, route, batch, positions, kind):
+    """One pass (:func:`_run_pass`), its time scaled by the system's measured ``pass_overhead``
+    (``target`` or ``draft``; e.g. the RTL core's cycles over its memory floor)."""
+    p = _run_pass(system, model, settings, route, batch, positions, kind)
+    f = system.pass_overhead.get("target" if kind == "target" else "draft", 1.0)
+    if f != 1.0:
+        p.time *= f
+        p.energy["static"] = system.static_w * p.time
+    return p
+
+
+def _run_pass(system, model, settings, route, batch, positions, kind):
     """One pass. ``kind``: ``target`` (full model), ``draft_self`` (``k_d`` experts, full bits),
     ``draft_elastic`` (``k_d`` experts, MSB planes; dense per ``settings.dense_bits``) or
     ``draft_separate`` (the dense draft model, ``draft_fraction`` of the active weights)."""

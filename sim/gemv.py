@@ -19,11 +19,10 @@ against the accumulator range and returned as integers.
 import numpy as np
 
 from ..errors import UserError
-from .quant import ACT_MAX
+from ..spec.numerics import ACC_BITS, ACT_MAX
 from .slices import (DRAFT_SHIFT, SLICE_BITS, augment, check_int8, check_lsb, check_msb,
                      correction, lsb_slice, msb_slice)
 
-ACC_BITS = 32
 PRODUCT_BOUND = ACT_MAX * 128           # max |a * q| for a in [-127, 127], q in [-128, 127]
 _PRODUCT_BITS = PRODUCT_BOUND.bit_length()  # 14: every |product| < 2**14
 

@@ -61,25 +61,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..spec.numerics import (BIT_MODES, CHOICES, EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT,  # noqa: F401
+                             OUT_BITS, OUT_HEADROOM_BITS, POW2, POW2_ONE, PROJECTIONS, SILU_ENTRIES,
+                             SILU_FRAC, UP_BITS, XE_MAX)
 from .gemv import draft_gemv, full_gemv, int8_gemv
 from .quant import quantize_activations
 from .slices import msb_slice
 
-MANT_BITS = 15              # fixed-point mantissas: 2**14 <= m < 2**15
-EXP_FRAC = 6                # router logit gaps in log2 units, 6 fraction bits
-POW2_ONE = 1 << 16          # POW2 table: 2**-f in 16 fraction bits
-POW2 = np.array([round(POW2_ONE * 2.0 ** (-f / (1 << EXP_FRAC))) for f in range(1 << EXP_FRAC)], dtype=np.int64)
-GATE_FRAC = 15              # gate weights w / 2**15
-SILU_FRAC = 8               # SiLU table in units of S_g / 2**8
-SILU_ENTRIES = 256          # indexed by g + 128
-UP_BITS = 16                # up projection requantized to INT16
-OUT_BITS = 32               # layer output INT32
-OUT_HEADROOM_BITS = 24      # calibrated |output| maps to 2**24, leaving 7 bits of headroom
-MAX_SHIFT = 62
-XE_MAX = 48                 # token scales down to about 2**-34
-BIT_MODES = ("full", "draft")
-CHOICES = ("topk", "cached")
-PROJECTIONS = ("gate", "up", "down")
 
 
 # -- primitives ------------------------------------------------------------------------------

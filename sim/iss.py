@@ -1,4 +1,4 @@
-"""Instruction-set simulator: runs command streams (``firmware/isa.py``) on memory images.
+"""Instruction-set simulator: runs command streams (``elmoe3d/spec/isa.py``) on memory images.
 
 Bit-exact with the integer golden layer (:mod:`.int_moe`): the ISS reads every operand from the
 images (:mod:`elmoe3d.firmware.layout`: tiled planes, multiplier tables, the SiLU table, the
@@ -30,11 +30,11 @@ with one line naming the instruction index.
 
 Cycle estimate (what the RTL core is held to, within 10 %)
 ---------------------------------------------------------
-Per instruction, from :class:`~.core_timing.CoreTiming`, the cycle model of the RTL core
+Per instruction, from :class:`~elmoe3d.spec.timing.CoreTiming`, the cycle model of the RTL core
 (``hw/core.py``): ``NOP``, ``SETR`` and ``HALT`` 1; a loop ``2 + body`` (its body captured once)
 plus its iterations; every other command its read requests (``latency + 3 + lines`` per request),
 its pipelined work (GEMV lane groups overlapped, ``max(PE array, weight lines)`` per group; vector
-steps one word per cycle) and a fixed overhead measured on the RTL. See ``sim/core_timing.py``.
+steps one word per cycle) and a fixed overhead measured on the RTL. See ``elmoe3d/spec/timing.py``.
 """
 
 from dataclasses import dataclass, field
@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..firmware.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
-from ..firmware.layout import MULT_BYTES, SCALAR_BYTES, plane_sections, signed_nibbles, untile_plane
-from .core_timing import CoreTiming
+from ..spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block, plane_sections,
+                          signed_nibbles, tiled_bytes, token_scale_offset, untile_plane)
+from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
+from ..spec.timing import CoreTiming
 from .expert_cache import ExpertCache, Key
 from .expert_cache import Op as CacheOp
 from .gemv import correction_gemv, draft_gemv
@@ -222,11 +223,11 @@ class Machine:
         if not 1 <= d <= self.config.buffers.d_max:
             raise UserError(f"instruction {i} (loadx): D_MODEL = {d} outside [1, {self.config.buffers.d_max}]")
         addr = self._reg(Reg.X_ADDR, i, name)
-        scale_off = _ceil(self.config.buffers.tokens * d, self.L) * self.L
-        raw = self._read(self.offchip, "off-chip", addr, scale_off + T * MULT_BYTES, i, name)
+        scale_off = token_scale_offset(self.config.buffers.tokens, d, self.L)
+        raw = self._read(self.offchip, "off-chip", addr, scale_off + T * TOKEN_SCALE.size, i, name)
         x = raw[:T * d].view(np.int8).reshape(T, d).copy()
-        sc = raw[scale_off:scale_off + T * MULT_BYTES].reshape(T, MULT_BYTES).astype(np.int64)
-        xm, xe = sc[:, 0] | (sc[:, 1] << 8), sc[:, 2]
+        sc = TOKEN_SCALE.decode(raw[scale_off:scale_off + T * TOKEN_SCALE.size])
+        xm, xe = sc["xm"], sc["xe"]
         if x.min(initial=0) < -127:
             t = int(np.nonzero((x == -128).any(axis=1))[0][0])
             raise UserError(f"instruction {i} (loadx): token {t} holds -128 (inputs are symmetric INT8)")
@@ -245,18 +246,18 @@ class Machine:
         d = self._reg(Reg.D_MODEL, i, name)
         addr = self._reg(Reg.P_ADDR, i, name)
         r, c = cfg.array.rows, cfg.array.cols
-        plane = _ceil(_ceil(E, r) * r * _ceil(d, c) * c // 2, self.L) * self.L
-        n = 2 * plane + _ceil(SCALAR_BYTES, self.L) * self.L + 512
+        size = tiled_bytes(E, d, r, c)
+        cb = constants_block(_ceil(size, self.L), self.L)
+        at = {k: v * self.L for k, v in cb.items()}      # byte offsets
+        n = at["silu"] + SILU_BYTES
         raw = self._read(self.offchip, "off-chip", addr, n, i, name)
-        h = signed_nibbles(untile_plane(raw[:plane][:_ceil(E, r) * r * _ceil(d, c) * c // 2], E, d, r, c))
-        low = untile_plane(raw[plane:2 * plane][:_ceil(E, r) * r * _ceil(d, c) * c // 2], E, d, r, c)
+        h = signed_nibbles(untile_plane(raw[at["router_msb"]:][:size], E, d, r, c))
+        low = untile_plane(raw[at["router_lsb"]:][:size], E, d, r, c)
         p = _Params()
         p.router_h, p.router_l = h, low
-        s = raw[2 * plane:2 * plane + SCALAR_BYTES].astype(np.int64)
-        p.router_m, p.router_e = int(s[0] | (s[1] << 8)), int(s[2])
-        p.hid_m, p.hid_e = int(s[4] | (s[5] << 8)), int(s[6])
-        lut = 2 * plane + _ceil(SCALAR_BYTES, self.L) * self.L
-        p.silu = np.frombuffer(raw[lut:lut + 512].tobytes(), dtype="<i2").astype(np.int64)
+        s = {k: int(v[0]) for k, v in SCALARS.decode(raw[at["scalars"]:at["scalars"] + SCALARS.size]).items()}
+        p.router_m, p.router_e, p.hid_m, p.hid_e = s["router_m"], s["router_e"], s["hid_m"], s["hid_e"]
+        p.silu = np.frombuffer(raw[at["silu"]:n].tobytes(), dtype="<i2").astype(np.int64)
         self.params = p
         self.stats.offchip_bytes += n
         self._count(Op.LOADP, self.timing.loadp())
@@ -321,9 +322,9 @@ class Machine:
         c = self.ctx
         d, F = self.d_model, self.d_ffn
         addr = self._plane_addr(c["expert"], 2, i, name)
-        n = MULT_BYTES * (2 * F + d)
-        raw = self._read(self.offchip, "off-chip", addr, n, i, name).reshape(-1, MULT_BYTES).astype(np.int64)
-        m, e = raw[:, 0] | (raw[:, 1] << 8), raw[:, 2]
+        n = MULTIPLIER.size * (2 * F + d)
+        rec = MULTIPLIER.decode(self._read(self.offchip, "off-chip", addr, n, i, name))
+        m, e = rec["m"], rec["e"]
         if np.any(e < 1):
             raise UserError(f"instruction {i} (loadm): a multiplier exponent is 0 (corrupt table)")
 
@@ -347,10 +348,10 @@ class Machine:
         if "plane0" not in c or (bits == Bits.FULL and "plane1" not in c):
             need = "MSB and LSB planes" if bits == Bits.FULL else "MSB plane"
             raise UserError(f"instruction {i} (gemv): the {need} of expert {c['expert']} not fetched")
-        sections, _ = plane_sections(cfg, self.d_model, self.d_ffn)
-        off, (N, K) = sections[proj.name.lower()]
         r, co = cfg.array.rows, cfg.array.cols
-        size = _ceil(N, r) * r * _ceil(K, co) * co // 2
+        sections, _ = plane_sections(r, co, self.d_model, self.d_ffn)
+        off, (N, K) = sections[proj.name.lower()]
+        size = tiled_bytes(N, K, r, co)
         if proj == Proj.DOWN:
             if "hidden" not in c:
                 raise UserError(f"instruction {i} (gemv): down projection before swiglu")

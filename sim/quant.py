@@ -11,9 +11,9 @@ Rounding is round-half-to-even (``numpy.rint``) in both.
 import numpy as np
 
 from ..errors import UserError
+from ..spec.numerics import ACT_MAX  # activations are symmetric: -128 is never produced
 
 INT8_MIN, INT8_MAX = -128, 127
-ACT_MAX = 127  # activations are symmetric: -128 is never produced
 
 
 def _scale(absmax):

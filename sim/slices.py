@@ -15,14 +15,13 @@ A **plane** is the packed nibble layout memory holds: two 4-bit slices per byte,
 import numpy as np
 
 from ..errors import UserError
+from ..spec.image import pack_plane, unpack_plane  # noqa: F401  (the plane format is defined there)
+from ..spec.numerics import DRAFT_SHIFT, OPERAND_BITS, SLICE_BITS  # noqa: F401
 
-SLICE_BITS = 4                 # bits per slice
-OPERAND_BITS = SLICE_BITS + 1  # the PE's signed weight operand: a slice plus the augmentation bit
 H_MIN, H_MAX = -(1 << (SLICE_BITS - 1)), (1 << (SLICE_BITS - 1)) - 1
 L_MIN, L_MAX = 0, (1 << SLICE_BITS) - 1
 M_MIN, M_MAX = 2 * H_MIN + 1, 2 * H_MAX + 1
 C_MIN, C_MAX = L_MIN - 8, L_MAX - 8
-DRAFT_SHIFT = 3                # q_d = m << 3
 
 
 def check_int8(q, name="weights"):
@@ -85,31 +84,6 @@ def draft_weight(q):
 def truncated_weight(q):
     """Plain truncation ``16*h`` (the biased baseline that augmentation improves on), int16."""
     return msb_slice(q).astype(np.int16) << SLICE_BITS
-
-
-def pack_plane(nibbles):
-    """Pack 4-bit values (any integer dtype; only the low 4 bits are kept) into a plane.
-
-    Returns a flat uint8 array of ``ceil(n / 2)`` bytes: element ``2i`` in the low nibble of byte
-    ``i``, element ``2i + 1`` in its high nibble (a trailing odd element pairs with a zero nibble).
-    """
-    flat = np.asarray(nibbles).reshape(-1).astype(np.uint8) & L_MAX
-    if flat.size % 2:
-        flat = np.append(flat, np.uint8(0))
-    return (flat[0::2] | (flat[1::2] << SLICE_BITS)).astype(np.uint8)
-
-
-def unpack_plane(plane, shape):
-    """Inverse of :func:`pack_plane`: unsigned nibbles (uint8, [0, 15]) of the given shape."""
-    plane = np.asarray(plane)
-    if plane.dtype != np.uint8 or plane.ndim != 1:
-        raise UserError(f"a plane must be a 1-D uint8 array, got {plane.dtype} of shape {plane.shape}")
-    count = int(np.prod(shape))
-    if plane.size != (count + 1) // 2:
-        raise UserError(f"a plane of {plane.size} bytes cannot hold {count} nibbles")
-    nib = np.empty(plane.size * 2, dtype=np.uint8)
-    nib[0::2], nib[1::2] = plane & L_MAX, plane >> SLICE_BITS
-    return nib[:count].reshape(shape)
 
 
 def split_planes(q):

@@ -13,7 +13,7 @@ import pytest
 from elmoe3d.config import PRESETS, preset
 from elmoe3d.errors import UserError
 from elmoe3d.firmware.compiler import compile_model, compile_pass
-from elmoe3d.firmware.isa import InstructionSet, Op, Reg, Status
+from elmoe3d.spec.isa import InstructionSet, Op, Reg, Status
 from elmoe3d.hw.command_processor import CommandProcessor, DispatchModel, StatusShape
 from elmoe3d.hw.lint import lint
 from elmoe3d.hw.tops import get_top

@@ -3,7 +3,7 @@ and the integer golden layer, cache decisions, cycle counts within 10 % of the I
 error stops; plus its buffer block alone, its configuration refusals and ``generate --top core``.
 
 The cocotb bench (``sim/benches/tb_core.py``) runs each case twice on one Verilator build: once
-without stalls (cycles checked against ``sim/core_timing.py`` through the ISS) and once with
+without stalls (cycles checked against ``elmoe3d/spec/timing.py`` through the ISS) and once with
 random stalls on every memory interface and out-of-order HB bursts (results and cache decisions
 checked). The default run uses the ``small`` preset with 2 lanes (W = 8), one layer shape and
 one seed; the ``tiny`` preset, more shapes and seeds, and the shipped model's Elastic-SD on the
@@ -97,6 +97,7 @@ def test_generate_core_writes_verilog_json_and_the_command_header(tmp_path):
     assert meta["accelerator_config"]["name"] == "tiny" and meta["params"]["max_k"] == 4
     header = (out / "core_commands.h").read_text()
     assert "#define ELMOE3D_OP_ROUTE 4u" in header and "#define ELMOE3D_REG_HB_BASE 12u" in header
+    assert "#define ELMOE3D_STATUS_ADDRESS 7u" in header and "#define ELMOE3D_STATUS_ORDER 9u" in header
 
 
 # tiny: W = 4, one multiplier entry and one token scale per off-chip line, 4 lanes; small with

@@ -11,7 +11,7 @@ from elmoe3d.errors import UserError
 from elmoe3d.firmware.asm import assemble, disassemble, listing
 from elmoe3d.firmware.cheader import c_header
 from elmoe3d.firmware.compiler import compile_model, compile_pass
-from elmoe3d.firmware.isa import INSTRUCTIONS, OPCODE_BITS, InstructionSet, Op, Reg
+from elmoe3d.spec.isa import INSTRUCTIONS, OPCODE_BITS, InstructionSet, Op, Reg
 from elmoe3d.firmware.layout import read_output, write_input
 from elmoe3d.sim.expert_cache import Key
 from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens

@@ -40,8 +40,16 @@ def run(args):
     top, params = top_params(args)
     component = top.build(**params)            # UserError for illegal values, before a folder is made
     out = output_dir(args.out)                 # created (nested too) and checked before writing
+    from ..config import AccelConfig
     from ..hw.verilog import write_verilog
+    from ..paths import write_text
     path = write_verilog(component, top.name, out, params)
+    config = getattr(component, "config", None)
+    if isinstance(config, AccelConfig):
+        # a top that executes command streams: the C header of its command set beside it
+        from ..firmware.cheader import c_header
+        from ..spec.isa import InstructionSet
+        write_text(out / f"{top.name}_commands.h", c_header(InstructionSet(config)))
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     print(f"wrote {path} and {path.with_suffix('.json')} ({shown})", file=sys.stderr)
     print(path)

@@ -27,7 +27,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from ...config import PRESETS
 from ...firmware.compiler import compile_model, compile_pass
-from ...firmware.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
+from ...spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
 from ...hw.command_processor import (DispatchModel, StatusShape, done_layout, exec_layout, regs_layout,
                                      status_layout)
 from ..int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer

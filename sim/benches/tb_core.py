@@ -29,7 +29,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from elmoe3d.firmware.compiler import compile_model, compile_pass
-from elmoe3d.firmware.isa import Op, Reg, Status
+from elmoe3d.spec.isa import Op, Reg, Status
 from elmoe3d.firmware.layout import read_output, write_input
 from elmoe3d.hw.command_processor import status_layout
 from elmoe3d.hw.core import core_config

@@ -24,7 +24,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 from ...hw.layouts import Mode, act_layout, command_layout, int8_tile_layout, plane_layout, result_layout
-from ...hw.pe_array import gemv_cycles
+from ...spec.timing import gemv_cycles
 from ..gemv import draft_gemv, full_gemv, int8_gemv
 from ..quant import ACT_MAX
 from ..slices import lsb_slice, msb_slice
