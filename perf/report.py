@@ -187,8 +187,10 @@ def validation_table(gpu, rtl):
     for c in gpu:
         out.append(f"  {c['name']:<58} measured {c['measured']:>7.2f} tok/s  model {c['predicted']:>7.2f}  "
                    f"{c['error'] * 100:+6.1f} %  (efficiency {c['efficiency']:.3f})")
-    out.append("Accelerator cycle model against cycles measured in the RTL (Verilator; the layer pass is still a "
-               "composition of PE-array and HB measurements, not the RTL core's own count):")
+    out.append("Accelerator cycle model against cycles measured in the RTL (Verilator). PE-array commands and HB "
+               "streams: the model's formulas; the shipped expert-layer pass: a composition of those measurements; "
+               "RTL core rows: the core's own cycles against the memory floor perf charges for a pass "
+               "(--rtl-overhead applies their ratios):")
     for c in rtl:
         out.append(f"  {c['what']:<58} RTL {c['measured']:>7.0f}  model {c['model']:>8.1f}  {c['error'] * 100:+6.2f} %")
     return "\n".join(out)

@@ -109,6 +109,7 @@ class System:
     sources: dict = field(default_factory=dict)
     kv_tier: str = "offchip"
     own_footing: str = ""
+    pass_overhead: dict = field(default_factory=dict)     # pass kind (target, draft) -> time factor
 
     def __post_init__(self):
         owner = f"system {self.name}"

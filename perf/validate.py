@@ -91,3 +91,23 @@ def rtl_checks():
     for r in out:
         r["error"] = r["model"] / r["measured"] - 1
     return out
+
+
+def core_checks():
+    """``[{what, measured, model, error}]``: the RTL core's cycles per pass of a shipped-model layer
+    against the memory-bound floor, which is what perf charges for a pass (its slowest resource)."""
+    out = []
+    for r in load()["rtl_core"]["passes"]:
+        out.append({"what": f"RTL core, {r['name']}, {r['tokens']} token(s)", "measured": r["core_cycles"],
+                    "model": r["floor_cycles"], "error": r["floor_cycles"] / r["core_cycles"] - 1, "kind": r["kind"]})
+    return out
+
+
+def core_overheads():
+    """``{"target": f, "draft": f}``: mean core / floor cycles of the RTL core's verify and draft passes."""
+    rows = load()["rtl_core"]["passes"]
+    out = {}
+    for kind in ("target", "draft"):
+        ratios = [r["core_cycles"] / r["floor_cycles"] for r in rows if r["kind"] == kind]
+        out[kind] = sum(ratios) / len(ratios)
+    return out

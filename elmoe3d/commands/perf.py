@@ -54,6 +54,9 @@ def add_arguments(p):
                    help="TOML or JSON file adding or overriding systems and models")
     p.add_argument("--bench-pe", type=existing_file, metavar="FILE",
                    help="a bench-pe --json report: the PE arrays' pJ/MAC from its Nangate 45 rows")
+    p.add_argument("--rtl-overhead", action="store_true",
+                   help="scale the accelerators' passes by the RTL core's measured cycles over its memory floor "
+                        "(perf/data/validation.json rtl_core: verify and draft passes of a shipped-model layer)")
     p.add_argument("--no-sensitivity", action="store_true",
                    help="skip the sensitivity table, the claim ranges and the sweeps")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
@@ -96,6 +99,11 @@ def run(args):
         for name, s in list(systems_all.items()):
             if s.array is not None:
                 systems_all[name] = replace(s, pj_per_mac=array_pj_per_mac(s.array.kind, pe))
+    if args.rtl_overhead:
+        over = validate.core_overheads()
+        for name, s in list(systems_all.items()):
+            if s.array is not None:
+                systems_all[name] = replace(s, pass_overhead=dict(over))
     if args.list:
         for s in systems_all.values():
             print(f"system {s.name:<12} {s.label}")
@@ -130,7 +138,7 @@ def run(args):
     sens = report.sensitivity(footed, models, settings, batches, objective, free) if not args.no_sensitivity else {}
     ranges, grid = (studies.claim_ranges(systems_all, big, settings, args.objective) if studies_ok else ([], {}))
     sw = studies.sweeps(systems_all, big, settings, args.objective) if studies_ok else {}
-    gpu, rtl = validate.gpu_cases(), validate.rtl_checks()
+    gpu, rtl = validate.gpu_cases(), validate.rtl_checks() + validate.core_checks()
     off = studies.offload_cases(systems_all, models_all) if "offload" in systems_all else []
     spec = (studies.specmoe_setting(systems_all, big, settings, args.objective)
             if {"offload", "specmoe"} <= set(systems_all) and big else {})
