@@ -46,3 +46,29 @@ def check_memory(what, need, available=None):
         raise UserError(f"{what} needs about {fmt_bytes(need)} of memory, more than the "
                         f"{fmt_bytes(have)} available on this machine; make it smaller")
     return need
+
+
+# `compile --random D,E,K,F,S` holds a whole random layer several times over while it builds
+# it: float64 weights (8 bytes each) while they are quantized, the int8 copy, the folded integer
+# layer, and the off-chip image of its MSB and LSB planes. Measured peak resident memory per
+# weight of the experts (routed + shared, 3 matrices of d_model x d_ffn each), see
+# tests/test_bad_input.py::test_compile_memory_estimate_bounds_a_measured_run; the fixed part
+# covers the interpreter, numpy and the compiler's tables.
+COMPILE_BYTES_PER_WEIGHT = 24
+COMPILE_FIXED_BYTES = 256 * 2**20
+
+
+def compile_random_bytes(d_model, n_experts, d_ffn, n_shared):
+    """Bytes of memory ``compile --random D,E,K,F,S`` needs (an estimate that errs high).
+
+    Parameters are the layer's sizes (``n_shared`` shared experts beside ``n_experts`` routed
+    ones). The compiler builds the layer in memory at once today; a compiler that streams it
+    (bounded memory) relaxes this function, and every caller follows.
+    """
+    weights = (n_experts + n_shared) * 3 * d_model * d_ffn
+    return COMPILE_FIXED_BYTES + COMPILE_BYTES_PER_WEIGHT * weights
+
+
+# A clock period is given in ns; synthesis hands ABC whole picoseconds and OpenSTA reports to
+# the picosecond, so below 1 ps nothing is measured; above 1 ms (1 kHz) is no clock target.
+CLOCK_NS_MIN, CLOCK_NS_MAX = 0.001, 1e6

@@ -62,7 +62,7 @@ def best_per_workload(records, space):
 
 
 def _opts(params):
-    from ..commands._top_args import option_name
+    from ..hw.tops import option_name
     return " ".join(f"{option_name(k)} {shlex.quote(str(v))}" for k, v in params.items())
 
 
@@ -137,8 +137,9 @@ def plot_front(records, front, path):
     return path
 
 
-def summary(records, space, command, config_dir):
-    """The report as Markdown: counts, table, front, best per workload, command lines."""
+def summary(records, space, command, config_dir, stats=None):
+    """The report as Markdown: counts, table, front, best per workload, command lines; ``stats``
+    (from :func:`elmoe3d.explore.run.explore`) adds the run's wall time and cache use."""
     objective = space.search["objective"]
     good, failed = ok(records), [r for r in records if r.get("status") != "ok"]
     front = pareto(records)
@@ -153,6 +154,10 @@ def summary(records, space, command, config_dir):
         f"{s['clock_ns']:g} ns, activity {s['activity']:g}; area = arrays x PE array + expert cache; "
         "tokens/s and J/token from `elmoe3d perf` with the point's array, HB and energy per MAC "
         "(geometric means over the workloads in the table).",
+        *([f"This run: {stats['evaluated']} points evaluated in {stats['seconds']:g} s on "
+           f"{stats['nodes'] or 'no'} Ray node(s) ({'serial' if not stats['nodes'] else 'Ray tasks'}); "
+           f"blocks: {stats['blocks_run']} synthesized, {stats['blocks_cached']} read from the cache."]
+          if stats else []),
         f"## Best {min(TABLE_ROWS, len(good))} points by {objective} (* on the Pareto front)",
         table(records, space, front_keys={r['key'] for r in front}),
         f"## Pareto front: tokens/s up, J/token down, area down ({len(front)} points)",
@@ -179,7 +184,7 @@ def summary(records, space, command, config_dir):
     return "\n\n".join(parts)
 
 
-def write(out_dir, space, records, command=""):
+def write(out_dir, space, records, command="", stats=None):
     """Write ``report.md``, ``results.json``, ``front.png`` and one ``configs/<key>.json`` (an
     ``elmoe3d perf --config`` file) per ok point into ``out_dir``; returns the Markdown."""
     out_dir = Path(out_dir)
@@ -187,7 +192,7 @@ def write(out_dir, space, records, command=""):
     configs.mkdir(exist_ok=True)
     for r in ok(records):
         (configs / f"{r['key']}.json").write_text(json.dumps({"systems": {"explore": r["perf_system"]}}, indent=1))
-    text = summary(records, space, command, configs)
+    text = summary(records, space, command, configs, stats)
     (out_dir / "report.md").write_text("# elmoe3d explore\n\n" + text + "\n")
     if ok(records):
         plot_front(records, pareto(records), out_dir / "front.png")

@@ -268,7 +268,7 @@ def _search(shown, data):
 
 
 def _synth(shown, data):
-    from ..cli import CLOCK_NS_MAX, CLOCK_NS_MIN
+    from ..limits import CLOCK_NS_MAX, CLOCK_NS_MIN
     raw = _table(shown, data, "synth", ("liberty", "clock_ns", "activity", "energy_scale"))
     liberty = raw.get("liberty", "nangate45")
     if not isinstance(liberty, str) or not liberty:

@@ -14,6 +14,11 @@ from typing import Callable
 from ..errors import UserError
 
 
+def option_name(param_name):
+    """The command-line option of a generator parameter: ``acc_width`` -> ``--acc-width``."""
+    return "--" + param_name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class Param:
     """One generator parameter: ``--<name with dashes>`` on the command line."""

@@ -24,16 +24,12 @@ Sizes whose elaboration would not end in reasonable time are refused here with t
 import argparse
 
 from ..errors import UserError
+from ..hw.tops import option_name
 
 # Options are stored under this prefix so they never clash with a command's own destinations.
 _DEST_PREFIX = "top_param__"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-
-
-def option_name(param_name):
-    """``acc_width`` -> ``--acc-width``."""
-    return "--" + param_name.replace("_", "-")
 
 
 def add_top_arguments(parser, tops=None):
@@ -99,16 +95,31 @@ def convert(param, text):
 
 
 def _size_limits():
-    """``{(top, param): (most, why)}``: widths the generators take but that no design of this
+    """``{(top, param): (most, why)}``: sizes the generators take but that no design of this
     accelerator needs and whose elaboration would run for minutes to hours (measured:
-    ``lsb_augment --width 4096`` 32 s, growing faster than linearly; 100 000 never ends).
+    ``lsb_augment --width 4096`` 32 s, growing faster than linearly; 100 000 never ends;
+    ``stream_fifo --width 10**9`` and ``core --max-k 10**9`` do not end either).
 
     A PE sums at most the products of one PE-array row, and an LSB-augmentation unit serves one
-    row of weights, so both are bounded by the array's widest row (``hw.pe_array.MAX_COLS``).
+    row of weights, so both are bounded by the array's widest row (``hw.pe_array.MAX_COLS``). A
+    stream block carries at most the widest line the width adapter converts
+    (``STREAM_MAX_WIDTH``). The core's router slots are the vector router's
+    (``hw.vector_router.MAX_K``).
     """
     from ..hw.pe_array import MAX_COLS
+    from ..hw.vector_router import MAX_K
     row = f"the widest PE-array row (MAX_COLS = {MAX_COLS})"
-    return {("pe", "terms"): (MAX_COLS, row), ("lsb_augment", "width"): (MAX_COLS, row)}
+    line = (f"Amaranth builds ports of fewer than 2**16 bits and a stream block's port holds the payload "
+            f"and more (STREAM_MAX_WIDTH = {STREAM_MAX_WIDTH})")
+    return {("pe", "terms"): (MAX_COLS, row), ("lsb_augment", "width"): (MAX_COLS, row),
+            ("stream_fifo", "width"): (STREAM_MAX_WIDTH, line), ("stream_arbiter", "width"): (STREAM_MAX_WIDTH, line),
+            ("core", "max_k"): (MAX_K, f"the vector router's slots (MAX_K = {MAX_K})")}
+
+
+# The widest payload a stream block is generated with: half of the 2**16 bits an Amaranth port
+# may have (2**16 itself fails inside Amaranth with an assertion), far above the widest line of
+# this design (an HB line of 16 channels x 512 bits).
+STREAM_MAX_WIDTH = 1 << 15
 
 
 def check_size_limits(top, params):
@@ -117,6 +128,8 @@ def check_size_limits(top, params):
         limit = _size_limits().get((top.name, name))
         if limit and isinstance(value, int) and value > limit[0]:
             raise UserError(f"{option_name(name)} {value}: at most {limit[0]}, {limit[1]}")
+        if limit and isinstance(value, int) and value < 1:
+            raise UserError(f"{option_name(name)} {value}: at least 1")
 
 
 def top_params(args, top=None):
