@@ -33,7 +33,7 @@ from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import PRESETS
+from ..config import PRESETS, preset as named_preset
 from ..errors import UserError
 from .command_processor import CommandProcessor, status_layout
 from .executor import Executor, _built_with_parent, check_core_config
@@ -190,9 +190,7 @@ class Core(wiring.Component):
 def core_config(preset="default", lanes=0):
     """The configuration of a preset; ``lanes`` (1..tokens) overrides its PE-array lanes (0 keeps them)."""
     from dataclasses import replace
-    if preset not in PRESETS:
-        raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    cfg = PRESETS[preset]
+    cfg = named_preset(preset)
     if lanes:
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= cfg.buffers.tokens:
             raise UserError(f"lanes must be in [1, {cfg.buffers.tokens}] (0: the preset's), got {lanes!r}")

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ..errors import UserError
+from ..spec.sd import check_dense_bits, check_gamma, check_k_d
 from ..spec.timing import gemv_cycles
 from . import acceptance as acc
 from . import routing as rt
@@ -71,14 +72,11 @@ class Settings:
     def __post_init__(self):
         if self.scenario not in acc.SCENARIOS:
             raise UserError(f"unknown acceptance scenario {self.scenario!r}; choose from {', '.join(acc.SCENARIOS)}")
-        for name, lo in (("gamma", 0), ("k_d", 1), ("context", 1)):
-            v = getattr(self, name)
-            if name == "k_d" and v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.dense_bits not in ("full", "draft"):
-            raise UserError(f"dense_bits must be full or draft, got {self.dense_bits!r}")
+        check_gamma(self.gamma, allow_zero=True)
+        check_k_d(self.k_d)
+        check_dense_bits(self.dense_bits)
+        if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 1:
+            raise UserError(f"context must be an integer >= 1, got {self.context!r}")
         if self.acceptance is not None and not (isinstance(self.acceptance, (int, float)) and 0.0 <= self.acceptance <= 1.0):
             raise UserError(f"acceptance must be in [0, 1], got {self.acceptance!r}")
         if self.skew is not None and not (isinstance(self.skew, (int, float)) and 0.0 <= self.skew <= 4.0):

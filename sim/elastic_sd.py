@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import UserError
+from ..spec.sd import GAMMA_MAX, check_gamma, check_k_d  # noqa: F401  (GAMMA_MAX: the bound sd documents)
 from .blas_threads import single_threaded
 from .lm import TARGET, Execution, MoELM
 from .moe_layer import softmax
@@ -53,7 +54,6 @@ from .sd_cache import POLICIES, SCOPES, make_cache
 METHODS = ("plain", "elastic", "separate")
 EXPERT_CHOICES = ("topk", "cached")
 BIT_MODES = ("full", "draft")
-GAMMA_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -106,12 +106,9 @@ class SDSettings:
         choose("expert_choice", EXPERT_CHOICES)
         choose("cache_policy", POLICIES)
         choose("cache_scope", SCOPES)
-        for name, hi in (("gamma", GAMMA_MAX), ("gamma_max", GAMMA_MAX)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= hi:
-                raise UserError(f"{name} must be an integer in 1 .. {hi}, got {v!r}")
-        if self.k_d is not None and (not isinstance(self.k_d, (int, np.integer)) or self.k_d < 1):
-            raise UserError(f"k_d must be a positive integer, got {self.k_d!r}")
+        check_gamma(self.gamma)
+        check_gamma(self.gamma_max, "gamma_max")
+        check_k_d(self.k_d)
         if not isinstance(self.cache_capacity, (int, np.integer)) or self.cache_capacity < 0:
             raise UserError(f"cache capacity must be an integer >= 0 planes, got {self.cache_capacity!r}")
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):

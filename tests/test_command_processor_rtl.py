@@ -32,7 +32,7 @@ BENCH = dict(idle=0.3, stall=0.3, max_delay=3)
 def test_refusals_name_the_parameter():
     with pytest.raises(UserError, match="config must be an AccelConfig, got str"):
         CommandProcessor("tiny")
-    with pytest.raises(UserError, match=rf"preset must be one of {', '.join(PRESETS)}, got 'huge'"):
+    with pytest.raises(UserError, match=rf"unknown accelerator preset 'huge'; choose from {', '.join(PRESETS)}"):
         get_top("command_processor").build(preset="huge")
     with pytest.raises(UserError, match="takes no parameter width"):
         get_top("command_processor").resolve({"width": 3})

@@ -182,7 +182,8 @@ def test_cycle_model_matches_gemv_cycles_of_the_rtl_generator():
 # -- settings and configuration refusals ---------------------------------------------------------------
 @pytest.mark.parametrize("kw, msg", [
     (dict(acceptance=1.5), "acceptance must be in [0, 1], got 1.5"),
-    (dict(gamma=-1), "gamma must be an integer >= 0, got -1"),
+    (dict(gamma=-1), "gamma must be an integer in 0 .. 16, got -1"),
+    (dict(gamma=17), "gamma must be an integer in 0 .. 16, got 17"),
     (dict(scenario="gpt"), "unknown acceptance scenario 'gpt'; choose from shipped, eagle-mixtral, mtp-deepseek, dense-4bit-self"),
     (dict(skew=-1.0), "skew must be in [0, 4], got -1.0"),
 ])

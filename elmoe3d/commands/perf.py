@@ -86,13 +86,14 @@ def run(args):
     from ..perf import config_file, report, studies, validate
     from ..perf.decode import Settings, sweep
     from ..perf.systems import array_pj_per_mac, bench_pe_pj
+    from ..spec.sd import GAMMA_MAX
 
     t0 = time.perf_counter()
     for b in args.batch:
         if b > 16:
             raise UserError(f"--batch {b}: a batch holds 1 to 16 sequences")
-    if args.gamma is not None and not 0 <= args.gamma <= 16:
-        raise UserError(f"--gamma {args.gamma}: a draft length is 0 to 16")
+    if args.gamma is not None and not 0 <= args.gamma <= GAMMA_MAX:
+        raise UserError(f"--gamma {args.gamma}: a draft length is 0 to {GAMMA_MAX}")
     systems_all, models_all = config_file.load(args.config)
     if args.bench_pe is not None:
         pe, pipeline, fmax = bench_pe_pj(args.bench_pe)
