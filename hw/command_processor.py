@@ -4,9 +4,9 @@ It takes one command word per ``i_word`` transfer (``elmoe3d/spec/isa.py``: opco
 fields upwards from bit 4 at the offsets of :class:`~elmoe3d.spec.isa.InstructionSet`),
 executes ``NOP`` and ``SETR`` itself, runs the expert loops (``EXPERTS``, ``SHARED``) from a body
 memory and hands every other command to the executor, one at a time, on ``o_exec``; the executor
-answers each with one ``i_done`` beat. The golden sequencing is ``sim/iss.py``'s ``Machine.run``;
-:class:`DispatchModel` restates it at the level of this block's ports (what is dispatched, with
-which expert, where a stream stops and why) and the bench holds the RTL to it beat for beat.
+answers each with one ``i_done`` beat. The golden sequencing is :class:`elmoe3d.sim.dispatch.DispatchModel`
+(the ISS runs on it too): what is dispatched, with which expert, where a stream stops and why;
+the bench holds the RTL to it beat for beat.
 
 Micro-architecture::
 
@@ -40,16 +40,15 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..config import AccelConfig, PRESETS
+from ..config import AccelConfig, PRESETS, preset as named_preset
 from ..errors import UserError
+from ..sim.dispatch import INDEX_BITS, LOOP_OPS, DispatchModel, MachineError  # noqa: F401 (the golden model)
 from ..spec.isa import OPCODE_BITS, InstructionSet, Op, Reg, Status, field_widths
 from .tops import Param, Top
 
-INDEX_BITS = 16         # instruction index in a stream (saturating)
 COUNTER_BITS = 32       # status counters (wrapping)
 STATUS_BITS = 4         # width of a Status code
 EXECUTOR_OPS = tuple(op for op in Op if op not in (Op.NOP, Op.SETR, Op.EXPERTS, Op.SHARED, Op.HALT))
-LOOP_OPS = (Op.EXPERTS, Op.SHARED)
 
 
 def _hw_enum(py_enum, width):
@@ -85,130 +84,6 @@ def regs_layout(config):
 def status_layout():
     return data.StructLayout({"busy": 1, "halted": 1, "error": StatusShape, "index": INDEX_BITS,
                               "commands": COUNTER_BITS, "cycles": COUNTER_BITS})
-
-
-# -- the golden model at the ports' level ---------------------------------------------------------
-def _sat_index(i):
-    return min(i, (1 << INDEX_BITS) - 1)
-
-
-class StreamError(Exception):
-    """Raised inside :class:`DispatchModel`: a stream stops with ``status`` at ``index``."""
-
-    def __init__(self, status, index):
-        super().__init__(f"instruction {index}: {status.name}")
-        self.status, self.index = status, index
-
-
-class DispatchModel:
-    """The command processor's golden behaviour (``sim/iss.py`` ``Machine.run``'s sequencing).
-
-    ``feed(words)`` processes words as the RTL takes them (several streams back to back: a HALT
-    ends one, the next starts at index 0). ``executor(op, word, expert, shared, in_loop, index)``
-    answers each dispatched command with ``(Status, mask)``: ``mask`` is the chosen-expert mask
-    after a ROUTE (ignored otherwise). ``delay`` is the executor's answer delay (cycles from a
-    dispatch transfer to its ``i_done.valid``) for the cycle count with no stalls.
-
-    After ``feed``: ``dispatches`` (tuples ``(op, word, expert, shared, in_loop, index)``),
-    ``regs`` ({Reg: value}), ``halts`` (``(commands, cycles)`` per HALT), ``error`` and
-    ``index`` (where it stopped), ``commands`` and ``cycles`` of the stream in progress.
-    """
-
-    def __init__(self, config, executor, delay=0):
-        self.config, self.isa = config, InstructionSet(config)
-        self.executor, self.delay = executor, delay
-        self.regs, self.dispatches, self.halts = {}, [], []
-        self.route_ok, self.mask = False, 0
-        self.error, self.index = Status.NONE, 0
-        self.commands = self.cycles = 0
-        self.busy = False
-
-    def _decode(self, word, i):
-        if (word & 0xF) not in {int(o) for o in Op}:
-            raise StreamError(Status.OPCODE, i)
-        try:
-            return self.isa.decode(word, i)
-        except UserError:
-            raise StreamError(Status.FIELD, i) from None
-
-    def _local(self, op, f):
-        """NOP and SETR: executed by the processor itself (one cycle)."""
-        if op == Op.SETR:
-            self.regs[Reg(f["reg"])] = f["value"]
-        self.commands += 1
-        self.cycles += 1
-
-    def _dispatch(self, op, word, i, expert=0, shared=0, in_loop=0):
-        self.dispatches.append((int(op), word, expert, shared, in_loop, i))
-        status, mask = self.executor(op, word, expert, shared, in_loop, i)
-        self.cycles += 2 + self.delay
-        if status != Status.NONE:
-            raise StreamError(Status(status), i)
-        self.commands += 1
-        if op == Op.ROUTE:
-            self.route_ok, self.mask = True, mask
-        elif op == Op.LOADX:
-            self.route_ok = False
-
-    def _one(self, op, f, word, i, **ctx):
-        if op in (Op.NOP, Op.SETR):
-            self._local(op, f)
-        else:
-            self._dispatch(op, word, i, **ctx)
-
-    def feed(self, words):
-        """Process ``words`` until they run out or the stream stops on an error."""
-        words, pos = list(words), 0
-        try:
-            while pos < len(words) and self.error == Status.NONE:
-                if not self.busy:
-                    self.busy, self.commands, self.cycles, self.index = True, 0, 0, 0
-                i, word = self.index, words[pos]
-                op, f = self._decode(word, i)
-                if op == Op.HALT:
-                    self.commands += 1
-                    self.cycles += 1
-                    self.halts.append((self.commands, self.cycles))
-                    self.busy, self.route_ok, self.index = False, False, 0
-                    pos += 1
-                    continue
-                if op not in LOOP_OPS:
-                    self._one(op, f, word, i)
-                    self.index, pos = _sat_index(i + 1), pos + 1
-                    continue
-                if f["body"] == 0:
-                    raise StreamError(Status.LOOP, i)
-                body = []
-                for j in range(f["body"]):
-                    if pos + 1 + j >= len(words):
-                        self.index = _sat_index(i + 1 + j)
-                        return self          # the RTL waits for the rest of the body
-                    bi = _sat_index(i + 1 + j)
-                    bop, bf = self._decode(words[pos + 1 + j], bi)
-                    if bop in LOOP_OPS or bop == Op.HALT:
-                        raise StreamError(Status.LOOP, bi)
-                    body.append((bop, bf, words[pos + 1 + j], bi))
-                if not self.route_ok:
-                    raise StreamError(Status.LOOP, i)
-                if Reg.N_EXPERTS not in self.regs:
-                    raise StreamError(Status.REGISTER, i)
-                n_exp = self.regs[Reg.N_EXPERTS]
-                if op == Op.EXPERTS:
-                    runs = [(e, 0) for e in range(self.config.cache.n_experts) if self.mask >> e & 1 and e < n_exp]
-                else:
-                    e = n_exp + f["index"]
-                    if e >= self.config.cache.n_experts:
-                        raise StreamError(Status.KEY, i)
-                    runs = [(e, 1)]
-                self.commands += 1
-                self.cycles += 2 + f["body"]
-                for e, shared in runs:
-                    for bop, bf, bword, bi in body:
-                        self._one(bop, bf, bword, bi, expert=e, shared=shared, in_loop=1)
-                self.index, pos = _sat_index(i + 1 + f["body"]), pos + 1 + f["body"]
-        except StreamError as exc:
-            self.error, self.index = exc.status, exc.index
-        return self
 
 
 # -- the RTL --------------------------------------------------------------------------------------
@@ -269,12 +144,12 @@ class CommandProcessor(wiring.Component):
         "set: exactly `InstructionSet.decode`'s refusals), LOOP (body 0; EXPERTS, SHARED or HALT "
         "inside a body, at that word's index; no ROUTE), KEY, REGISTER, or the executor's code. "
         "A word is checked when it is executed or captured, so the commands before it have run "
-        "(the ISS refuses a malformed stream before running it). An error is sticky until reset: "
+        "(the ISS stops at the same word with the same code: `elmoe3d.sim.dispatch`). An error is sticky until reset: "
         "`i_word.ready` and `o_exec.valid` stay low and `o_status.index` is the offending "
         "instruction's index.",
         "Incomplete streams: a stream that stops without HALT, or a loop whose body runs past "
-        "the words sent so far, simply waits for more words (`busy` stays high); the ISS refuses "
-        "both. Nothing else waits on the processor.",
+        "the words sent so far, simply waits for more words (`busy` stays high, `index` the "
+        "awaited word's); the ISS reports both as a StreamEnd at that index. Nothing else waits on the processor.",
         "Status: `busy` from the transfer of a stream's first word to its HALT (or error); "
         "`index` the next word's index while running, the HALT's after a HALT, the offending "
         "one after an error; `commands` the commands completed in the stream (NOP, SETR, loop "
@@ -554,9 +429,7 @@ class CommandProcessor(wiring.Component):
 
 
 def _build(preset="default"):
-    if preset not in PRESETS:
-        raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    return CommandProcessor(PRESETS[preset])
+    return CommandProcessor(named_preset(preset))
 
 
 GENERATE_TOPS = [

@@ -24,9 +24,17 @@ on the active tokens (``DRAFT``: ``draft_gemv`` of the MSB plane; ``FULL``: plus
 from the LSB plane, which must have been fetched). ``SWIGLU``, ``COMBINE`` and ``STOREY`` are the
 golden formulas; ``STOREY`` writes INT32 little-endian to ``Y_ADDR``. ``HALT`` ends the stream.
 
-A malformed stream (unknown opcode, truncated word, field out of range, a register not set, an
-address past an image, a loop past the end, a GEMV without its planes, no ``HALT``) is refused
-with one line naming the instruction index.
+Errors (``docs/errors.md``): the ISS stops where the RTL core stops, with the same code. The
+stream is sequenced by :class:`~.dispatch.DispatchModel` (the command processor's golden model:
+words decoded as they are reached, loops, ``OPCODE``/``FIELD``/``LOOP``/``KEY``/``REGISTER``),
+and each dispatched command is checked in the executor's order: the registers it needs
+(:data:`NEEDS`, ``REGISTER``), an expert context for body commands (``ORDER`` outside a loop),
+its prerequisites (``ORDER``), shapes (``RANGE``), addresses (``ADDRESS``: past the image given),
+then its data (``INPUT``). Each raises :class:`~.dispatch.MachineError` (a ``UserError``) with
+``status`` and ``index``; a stream that ends without ``HALT`` raises
+:class:`~.dispatch.StreamEnd` at the index of the word the core would wait for. ``core``
+(:class:`CoreLimits`) adds the RTL core's own limits (shapes multiples of its vector width, the
+router's slots).
 
 Cycle estimate (what the RTL core is held to, within 10 %)
 ---------------------------------------------------------
@@ -41,18 +49,43 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
 from ..spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block, plane_sections,
                           signed_nibbles, tiled_bytes, token_scale_offset, untile_plane)
-from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
+from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update
 from ..spec.timing import CoreTiming
 from .expert_cache import ExpertCache, Key
 from .expert_cache import Op as CacheOp
 from .gemv import correction_gemv, draft_gemv
-from .int_moe import (GATE_FRAC, OUT_BITS, XE_MAX, combine, expert_output, gate_weights, sat,
+from .dispatch import LOOP_OPS, DispatchModel, MachineError, StreamEnd
+from .int_moe import (GATE_FRAC, MANT_BITS, OUT_BITS, XE_MAX, combine, expert_output, gate_weights, sat,
                       select_experts, swiglu)
 
-LOOP_OPS = (Op.EXPERTS, Op.SHARED)
+# The registers each executor command needs: any of them never set gives REGISTER, before any
+# other check (the core checks them in one cycle when the command arrives).
+NEEDS = {Op.LOADX: (Reg.TOKENS, Reg.D_MODEL, Reg.D_FFN, Reg.X_ADDR),
+         Op.LOADP: (Reg.N_EXPERTS, Reg.D_MODEL, Reg.P_ADDR),
+         Op.ROUTE: (Reg.N_EXPERTS, Reg.TOP_K, Reg.LAYER),
+         Op.FETCH: (Reg.LAYER, Reg.PLANE_LINES, Reg.E_ADDR, Reg.E_STRIDE, Reg.HB_BASE),
+         Op.LOADM: (Reg.E_ADDR, Reg.E_STRIDE, Reg.PLANE_LINES),
+         Op.STOREY: (Reg.Y_ADDR,)}
+# Commands that act on the current expert: only inside a loop body (ORDER otherwise).
+BODY_OPS = (Op.FETCH, Op.LOADM, Op.GEMV, Op.SWIGLU, Op.COMBINE)
+
+
+@dataclass(frozen=True)
+class CoreLimits:
+    """Limits of an RTL core beyond the command set's (``RANGE`` when a stream exceeds them).
+
+    ``width``: D_MODEL and D_FFN must be multiples of it (the core's vector width; 1: any);
+    ``max_k``: the most experts ROUTE may choose per token (the router's slots; None: no limit
+    beyond TOP_K and N_EXPERTS); ``max_experts``: the most routed experts LOADP accepts (None:
+    ``config.cache.n_experts``). The core's own values come from ``hw/core.py``
+    (``Core.error_limits()``); the ISS alone uses the defaults.
+    """
+
+    width: int = 1
+    max_k: int = None
+    max_experts: int = None
 
 
 def _ceil(a, b):
@@ -86,8 +119,9 @@ class Machine:
     cache : ExpertCache or None (a fresh one of ``config.cache`` by default)
     """
 
-    def __init__(self, config, offchip, hb, cache=None):
+    def __init__(self, config, offchip, hb, cache=None, core=None):
         self.config = config
+        self.core = core if core is not None else CoreLimits()
         self.isa = InstructionSet(config)
         self.offchip, self.hb = offchip, hb
         self.L = config.line_bytes
@@ -98,48 +132,77 @@ class Machine:
     def _read(self, image, name, addr, nbytes, index, op):
         start, end = addr * self.L, addr * self.L + nbytes
         if addr < 0 or end > len(image):
-            raise UserError(f"instruction {index} ({op}): lines {addr}..{_ceil(end, self.L) - 1} "
-                            f"past the {name} image of {len(image) // self.L} lines")
+            raise MachineError(Status.ADDRESS, index, Op[op.upper()],
+                               f"lines {addr}..{_ceil(end, self.L) - 1} past the {name} image of "
+                               f"{len(image) // self.L} lines")
         return image[start:end]
 
     def _reg(self, name, index, op):
         if name not in self.regs:
-            raise UserError(f"instruction {index} ({op}): register {name.name} not set")
+            raise MachineError(Status.REGISTER, index, Op[op.upper()], f"register {name.name} not set")
         return self.regs[name]
+
+    def _fail(self, status, index, op, detail):
+        raise MachineError(status, index, Op[op.upper()] if isinstance(op, str) else op, detail)
 
     # -- the stream ----------------------------------------------------------------------------
     def run(self, words):
-        """Execute a stream (a list of words or the binary ``bytes``); returns :class:`RunStats`."""
+        """Execute one stream (a list of words or the binary ``bytes``) up to its ``HALT``;
+        returns :class:`RunStats`. Raises :class:`~.dispatch.MachineError` where the core stops."""
         if isinstance(words, (bytes, bytearray)):
             words = self.isa.from_bytes(words)
-        decoded = self.isa.decode_all(words)
-        self.regs, self.stats = {}, RunStats()
-        self.route = None
-        pc = 0
-        while True:
-            if pc >= len(decoded):
-                raise UserError(f"instruction {pc}: the stream ends without halt")
-            op, f = decoded[pc]
-            if op == Op.HALT:
-                self._count(op, 1)
-                return self.stats
-            if op in LOOP_OPS:
-                body = decoded[pc + 1:pc + 1 + f["body"]]
-                if len(body) < f["body"] or f["body"] == 0:
-                    raise UserError(f"instruction {pc} ({op.name.lower()}): body of {f['body']} runs past the stream")
-                for j, (bop, _) in enumerate(body):
-                    if bop in LOOP_OPS or bop == Op.HALT:
-                        raise UserError(f"instruction {pc + 1 + j} ({bop.name.lower()}): not allowed in a loop body")
-                self._count(op, self.timing.loop(f["body"]))
-                for ctx in self._loop(op, f, pc):
-                    self.ctx, self.mults = ctx, None
-                    self.new_ctx = True
-                    for j, (bop, bf) in enumerate(body):
-                        self._exec(bop, bf, pc + 1 + j)
-                pc += 1 + f["body"]
-                continue
-            self._exec(op, f, pc)
-            pc += 1
+        self.stats = RunStats()
+        self.route = None               # the routing table (chosen, weights) of the last ROUTE
+        self.ctx = self.mults = None     # the expert context (rebuilt when the expert changes)
+        self.x_ok = False
+        self.params = None
+        seq = _Sequencer(self)
+        self.regs = seq.regs
+        seq.feed(words, one_stream=True)
+        if seq.exc is not None:
+            raise seq.exc
+        if not seq.halts:
+            raise StreamEnd(seq.index, "the stream ends inside a loop body" if seq.in_body
+                            else "the stream ends without halt")
+        return self.stats
+
+    def _execute(self, op, word, expert, shared, in_loop, i):
+        """One dispatched command (the executor's part): checks in the core's order, then runs it.
+        Returns ``(Status.NONE, mask)``; ``mask`` is the chosen-expert mask after a ROUTE."""
+        f = self.isa.decode(word, i)[1]
+        name = op.name.lower()
+        for r in NEEDS.get(op, ()):
+            self._reg(r, i, name)
+        if op in BODY_OPS:
+            if not in_loop:
+                self._fail(Status.ORDER, i, op, "a command on an expert outside an expert loop")
+            self._context(expert, shared)
+        self._exec(op, f, i)
+        mask = 0
+        if op == Op.ROUTE:
+            for e in np.unique(self.route[0]):
+                mask |= 1 << int(e)
+        return Status.NONE, mask
+
+    def _context(self, expert, shared):
+        """The expert context (active tokens, their gate weights): kept while the same expert
+        runs, rebuilt (planes, multipliers and projections forgotten) when it changes or after a
+        LOADX or ROUTE, as the core's."""
+        c = self.ctx
+        if c is not None and c["expert"] == expert and c["shared"] == shared:
+            return
+        T = len(self.x)
+        if shared:
+            tok, weights = np.arange(T), np.full(T, 1 << GATE_FRAC, dtype=np.int64)
+        else:
+            chosen, w = self.route
+            tok, slot = np.nonzero(chosen[:T] == expert)
+            weights = w[tok, slot]
+        self.ctx = {"expert": expert, "shared": shared, "tokens": tok, "weights": weights}
+        self.mults = None
+        self.new_ctx = True
+        if not shared:
+            self.stats.experts.append(int(expert))
 
     def _count(self, op, cycles):
         if getattr(self, "new_ctx", False):     # the first body command builds the expert's token list
@@ -149,34 +212,11 @@ class Machine:
         self.stats.by_op[op.name.lower()] = self.stats.by_op.get(op.name.lower(), 0) + cycles
         self.stats.instructions += 1
 
-    def _loop(self, op, f, index):
-        name = op.name.lower()
-        if self.route is None:
-            raise UserError(f"instruction {index} ({name}): no ROUTE before the expert loop")
-        chosen, weights = self.route
-        if op == Op.EXPERTS:
-            for e in np.unique(chosen):
-                tok, slot = np.nonzero(chosen == e)
-                self.stats.experts.append(int(e))
-                yield {"expert": int(e), "tokens": tok, "weights": weights[tok, slot]}
-        else:
-            n_exp = self._reg(Reg.N_EXPERTS, index, name)
-            e = n_exp + f["index"]
-            if e >= self.config.cache.n_experts:
-                raise UserError(f"instruction {index} (shared): expert {e} does not fit the cache key")
-            T = len(self.x)
-            yield {"expert": e, "tokens": np.arange(T), "weights": np.full(T, 1 << GATE_FRAC, dtype=np.int64)}
-
     # -- one instruction ------------------------------------------------------------------------
     def _exec(self, op, f, i):
         name = op.name.lower()
         cfg = self.config
-        if op == Op.NOP:
-            self._count(op, 1)
-        elif op == Op.SETR:
-            self.regs[Reg(f["reg"])] = f["value"]
-            self._count(op, 1)
-        elif op == Op.LOADX:
+        if op == Op.LOADX:
             self._loadx(i, name)
         elif op == Op.LOADP:
             self._loadp(i, name)
@@ -192,7 +232,7 @@ class Machine:
         elif op == Op.SWIGLU:
             c = self.ctx
             if "gate" not in c or "up" not in c:
-                raise UserError(f"instruction {i} (swiglu): gate and up projections not computed")
+                self._fail(Status.ORDER, i, op, "gate and up projections not computed")
             self._need_mults(i, name)
             e = self.mults
             c["hidden"] = swiglu(self.params, e, c["gate"], c["up"], self.xm[c["tokens"]], self.xe[c["tokens"]])
@@ -200,13 +240,14 @@ class Machine:
         elif op == Op.COMBINE:
             c = self.ctx
             if "down" not in c:
-                raise UserError(f"instruction {i} (combine): down projection not computed")
+                self._fail(Status.ORDER, i, op, "down projection not computed")
+            self._need_mults(i, name)
             y = expert_output(self.mults, c["down"])
             np.add.at(self.acc, c["tokens"], combine(y, c["weights"]))
             self._count(op, self.timing.combine(len(c["tokens"]), self.d_model))
         elif op == Op.STOREY:
-            if not hasattr(self, "acc") or self.acc is None:
-                raise UserError(f"instruction {i} (storey): no layer output (LOADX first)")
+            if not self.x_ok:
+                self._fail(Status.ORDER, i, op, "no layer output (LOADX first)")
             out = sat(self.acc, OUT_BITS).astype("<i4").tobytes()
             addr = self._reg(Reg.Y_ADDR, i, name)
             dst = self._read(self.offchip, "off-chip", addr, len(out), i, name)
@@ -214,37 +255,49 @@ class Machine:
             self.stats.offchip_bytes += len(out)
             self._count(op, self.timing.storey(len(self.x), self.d_model))
 
+    def _shape(self, reg, value, most, i, name):
+        """RANGE unless ``1 <= value <= most`` and a multiple of the core's width."""
+        w = self.core.width
+        if not 1 <= value <= most or value % w:
+            extra = f" and a multiple of {w}" if w > 1 else ""
+            self._fail(Status.RANGE, i, name, f"{reg} = {value} outside [1, {most}]{extra}")
+
     def _loadx(self, i, name):
-        T = self._reg(Reg.TOKENS, i, name)
-        d = self._reg(Reg.D_MODEL, i, name)
-        self._reg(Reg.D_FFN, i, name)
-        if not 1 <= T <= self.config.buffers.tokens:
-            raise UserError(f"instruction {i} (loadx): TOKENS = {T} outside [1, {self.config.buffers.tokens}]")
-        if not 1 <= d <= self.config.buffers.d_max:
-            raise UserError(f"instruction {i} (loadx): D_MODEL = {d} outside [1, {self.config.buffers.d_max}]")
-        addr = self._reg(Reg.X_ADDR, i, name)
-        scale_off = token_scale_offset(self.config.buffers.tokens, d, self.L)
+        T = self.regs[Reg.TOKENS]
+        d = self.regs[Reg.D_MODEL]
+        F = self.regs[Reg.D_FFN]
+        buf = self.config.buffers
+        if not 1 <= T <= buf.tokens:
+            self._fail(Status.RANGE, i, name, f"TOKENS = {T} outside [1, {buf.tokens}]")
+        self._shape("D_MODEL", d, buf.d_max, i, name)
+        self._shape("D_FFN", F, buf.f_max, i, name)
+        addr = self.regs[Reg.X_ADDR]
+        scale_off = token_scale_offset(buf.tokens, d, self.L)
         raw = self._read(self.offchip, "off-chip", addr, scale_off + T * TOKEN_SCALE.size, i, name)
         x = raw[:T * d].view(np.int8).reshape(T, d).copy()
         sc = TOKEN_SCALE.decode(raw[scale_off:scale_off + T * TOKEN_SCALE.size])
         xm, xe = sc["xm"], sc["xe"]
         if x.min(initial=0) < -127:
             t = int(np.nonzero((x == -128).any(axis=1))[0][0])
-            raise UserError(f"instruction {i} (loadx): token {t} holds -128 (inputs are symmetric INT8)")
+            self._fail(Status.INPUT, i, name, f"token {t} holds -128 (inputs are symmetric INT8)")
         if np.any(xe < 1) or np.any(xe > XE_MAX):
-            raise UserError(f"instruction {i} (loadx): a token scale exponent is outside [1, {XE_MAX}]")
+            self._fail(Status.INPUT, i, name, f"a token scale exponent is outside [1, {XE_MAX}]")
+        if np.any(xm >= 1 << MANT_BITS):
+            self._fail(Status.INPUT, i, name, f"a token scale mantissa is 2**{MANT_BITS} or more")
         self.x, self.xm, self.xe, self.d_model = x, xm, xe, d
-        self.d_ffn = self.regs[Reg.D_FFN]
+        self.d_ffn = F
         self.acc = np.zeros((T, d), dtype=np.int64)
-        self.route = None
+        self.x_ok, self.ctx = True, None
         self.stats.offchip_bytes += len(raw)
         self._count(Op.LOADX, self.timing.loadx(T, d))
 
     def _loadp(self, i, name):
         cfg = self.config
-        E = self._reg(Reg.N_EXPERTS, i, name)
-        d = self._reg(Reg.D_MODEL, i, name)
-        addr = self._reg(Reg.P_ADDR, i, name)
+        E, d, addr = self.regs[Reg.N_EXPERTS], self.regs[Reg.D_MODEL], self.regs[Reg.P_ADDR]
+        most = self.core.max_experts or cfg.cache.n_experts
+        if not 2 <= E <= most:
+            self._fail(Status.RANGE, i, name, f"N_EXPERTS = {E} outside [2, {most}]")
+        self._shape("D_MODEL", d, cfg.buffers.d_max, i, name)
         r, c = cfg.array.rows, cfg.array.cols
         size = tiled_bytes(E, d, r, c)
         cb = constants_block(_ceil(size, self.L), self.L)
@@ -257,19 +310,23 @@ class Machine:
         p.router_h, p.router_l = h, low
         s = {k: int(v[0]) for k, v in SCALARS.decode(raw[at["scalars"]:at["scalars"] + SCALARS.size]).items()}
         p.router_m, p.router_e, p.hid_m, p.hid_e = s["router_m"], s["router_e"], s["hid_m"], s["hid_e"]
+        if p.router_e < 1 or p.hid_e < 1:
+            self._fail(Status.INPUT, i, name, f"a layer multiplier exponent is 0 (router_e = {p.router_e}, "
+                                              f"hid_e = {p.hid_e}; corrupt constants)")
         p.silu = np.frombuffer(raw[at["silu"]:n].tobytes(), dtype="<i2").astype(np.int64)
         self.params = p
         self.stats.offchip_bytes += n
         self._count(Op.LOADP, self.timing.loadp())
 
     def _route(self, f, i, name):
-        if not hasattr(self, "params") or not hasattr(self, "x"):
-            raise UserError(f"instruction {i} (route): LOADX and LOADP must come first")
+        if self.params is None or not self.x_ok:
+            self._fail(Status.ORDER, i, name, "LOADX and LOADP must come first")
         cfg = self.config
-        E, top = self._reg(Reg.N_EXPERTS, i, name), self._reg(Reg.TOP_K, i, name)
+        E, top = self.regs[Reg.N_EXPERTS], self.regs[Reg.TOP_K]
         k = f["k"]
-        if not 1 <= k <= min(top, E):
-            raise UserError(f"instruction {i} (route): k = {k} outside [1, {min(top, E)}]")
+        most = min(top, E) if self.core.max_k is None else min(top, E, self.core.max_k)
+        if not 1 <= k <= most:
+            self._fail(Status.RANGE, i, name, f"k = {k} outside [1, {most}]")
         p = self.params
         logits = (draft_gemv(p.router_h, self.x).astype(np.int64) + correction_gemv(p.router_l, self.x))
         allowed = None
@@ -280,6 +337,7 @@ class Machine:
         chosen = select_experts(logits, k, allowed)
         weights = gate_weights(p, logits, chosen, self.xm, self.xe)
         self.route = (chosen, weights)
+        self.ctx = None
         self.logits = logits
         T = len(self.x)
         plane = _ceil(E, cfg.array.rows) * cfg.array.rows * _ceil(self.d_model, cfg.array.cols) * cfg.array.cols // 2
@@ -296,6 +354,8 @@ class Machine:
         lines = self._reg(Reg.PLANE_LINES, i, name)
         nbytes = lines * self.L
         key = Key(layer, c["expert"], f["plane"])
+        if f["plane"] == Plane.LSB and f["update"] == Update.LOOKUP:
+            self._fail(Status.RANGE, i, name, "an LSB plane is never cached (FETCH lsb takes peek only)")
         off_addr = self._plane_addr(c["expert"], f["plane"], i, name)
         off = self._read(self.offchip, "off-chip", off_addr, nbytes, i, name)
         hb_base = self._reg(Reg.HB_BASE, i, name)
@@ -326,7 +386,7 @@ class Machine:
         rec = MULTIPLIER.decode(self._read(self.offchip, "off-chip", addr, n, i, name))
         m, e = rec["m"], rec["e"]
         if np.any(e < 1):
-            raise UserError(f"instruction {i} (loadm): a multiplier exponent is 0 (corrupt table)")
+            self._fail(Status.INPUT, i, name, "a multiplier exponent is 0 (corrupt table)")
 
         class _Mults:
             pass
@@ -340,21 +400,23 @@ class Machine:
 
     def _need_mults(self, i, name):
         if getattr(self, "mults", None) is None:
-            raise UserError(f"instruction {i} ({name}): no LOADM for this expert")
+            self._fail(Status.ORDER, i, name, "no LOADM for this expert")
 
     def _gemv(self, f, i, name):
         c, cfg = self.ctx, self.config
         proj, bits = Proj(f["proj"]), Bits(f["bits"])
         if "plane0" not in c or (bits == Bits.FULL and "plane1" not in c):
             need = "MSB and LSB planes" if bits == Bits.FULL else "MSB plane"
-            raise UserError(f"instruction {i} (gemv): the {need} of expert {c['expert']} not fetched")
+            self._fail(Status.ORDER, i, name, f"the {need} of expert {c['expert']} not fetched")
+        if proj == Proj.DOWN and "hidden" not in c:
+            self._fail(Status.ORDER, i, name, "down projection before swiglu")
+        if bits == Bits.FULL and c["plane1"][1] == "hb":
+            self._fail(Status.RANGE, i, name, "an LSB plane read from HB (the core streams LSB planes off-chip)")
         r, co = cfg.array.rows, cfg.array.cols
         sections, _ = plane_sections(r, co, self.d_model, self.d_ffn)
         off, (N, K) = sections[proj.name.lower()]
         size = tiled_bytes(N, K, r, co)
         if proj == Proj.DOWN:
-            if "hidden" not in c:
-                raise UserError(f"instruction {i} (gemv): down projection before swiglu")
             a = c["hidden"].astype(np.int8)
         else:
             a = self.x[c["tokens"]]
@@ -374,3 +436,16 @@ class Machine:
             else:
                 self.stats.offchip_bytes += groups * b
         self._count(Op.GEMV, self.timing.gemv(len(c["tokens"]), N, K, bits == Bits.FULL, streams))
+
+
+class _Sequencer(DispatchModel):
+    """The ISS's sequencer: :class:`~.dispatch.DispatchModel` with :class:`Machine` as its
+    executor, counting the cycles of the commands the processor runs itself."""
+
+    def __init__(self, machine):
+        super().__init__(machine.config, machine._execute)
+        self.machine = machine
+
+    def counted(self, op, fields, index):
+        m = self.machine
+        m._count(op, m.timing.loop(fields["body"]) if op in LOOP_OPS else 1)

@@ -14,7 +14,8 @@ from elmoe3d.config import PRESETS, preset
 from elmoe3d.errors import UserError
 from elmoe3d.firmware.compiler import compile_model, compile_pass
 from elmoe3d.spec.isa import InstructionSet, Op, Reg, Status
-from elmoe3d.hw.command_processor import CommandProcessor, DispatchModel, StatusShape
+from elmoe3d.hw.command_processor import CommandProcessor, StatusShape
+from elmoe3d.sim.dispatch import DispatchModel, MachineError
 from elmoe3d.hw.lint import lint
 from elmoe3d.hw.tops import get_top
 from elmoe3d.hw.verilog import write_verilog
@@ -107,11 +108,11 @@ def test_model_stops_where_the_iss_refuses(what):
     comp, _ = _compiled("tiny", 4)
     isa = comp.isa
     words = _edit(isa, compile_pass(comp, 0, 5), what)
-    with pytest.raises(UserError, match=r"instruction (\d+)") as info:
+    with pytest.raises(MachineError, match=r"instruction (\d+)") as info:
         Machine(isa.config, comp.offchip, comp.hb).run(words)
-    index = int(info.value.args[0].split()[1].rstrip(":"))
+    assert info.value.status == CODES[what], str(info.value)
     model = DispatchModel(isa.config, Policy([0b11])).feed(words)
-    assert (model.error, model.index) == (CODES[what], index), str(info.value)
+    assert (model.error, model.index) == (info.value.status, info.value.index), str(info.value)
 
 
 def test_model_index_saturates_and_registers_persist():

@@ -8,10 +8,11 @@ import pytest
 
 from elmoe3d.config import PRESETS, AccelConfig, ArrayConfig, HBConfig, preset
 from elmoe3d.errors import UserError
+from elmoe3d.sim.dispatch import MachineError, StreamEnd
 from elmoe3d.firmware.asm import assemble, disassemble, listing
 from elmoe3d.firmware.cheader import c_header
 from elmoe3d.firmware.compiler import compile_model, compile_pass
-from elmoe3d.spec.isa import INSTRUCTIONS, OPCODE_BITS, InstructionSet, Op, Reg
+from elmoe3d.spec.isa import INSTRUCTIONS, OPCODE_BITS, InstructionSet, Op, Reg, Status
 from elmoe3d.firmware.layout import read_output, write_input
 from elmoe3d.sim.expert_cache import Key
 from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
@@ -234,45 +235,48 @@ def _stream(comp, **edits):
 
 
 def test_malformed_streams_are_refused_naming_the_instruction():
+    """Each refusal is a MachineError with the core's Status and index, its message naming the
+    instruction (tests/test_errors.py covers every code against the RTL)."""
     layers, comp, rng = compiled_layers(SHAPES[0], 0)
     isa, cfg = comp.isa, preset("tiny")
     a, xm, xe = quantize_tokens(rng.standard_normal((4, 24)))
     write_input(comp.offchip, comp.map, a, xm, xe)
     m = Machine(cfg, comp.offchip, comp.hb)
     words = compile_pass(comp, 0, 4)
-    with pytest.raises(UserError, match=f"instruction {len(words) - 1}: the stream ends without halt"):
+
+    def refused(stream, status, index, pattern):
+        with pytest.raises(MachineError, match=pattern) as info:
+            m.run(stream)
+        assert isinstance(info.value, UserError)
+        assert (info.value.status, info.value.index) == (status, index), str(info.value)
+
+    with pytest.raises(StreamEnd, match=f"instruction {len(words) - 1}: the stream ends without halt"):
         m.run(words[:-1])
     p_idx = [i for i, w in enumerate(words) if isa.decode(w)[0] == Op.SETR and isa.decode(w)[1]["reg"] == Reg.P_ADDR][0]
     bad = list(words)
     bad[p_idx] = isa.encode(Op.SETR, reg=Reg.P_ADDR, value=isa.fields[Op.SETR][1].most)   # the largest address
     loadp = [i for i, w in enumerate(words) if isa.decode(w)[0] == Op.LOADP][0]
-    with pytest.raises(UserError, match=rf"instruction {loadp} \(loadp\): lines .* past the off-chip image"):
-        m.run(bad)
+    refused(bad, Status.ADDRESS, loadp, rf"instruction {loadp} \(loadp\): lines .* past the off-chip image")
     bad = [w for i, w in enumerate(words) if i != p_idx]
-    with pytest.raises(UserError, match=r"\(loadp\): register P_ADDR not set"):
-        m.run(bad)
+    refused(bad, Status.REGISTER, loadp - 1, r"\(loadp\): register P_ADDR not set")
     route = [i for i, w in enumerate(words) if isa.decode(w)[0] == Op.ROUTE][0]
     bad = list(words)
     bad[route] = isa.encode(Op.ROUTE, k=3, choice=0)
-    with pytest.raises(UserError, match=rf"instruction {route} \(route\): k = 3 outside \[1, 2\]"):
-        m.run(bad)
+    refused(bad, Status.RANGE, route, rf"instruction {route} \(route\): k = 3 outside \[1, 2\]")
     loop = route + 1
-    bad = words[:loop + 3] + [isa.encode(Op.HALT)]
-    with pytest.raises(UserError, match=rf"instruction {loop} \(experts\): body of .* runs past the stream"):
-        m.run(bad)
+    with pytest.raises(StreamEnd, match=rf"instruction {loop + 3}: the stream ends inside a loop body"):
+        m.run(words[:loop + 3])
+    refused(words[:loop + 3] + [isa.encode(Op.HALT)], Status.LOOP, loop + 3, r"\(halt\): not allowed in a loop body")
     bad = list(words)
     bad[loop + 1] = isa.encode(Op.NOP)         # no FETCH: the GEMV has no plane
-    with pytest.raises(UserError, match=r"\(gemv\): the MSB and LSB planes of expert \d+ not fetched"):
-        m.run(bad)
+    refused(bad, Status.ORDER, loop + 4, r"\(gemv\): the MSB and LSB planes of expert \d+ not fetched")
     bad = list(words)
     bad.insert(route, isa.encode(Op.EXPERTS, body=1))
-    with pytest.raises(UserError, match=rf"instruction {route} \(experts\): no ROUTE before"):
-        m.run(bad)
+    refused(bad, Status.LOOP, route, rf"instruction {route} \(experts\): no ROUTE before")
     x = a.copy()
     x[2, 3] = -128
     write_input(comp.offchip, comp.map, x, xm, xe)
-    with pytest.raises(UserError, match=r"\(loadx\): token 2 holds -128"):
-        m.run(words)
+    refused(words, Status.INPUT, loadp - 1, r"\(loadx\): token 2 holds -128")
 
 
 def test_cycle_estimate_grows_with_work():

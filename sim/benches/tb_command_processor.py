@@ -5,7 +5,7 @@ Configuration (``bench_config()``): ``params`` (``preset``), ``seeds``, ``quick`
 the executor model holds ``o_exec.ready`` low), ``max_delay`` (the executor answers each command
 0 .. max_delay cycles after taking it).
 
-Golden: :class:`elmoe3d.hw.command_processor.DispatchModel` (the ISS's sequencing at the ports;
+Golden: :class:`elmoe3d.sim.dispatch.DispatchModel` (the ISS's sequencing, at the ports;
 tests/test_command_processor_rtl.py checks it against ``sim/iss.py``) run on the same words with
 the same executor answers. Checked exactly: every dispatched beat ``(op, word, expert, shared,
 in_loop, index)`` in order, ``commands`` at every HALT, the SETR registers and ``o_regs_set``,
@@ -28,8 +28,9 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from ...config import PRESETS
 from ...firmware.compiler import compile_model, compile_pass
 from ...spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
-from ...hw.command_processor import (DispatchModel, StatusShape, done_layout, exec_layout, regs_layout,
+from ...hw.command_processor import (StatusShape, done_layout, exec_layout, regs_layout,
                                      status_layout)
+from ..dispatch import DispatchModel
 from ..int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer
 from ..moe_layer import MoEShape, random_moe
 from .runner import bench_config
