@@ -4,12 +4,14 @@ A point has two blocks whose synthesis takes seconds to a minute here: the bit-s
 at its rows, cols, lanes and pipeline depth, and the expert-cache controller at its slots and
 policy. A block's figures (area, Fmax, power, energy per MAC) are stored under the cache folder
 keyed by its top and parameters, the synthesis settings, the tool versions (Yosys, OpenSTA,
-Amaranth), a hash of the Liberty file and a hash of the generators' sources (``hw/*.py``): a
-block synthesized once with the same inputs is never synthesized again, by any point or run.
+Amaranth), a hash of the Liberty file and a hash of its generator's sources (its ``hw/`` module
+and the ``elmoe3d`` modules that imports): a block synthesized once with the same inputs is
+never synthesized again, by any point or run.
 """
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -62,22 +64,84 @@ def file_hash(path):
     return _file_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
-def generator_hash():
-    """A hash of the generators' sources (``hw/*.py``): a changed generator invalidates the cache."""
-    from .. import hw
-    folder = Path(hw.__file__).resolve().parent
+def _local_imports(path, root):
+    """Files of the ``elmoe3d`` modules that the module at ``path`` imports (relative imports and
+    ``elmoe3d.*`` ones), found by reading its source."""
+    import ast
+    import importlib.util
+    tree = ast.parse(Path(path).read_text())
+    package = _module_name(path, root).rpartition(".")[0]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = (importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                    if node.level else node.module or "")
+            names += [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    files = []
+    for name in names:
+        if name == "elmoe3d" or not name.startswith("elmoe3d."):
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            files.append(Path(spec.origin).resolve())
+    return files
+
+
+def _module_name(path, root):
+    """``elmoe3d.hw.pe_array`` for ``.../hw/pe_array.py`` (``root``: {folder: package})."""
+    path = Path(path).resolve()
+    for folder, package in root.items():
+        if path.is_relative_to(folder):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            return ".".join([package, *parts]) if parts else package
+    return "elmoe3d"
+
+
+def generator_hash(top_name):
+    """A hash of the sources that generate ``top_name``: its module in ``hw/`` and every
+    ``elmoe3d`` module it imports, transitively (a changed generator invalidates its blocks, an
+    edit elsewhere does not)."""
+    import importlib.util
+    module = importlib.import_module(f"..hw.{top_name}", __package__)
+    root = {}
+    for pkg in ("elmoe3d", "elmoe3d.hw", "elmoe3d.sim", "elmoe3d.firmware"):
+        spec = importlib.util.find_spec(pkg)
+        if spec is not None and spec.submodule_search_locations:
+            for loc in spec.submodule_search_locations:
+                root[Path(loc).resolve()] = pkg
+    root = dict(sorted(root.items(), key=lambda kv: -len(str(kv[0]))))     # deepest folder first
+    seen, todo = set(), [Path(module.__file__).resolve()]
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo += _local_imports(f, root)
+    return _hash_files(seen, root)
+
+
+def _hash_files(files, root):
     h = hashlib.sha256()
-    for f in sorted(folder.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + file_hash(f).encode())
+    for f in sorted(files):
+        h.update(_module_name(f, root).encode() + b"\0" + file_hash(f).encode())
     return h.hexdigest()
 
 
 def block_key(top, params, synth):
-    """The cache key of a block: top, parameters, synthesis settings, tools, Liberty, generators."""
+    """The cache key of a block: top, parameters, synthesis settings, tools, Liberty, its
+    generator's sources and the synthesis flow's."""
     from ..synth import flow
     liberty = flow.resolve_liberty(synth["liberty"])
     blob = json.dumps({"top": top, "params": params, "clock_ns": synth["clock_ns"], "activity": synth["activity"],
-                       "liberty": file_hash(liberty), "tools": tool_versions(), "hw": generator_hash()},
+                       "liberty": file_hash(liberty), "tools": tool_versions(), "hw": generator_hash(top),
+                       # the flow's own scripts (Yosys and OpenSTA commands) shape the figures too
+                       "flow": [file_hash(f) for f in sorted(Path(flow.__file__).parent.glob("*.py"))]},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -101,7 +165,6 @@ def store(cache_dir, key, figures):
 
 
 def _top(name):
-    import importlib
     module = importlib.import_module(f"..hw.{name}", __package__)
     return next(t for t in module.GENERATE_TOPS if t.name == name)
 

@@ -108,6 +108,7 @@ class Runner:
         self.block_refs = {}          # block key -> figures or Ray object ref
         self.pending = {}             # Ray ref -> (key, point)
         self.done_serial = []
+        self.blocks_cached = self.blocks_run = self.evaluated = 0
         if ray is not None:
             # SPREAD: a sweep's tasks are independent, so balance them over the nodes
             self._block = ray.remote(num_cpus=1, memory=SYNTH_MEMORY, max_retries=0,
@@ -122,10 +123,12 @@ class Runner:
                 hit = blk.cached(self.cache_dir, key)
                 if hit is not None:
                     self.block_refs[key] = hit
+                    self.blocks_cached += 1
                 elif self.ray is None:
                     self.block_refs[key] = _block_task(top, params, self.space.synth, str(self.cache_dir), key)
                 else:
                     self.block_refs[key] = self._block.remote(top, params, self.space.synth, str(self.cache_dir), key)
+                self.blocks_run += hit is None
             out[name] = self.block_refs[key]
         return out
 
@@ -142,6 +145,7 @@ class Runner:
 
     def next(self):
         """``(key, record)`` of the next finished point."""
+        self.evaluated += 1
         if self.ray is None:
             key, out = self.done_serial.pop(0)
         else:
@@ -174,10 +178,13 @@ def start_ray(address=None, num_cpus=None):
     return ray
 
 
-def explore(space, out_dir, cache_dir, *, address=None, serial=False, num_cpus=None, progress=True):
+def explore(space, out_dir, cache_dir, *, address=None, serial=False, num_cpus=None, progress=True, stats=None):
     """Evaluate the space's points (skipping those ``points.jsonl`` in ``out_dir`` holds);
-    returns the records of this space's points, in evaluation order of the search."""
+    returns the records of this space's points, in evaluation order of the search. ``stats``, a
+    dict, receives ``seconds`` (wall time), ``blocks_run`` / ``blocks_cached`` (syntheses run and
+    read from the cache), ``evaluated`` (points run now) and ``nodes`` (Ray nodes, 0 serial)."""
     from tqdm import tqdm
+    start = time.monotonic()
     store = Store(Path(out_dir) / STORE)
     ray = None if serial else start_ray(address, num_cpus)
     runner = Runner(space, cache_dir, ray)
@@ -203,9 +210,14 @@ def explore(space, out_dir, cache_dir, *, address=None, serial=False, num_cpus=N
                 store.add(rec)
                 bar.update(1)
             bar.close()
+        if stats is not None:
+            stats["nodes"] = 0 if ray is None else len([n for n in ray.nodes() if n.get("Alive")])
     finally:
         if ray is not None:
             ray.shutdown()
+    if stats is not None:
+        stats.update(seconds=round(time.monotonic() - start, 1), blocks_run=runner.blocks_run,
+                     blocks_cached=runner.blocks_cached, evaluated=runner.evaluated)
     return [store.records[k] for k in keys if k in store.records]
 
 

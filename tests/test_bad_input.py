@@ -33,6 +33,8 @@ FOLDER_OUTPUTS = {
     "sd": ["sd", "--quick", "--no-baselines", "-o", "P"],
     "bench-pe": ["bench-pe", "--no-sim", "--rows", "2", "--cols", "2", "-o", "P"],
     "bench-cache": ["bench-cache", "--no-rtl", "--no-synth", "--steps", "10", "-o", "P"],
+    "compile": ["compile", "--tokens", "1", "-o", "P"],
+    "bench-core": ["bench-core", "--no-rtl", "--no-synth", "-o", "P"],
 }
 FILE_OUTPUTS = {
     "numerics --json": TINY_NUMERICS + ["--json", "P"],
@@ -354,6 +356,36 @@ def test_bad_values(capsys, tmp_path, argv, cause):
     refused(capsys, _with(argv, tmp_path / "out"), cause)
 
 
+
+# -- elmoe3d explore: the space file and the options (issue 19) --------------------------------
+
+EXPLORE_WORKLOAD = "\n[[workloads]]\nmodel = 'olmoe-1b-7b'\nbatch = 1\n"
+
+
+@pytest.mark.parametrize("argv, space, cause", [
+    (["explore", "/nonexistent.toml"], None, "no such space file: '/nonexistent.toml'"),
+    (["explore", "S"], "[nosuch]\n" + EXPLORE_WORKLOAD, "nosuch: unknown table"),
+    (["explore", "S"], "[params]\nrows = 0\n" + EXPLORE_WORKLOAD, "params.rows: array.rows must be in [1, 256]"),
+    (["explore", "S"], "[params]\nrows = 8\n", "workloads: missing"),
+    (["explore", "S"], "[search]\nmethod = 'optuna'\n" + EXPLORE_WORKLOAD, "search.samples"),
+    (["explore", "S"], "[params\n", "not valid TOML"),
+    (["explore", "S"], b"\xff\xfe\x00", "not a text file"),
+    (["explore", "--serial", "--address", "127.0.0.1:6379"], None, "--serial and --address exclude each other"),
+    (["explore", "--address", "not an address"], None, "--address 'not an address': expected HOST:PORT"),
+    (["explore", "--page", "../up"], None, "--page '../up'"),
+    (["explore", "--num-cpus", "0"], None, "expected a positive integer, got '0'"),
+    (["explore", "-o", "F"], None, "it is a file"),
+    (["explore", "--cache", "F"], None, "it is a file"),
+])
+def test_explore_refusals(capsys, tmp_path, argv, space, cause):
+    path = tmp_path / "space.toml"
+    if space is not None:
+        path.write_bytes(space if isinstance(space, bytes) else space.encode())
+    (tmp_path / "file").write_text("x")
+    argv = [str(path) if a == "S" else str(tmp_path / "file") if a == "F" else a for a in argv]
+    refused(capsys, [*argv, *(["-o", str(tmp_path / "out")] if "-o" not in argv else [])], cause)
+    assert not (tmp_path / "out").exists(), "refused after the output folder was made"
+
 # -- valid input is not refused ---------------------------------------------------------------
 
 def test_valid_edge_values_are_taken(capsys, tmp_path):
@@ -446,3 +478,178 @@ def test_perf_bad_input(capsys, tmp_path, case, make, cause, monkeypatch):
         argv += ["-o", str(tmp_path / "out")]
     refused(capsys, argv, cause)
     assert not (tmp_path / "out").exists() and not (tmp_path / "report.txt").exists()
+
+
+# -- the commands added last round (issue 20): compile, bench-core, the new tops, sd, traces -------
+
+def _bytes_file(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _json_file(tmp_path, name, obj):
+    return _bytes_file(tmp_path, name, json.dumps(obj).encode())
+
+
+def _core_json(tmp_path, **change):
+    """The JSON `generate --top core` writes, with some of its accelerator configuration changed."""
+    from elmoe3d.config import preset
+    acc = preset("small").to_dict()
+    acc.update(change)
+    return _json_file(tmp_path, "core.json", {"top": "core", "params": {"preset": "small"}, "ports": [],
+                                              "accelerator_config": acc})
+
+
+# (argv, cause); P is the output folder, F(name, bytes or object) a file made in tmp_path
+NEW_COMMAND_CASES = [
+    # compile: --random malformed, absurd, conflicting; layers, tokens, configurations
+    (["compile", "--random", "", "-o", "P"], "--random takes five integers D,E,K,F,S"),
+    (["compile", "--random", "1,2,3", "-o", "P"], "got '1,2,3'"),
+    (["compile", "--random", "8,4,x,16,0", "-o", "P"], "--random takes five integers"),
+    (["compile", "--random", "8,0,1,16,0", "-o", "P"], "--random experts must be in [1, 64], got 0"),
+    (["compile", "--random", "8,4,8,16,0", "-o", "P"], "--random top-k 8 exceeds the 4 experts"),
+    (["compile", "--random", "4096,64,2,16384,8", "-o", "P"], "needs about"),
+    (["compile", "--random", "8,4,2,16,0", "--layer", "3", "-o", "P"], "give one of them"),
+    (["compile", "--layer", "9", "-o", "P"], "--layer must be below 4"),
+    (["compile", "--tokens", "17", "-o", "P"], "--tokens must be in [1, 16]"),
+    (["compile", "--tokens", "0", "-o", "P"], "expected a positive integer, got '0'"),
+    (["compile", "--pass", "draft", "--k-d", "3", "-o", "P"], "--k-d must be at most the layer's top-k 2"),
+    (["compile", "--config", "nosuch", "-o", "P"], "unknown accelerator preset 'nosuch'"),
+    (["compile", "--config", "tiny", "-o", "P"], "hb.len_bits = 12 cannot express one plane"),
+    (["compile", "--config", "tiny", "--random", "128,64,2,256,8", "-o", "P"], "cache.expert_bits = 4 holds 16 experts"),
+    (["compile", "--config", ("random.json", bytes(range(256))), "-o", "P"], "not a JSON file"),
+    (["compile", "--config", ("empty.json", b""), "-o", "P"], "not a JSON file"),
+    (["compile", "--config", ("list.json", [1, 2]), "-o", "P"], "must be a JSON object, got list"),
+    (["compile", "--config", ("extra.json", {"top": "core"}), "-o", "P"], "unknown configuration field 'top'"),
+    (["compile", "--config", ("rows.json", {"array": {"rows": "many"}}), "-o", "P"], "rows.json"),
+    (["compile", "--config", ("buffers.json", {"buffers": 3}), "-o", "P"], "configuration field buffers must be an object"),
+    # bench-core: presets it offers work; layers, lanes, Liberty files
+    (["bench-core", "--preset", "tiny", "--no-synth", "-o", "P"], "invalid choice: 'tiny'"),
+    (["bench-core", "--layer", "9", "--no-synth", "-o", "P"], "--layer must be below 4"),
+    (["bench-core", "--layer", "-1", "--no-synth", "-o", "P"], "expected an integer >= 0, got '-1'"),
+    (["bench-core", "--lanes", "17", "--no-synth", "-o", "P"], "lanes must be in [1, 16]"),
+    (["bench-core", "--no-rtl", "--liberty", "nosuch", "-o", "P"], "Liberty file not found: nosuch"),
+    # generate / regress / synth of the new tops
+    (["generate", "--top", "stream_fifo", "--width", "1000000000", "-o", "P"], "--width 1000000000: at most 32768"),
+    (["generate", "--top", "stream_fifo", "--width", "0", "-o", "P"], "--width 0: at least 1"),
+    (["generate", "--top", "stream_arbiter", "--width", "1000000000", "-o", "P"], "--width 1000000000: at most 32768"),
+    (["generate", "--top", "core", "--preset", "tiny", "--max-k", "1000000000", "-o", "P"], "--max-k 1000000000: at most 64"),
+    (["generate", "--top", "core", "--preset", "tiny", "--max-k", "0", "-o", "P"], "--max-k 0: at least 1"),
+    (["generate", "--top", "core", "--preset", "nosuch", "-o", "P"], "--preset: 'nosuch' is not one of"),
+    (["generate", "--top", "core", "--preset", "small", "--lanes", "99", "-o", "P"], "lanes must be in [1, 16]"),
+    (["generate", "--top", "command_processor", "--preset", "huge", "-o", "P"], "'huge' is not one of"),
+    (["synth", "--top", "core", "--max-k", "1000000000", "-o", "P"], "--max-k 1000000000: at most 64"),
+    (["synth", "--top", "core", "--preset", "small", "--lanes", "99", "-o", "P"], "lanes must be in [1, 16]"),
+    (["synth", "--top", "stream_fifo", "--width", "1000000000", "-o", "P"], "at most 32768"),
+    (["regress", "--top", "stream_fifo", "--width", "1000000000", "-o", "P"], "at most 32768"),
+    (["regress", "--top", "core", "--preset", "small", "--lanes", "99", "-o", "P"], "lanes must be in [1, 16]"),
+    (["regress", "--top", "width_adapter", "--in-width", "3", "--out-width", "7", "-o", "P"], "multiples of one another"),
+    # sd: beyond the model's positions, refused before the banner
+    (["sd", "--new", "2000", "--no-baselines", "-o", "P"], "the model holds at most max_seq = 1024"),
+    (["sd", "--prompt-len", "1024", "--no-baselines", "-o", "P"], "1024 + --new 32 = 1056 positions"),
+    # bench-cache: synthesis sizes
+    (["bench-cache", "--no-rtl", "--steps", "10", "--synth-entries", "8,128", "-o", "P"],
+     "--synth-entries 128: the expert cache has 2 to 64 slots"),
+]
+
+
+def _made(tmp_path, arg):
+    if isinstance(arg, tuple):
+        name, content = arg
+        return _bytes_file(tmp_path, name, content) if isinstance(content, bytes) else _json_file(tmp_path, name, content)
+    return arg
+
+
+@pytest.mark.parametrize("argv, cause", NEW_COMMAND_CASES,
+                         ids=[" ".join(a if isinstance(a, str) else a[0] for a in c[0] if a not in ("-o", "P"))
+                              for c in NEW_COMMAND_CASES])
+def test_new_commands_refuse_bad_input(capsys, tmp_path, argv, cause):
+    """Each refusal: exit 2, one line naming the culprit, no traceback, nothing written."""
+    start = time.monotonic()
+    line = refused(capsys, [_made(tmp_path, a) for a in _with(argv, tmp_path / "out")], cause)
+    assert time.monotonic() - start < 30, f"{argv} took {time.monotonic() - start:.0f} s to refuse"
+    if cause == "needs about":
+        assert "available on this machine" in line and "--random 4096,64,2,16384,8" in line
+    assert not (tmp_path / "out").exists(), "refused after the output folder was made"
+
+
+def test_compile_memory_estimate():
+    """The estimate bounds measured runs (peak resident memory of `compile --config mixtral
+    --random ...`: 1024,8,2,2048,0 took 511 MiB, 2048,8,2,2048,0 977 MiB) and refuses one
+    Mixtral-8x7B layer (4096,8,2,14336,0) on a machine with 3 GiB free."""
+    from elmoe3d.limits import check_memory, compile_random_bytes
+    assert compile_random_bytes(1024, 8, 2048, 0) >= 511 * 2**20
+    assert compile_random_bytes(2048, 8, 2048, 0) >= 977 * 2**20
+    with pytest.raises(paths.UserError, match=r"compile --random 4096,8,2,14336,0 needs about .* GiB of memory"):
+        check_memory("compile --random 4096,8,2,14336,0", compile_random_bytes(4096, 8, 14336, 0), available=3 * 2**30)
+
+
+def test_compile_takes_the_json_generate_writes(capsys, tmp_path):
+    """`compile --config core.json`: generate's extra keys (top, params, ports) are not refused,
+    its accelerator configuration is used; a broken one is named."""
+    out = tmp_path / "c"
+    assert main(["compile", "--config", str(_core_json(tmp_path)), "--tokens", "2", "-o", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["name"] == "small"
+    capsys.readouterr()
+    bad = _core_json(tmp_path, array={"rows": 8, "cols": 8, "lanes": 0})
+    refused(capsys, ["compile", "--config", bad, "-o", tmp_path / "out"], "core.json")
+    assert not (tmp_path / "out").exists()
+
+
+def _trace_npz(tmp_path, name, **change):
+    trace = dict(layer=np.array([0, 1]), experts=np.array([[0, 1], [2, 3]]), scores=np.array([[0.5, 0.3], [0.4, 0.2]]),
+                 n_experts=np.int64(4), n_layers=np.int64(2))
+    trace.update(change)
+    np.savez(tmp_path / name, **trace)
+    return tmp_path / name
+
+
+_HEADER = {"format": "elmoe3d-routing-trace", "version": 1, "n_layers": 2, "n_experts": 4, "top_k": 2, "settings": {}}
+_RECORD = {"step": 0, "kind": "target", "layer": 0, "seq": [0], "pos": [0], "experts": [[0, 1]],
+           "scores": [[0.4, 0.3, 0.2, 0.1]]}
+
+
+def _trace_jsonl(tmp_path, name, *lines):
+    path = tmp_path / name
+    path.write_bytes(b"".join(x if isinstance(x, bytes) else (json.dumps(x) + "\n").encode() for x in lines))
+    return path
+
+
+TRACE_CASES = [
+    ("truncated.npz", lambda t: _bytes_file(t, "truncated.npz", _trace_npz(t, "whole.npz").read_bytes()[:200]),
+     "a truncated or corrupt .npz archive"),
+    ("empty.npz", lambda t: _bytes_file(t, "empty.npz", b""), "empty.npz: empty"),
+    ("random-bytes.npz", lambda t: _bytes_file(t, "random.npz", bytes(range(256)) * 4), "not an .npz archive"),
+    ("nan-scores.npz", lambda t: _trace_npz(t, "nan.npz", scores=np.array([[np.nan, 0.3], [0.4, 0.2]])),
+     "scores must be probabilities in [0, 1]"),
+    ("fractional-ids.npz", lambda t: _trace_npz(t, "frac.npz", experts=np.array([[0.5, 1.0], [2.0, 3.0]])),
+     "experts must hold whole numbers"),
+    ("no-records.npz", lambda t: _trace_npz(t, "none.npz", layer=np.zeros(0, int), experts=np.zeros((0, 2), int),
+                                            scores=np.zeros((0, 2))), "has no records"),
+    ("header-only.jsonl", lambda t: _trace_jsonl(t, "header.jsonl", _HEADER), "has a header and no records"),
+    ("fractional-ids.jsonl", lambda t: _trace_jsonl(t, "frac.jsonl", _HEADER, {**_RECORD, "experts": [[0.5, 1]]}),
+     "layer and expert ids must be whole numbers"),
+    ("nan-scores.jsonl", lambda t: _trace_jsonl(t, "nan.jsonl", _HEADER, json.dumps(_RECORD).replace("0.4", "NaN").encode() + b"\n"),
+     "scores must be finite numbers"),
+    ("truncated.jsonl", lambda t: _trace_jsonl(t, "trunc.jsonl", _HEADER, json.dumps(_RECORD)[:30].encode()),
+     "a record is not valid JSON"),
+    ("empty.jsonl", lambda t: _bytes_file(t, "empty.jsonl", b""), "is not a routing trace"),
+    ("random-bytes.jsonl", lambda t: _bytes_file(t, "random.jsonl", b"\xff\xfe" + bytes(range(256))), "not a text file"),
+]
+
+
+@pytest.mark.parametrize("case, make, cause", TRACE_CASES, ids=[c[0] for c in TRACE_CASES])
+def test_bad_routing_trace(capsys, tmp_path, case, make, cause):
+    trace = make(tmp_path)
+    line = refused(capsys, ["bench-cache", "--no-rtl", "--no-synth", "--steps", "10", "--trace", trace,
+                            "-o", tmp_path / "out"], cause)
+    assert trace.name in line
+    assert not (tmp_path / "out").exists(), "refused after the output folder was made"
+
+
+def test_good_routing_traces_are_taken(capsys, tmp_path):
+    for trace in (_trace_npz(tmp_path, "good.npz"), _trace_jsonl(tmp_path, "good.jsonl", _HEADER, _RECORD)):
+        assert main(["bench-cache", "--no-rtl", "--no-synth", "--steps", "10", "--policies", "lru",
+                     "--capacities", "4", "--trace", str(trace), "-o", str(tmp_path / "out")]) == 0
+    capsys.readouterr()

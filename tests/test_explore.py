@@ -71,7 +71,7 @@ def figures_only(rec):
 # -- the space file ---------------------------------------------------------------------------------
 def test_default_space_loads():
     space = space_mod.load()
-    assert space.size == 192
+    assert space.size == 288
     assert space.search["method"] == "grid"
     assert len({space.key(p) for p in space.grid()}) == space.size
     # two blocks per point; the grid has 8 PE arrays and 4 expert caches to synthesize
@@ -237,20 +237,26 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _stop_group(pgid):
-    """Stop the processes ``ray start`` left in its own process group (ours, by id)."""
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+def _stop_groups(pgids):
+    """Stop the processes ``ray start`` left in its own process groups (ours, by id): SIGTERM to
+    all, then SIGKILL to what is left after a few seconds."""
+    def alive(pgid):
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, 0)
+            return True
         except ProcessLookupError:
-            return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
+            return False
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+        for pgid in pgids:
             try:
-                os.killpg(pgid, 0)
+                os.killpg(pgid, sig)
             except ProcessLookupError:
-                return
-            time.sleep(0.2)
+                pass
+        end = time.monotonic() + wait
+        while time.monotonic() < end and any(alive(g) for g in pgids):
+            time.sleep(0.1)
+        if not any(alive(g) for g in pgids):
+            return
 
 
 @pytest.fixture
@@ -276,8 +282,7 @@ def ray_cluster():
         start("--address", f"127.0.0.1:{port}")
         yield f"127.0.0.1:{port}", env
     finally:
-        for pgid in groups:
-            _stop_group(pgid)
+        _stop_groups(groups)
         shutil.rmtree(temp, ignore_errors=True)
 
 

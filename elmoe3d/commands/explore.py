@@ -50,14 +50,18 @@ def run(args):
         raise UserError(f"no such space file: {args.space!r}" if not Path(args.space).exists()
                         else f"space file {args.space}: not a file")
     space = space_mod.load(args.space)
-    out = output_dir(args.out)
-    cache = output_dir(args.cache, "--cache")
     if args.json is not None:
         output_file(args.json)
+    for path in (args.out, args.cache):
+        if Path(path).exists() and not Path(path).is_dir():        # before either folder is made
+            raise UserError(f"cannot write into {path}: it is a file")
+    out = output_dir(args.out)
+    cache = output_dir(args.cache, "--cache")
+    stats = {}
     records = explore(space, out, cache, address=args.address, serial=args.serial, num_cpus=args.num_cpus,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, stats=stats)
     command = "elmoe3d explore " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["explore"] else "elmoe3d explore"
-    text = report.write(out, space, records, command)
+    text = report.write(out, space, records, command, stats)
     blob = json.dumps(report.payload(records, space), indent=1, default=str)
     write_text(out / "results.json", blob)
     if args.json is not None:
