@@ -96,6 +96,40 @@ class Choice(enum.IntEnum):
     CACHED = 1
 
 
+
+# What each command and register does, in one line (the C header and docs/isa.md quote these).
+OP_SUMMARY = {
+    Op.NOP: "nothing",
+    Op.SETR: "register `reg` <- `value`",
+    Op.LOADX: "tokens (INT8) and token scales of the group, off-chip -> activation buffer",
+    Op.LOADP: "layer constants (router planes, scalars, SiLU table) -> parameter buffer",
+    Op.ROUTE: "router GEMV, top-k (`k`, `choice`), gate weights -> routing table and expert list",
+    Op.EXPERTS: "run the next `body` commands once per chosen expert, ascending id",
+    Op.SHARED: "run the next `body` commands once for shared expert `index` (id N_EXPERTS + index)",
+    Op.FETCH: "resolve where the current expert's `plane` is (`update`: cache LOOKUP or PEEK)",
+    Op.LOADM: "the current expert's multiplier tables, off-chip -> vector unit",
+    Op.GEMV: "projection `proj` on the PE array for the active tokens, `bits` DRAFT or FULL",
+    Op.SWIGLU: "requantize gate/up, SiLU table, product, requantize -> hidden buffer",
+    Op.COMBINE: "requantize down, gate weight, accumulate into the output buffer",
+    Op.STOREY: "output buffer (INT32 per element) -> off-chip Y block",
+    Op.HALT: "end of the stream: `o_status.halted`",
+}
+REG_SUMMARY = {
+    Reg.LAYER: "layer id (cache keys)",
+    Reg.TOKENS: "tokens in the group",
+    Reg.D_MODEL: "model width d (elements)",
+    Reg.D_FFN: "expert width F (elements)",
+    Reg.N_EXPERTS: "routed experts",
+    Reg.TOP_K: "the layer's top_k (the most ROUTE may ask for)",
+    Reg.PLANE_LINES: "image lines of one expert plane",
+    Reg.X_ADDR: "off-chip image line of the input block",
+    Reg.Y_ADDR: "off-chip image line of the output block",
+    Reg.P_ADDR: "off-chip image line of the layer constants block",
+    Reg.E_ADDR: "off-chip image line of expert 0's block; expert e at E_ADDR + e * E_STRIDE",
+    Reg.E_STRIDE: "image lines per expert block",
+    Reg.HB_BASE: "HB line of slot 0; slot s at HB_BASE + s * PLANE_LINES",
+}
+
 @dataclass(frozen=True)
 class Field:
     name: str
