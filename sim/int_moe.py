@@ -74,7 +74,9 @@ from .slices import msb_slice
 def fixed(x):
     """Fixed-point multipliers ``(m, e)`` with ``x ~ m * 2**-e``, ``2**14 <= m < 2**15``, ``e >= 1``.
 
-    ``x`` (scalar or array) must be finite, >= 0 and below ``2**14`` (so that ``e >= 1``)."""
+    ``x`` (scalar or array) must be finite, >= 0 and below ``2**14 - 2**-2`` (so that ``e >= 1``:
+    from ``2**14 - 2**-2`` on, ``m`` rounds up to ``2**15`` and renormalizes to exponent 0,
+    which every level refuses as an input error)."""
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)) or np.any(x < 0):
         raise UserError("a fixed-point multiplier must be finite and >= 0")
@@ -87,6 +89,9 @@ def fixed(x):
     up = m >= (1 << MANT_BITS)                      # rounding carried into the next power of two
     m, e = np.where(up, m >> 1, m), np.where(up, e - 1, e)
     m, e = np.where(x > 0, m, 0), np.where(x > 0, e, 1)
+    if np.any(e < 1):                               # x in [2**14 - 2**-2, 2**14): rounded up to 2**14
+        raise UserError(f"a scale ratio of {float(np.max(x)):.4g} is too large for a fixed-point "
+                        f"multiplier (it rounds to 2**{MANT_BITS - 1}): the calibration is degenerate")
     if np.any(e > MAX_SHIFT):
         raise UserError(f"a scale ratio of {float(np.min(x[x > 0])):.4g} is too small for a fixed-point multiplier")
     return m.astype(np.int64), e.astype(np.int64)
@@ -99,7 +104,8 @@ def fixed_value(m, e):
 
 def token_scale(s_x):
     """The host's fixed-point encoding ``(xm, xe)`` of per-token activation scales ``s_x`` (> 0,
-    below ``2**14``): ``s_x ~ xm * 2**-xe``."""
+    below ``2**14 - 2**-2``, see :func:`fixed`): ``s_x ~ xm * 2**-xe``, ``2**14 <= xm < 2**15``,
+    ``1 <= xe``."""
     s_x = np.asarray(s_x, dtype=np.float64)
     if np.any(~(s_x > 0)):
         raise UserError("token scales must be positive")
@@ -354,6 +360,18 @@ class IntResult:
     logits: np.ndarray
 
 
+def check_layer(layer):
+    """Refuse a layer whose multiplier exponents include 0 (``router_e``, ``hid_e``, any table
+    exponent): :func:`fixed` never makes one, so it is a corrupt layer; the ISS and the core
+    refuse the same constants with ``INPUT`` at ``LOADP`` / ``LOADM``."""
+    if layer.router_e < 1 or layer.hid_e < 1:
+        raise UserError(f"layer multiplier exponents must be >= 1, got router_e = {layer.router_e}, "
+                        f"hid_e = {layer.hid_e}")
+    for e in list(layer.experts) + list(layer.shared):
+        if min(np.min(e.gate_e), np.min(e.up_e), np.min(e.down_e)) < 1:
+            raise UserError("expert multiplier exponents must be >= 1, got 0")
+
+
 def check_inputs(layer, x, xm, xe):
     x = np.asarray(x)
     if x.dtype != np.int8 or x.ndim != 2 or x.shape[1] != layer.d_model:
@@ -374,6 +392,7 @@ def int_moe(layer, x, xm, xe, moe_pass=VERIFY, allowed=None):
     ``x`` (T, d) int8, ``(xm, xe)`` (T,) token scales (:func:`token_scale`), ``allowed`` (E,)
     bool for the ``cached`` choice (required then, ignored otherwise).
     """
+    check_layer(layer)
     x, xm, xe = check_inputs(layer, x, xm, xe)
     k = layer.top_k if moe_pass.k is None else moe_pass.k
     if k > layer.top_k:

@@ -156,7 +156,8 @@ class Machine:
         self.ctx = self.mults = None     # the expert context (rebuilt when the expert changes)
         self.x_ok = False
         self.params = None
-        seq = _Sequencer(self)
+        seq = self.sequencer = _Sequencer(self)
+        self.route_masks = []           # each ROUTE's chosen-expert mask (what the core samples)
         self.regs = seq.regs
         seq.feed(words, one_stream=True)
         if seq.exc is not None:
@@ -182,6 +183,7 @@ class Machine:
         if op == Op.ROUTE:
             for e in np.unique(self.route[0]):
                 mask |= 1 << int(e)
+            self.route_masks.append(mask)
         return Status.NONE, mask
 
     def _context(self, expert, shared):
