@@ -50,12 +50,13 @@ def check_memory(what, need, available=None):
 
 # `compile --random D,E,K,F,S` holds a whole random layer several times over while it builds
 # it: float64 weights (8 bytes each) while they are quantized, the int8 copy, the folded integer
-# layer, and the off-chip image of its MSB and LSB planes. Measured peak resident memory per
-# weight of the experts (routed + shared, 3 matrices of d_model x d_ffn each), see
-# tests/test_bad_input.py::test_compile_memory_estimate_bounds_a_measured_run; the fixed part
-# covers the interpreter, numpy and the compiler's tables.
-COMPILE_BYTES_PER_WEIGHT = 24
-COMPILE_FIXED_BYTES = 256 * 2**20
+# layer, and the off-chip image of its MSB and LSB planes. Measured peak resident memory
+# (`/usr/bin/time -f %M elmoe3d compile --config mixtral --random ...`): 1024,8,2,2048,0 (50 M
+# weights) 511 MiB, 2048,8,2,2048,0 (101 M) 977 MiB, 256,8,2,512,0 (3 M) 76 MiB: about 9.5 bytes
+# per weight of the experts (routed + shared, 3 matrices of d_model x d_ffn each) and 50 MiB
+# besides. The estimate adds a quarter for safety, so it errs high.
+COMPILE_BYTES_PER_WEIGHT = 12
+COMPILE_FIXED_BYTES = 128 * 2**20
 
 
 def compile_random_bytes(d_model, n_experts, d_ffn, n_shared):

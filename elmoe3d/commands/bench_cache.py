@@ -174,8 +174,7 @@ def _synth(out, args, hb_params):
     # area per slot with the first policy, then every other policy at 16 slots
     first, others = args.policies[0], args.policies[1:]
     for n in args.synth_entries:
-        if n <= 64:
-            one("expert_cache", {"entries": n, "policy": first})
+        one("expert_cache", {"entries": n, "policy": first})
     for policy in others:
         one("expert_cache", {"entries": 16, "policy": policy})
     one("hb_memory", hb_params)
@@ -188,6 +187,99 @@ def _synth(out, args, hb_params):
 # need more memory than the machine has.
 SECONDS_PER_OP, BYTES_PER_OP, MAX_SWEEP_SECONDS = 25e-6, 320, 3600
 MAX_LAYERS, MAX_EXPERTS = 1 << 8, 1 << 10           # the cache key's layer and expert fields (8, 10 bits)
+
+
+# Slot counts the expert-cache generator builds (hw/expert_cache.py refuses others).
+MIN_SYNTH_ENTRIES, MAX_SYNTH_ENTRIES = 2, 64
+
+
+def _trace_error(path, why):
+    from ..errors import UserError
+    return UserError(f"routing trace {path}: {why}")
+
+
+def _integral(values):
+    """True when every value is a finite whole number (ints, or floats such as 3.0)."""
+    import numpy as np
+    a = np.asarray(values)
+    if a.dtype.kind in "iu":
+        return True
+    if a.dtype.kind != "f":
+        return False
+    return bool(np.all(np.isfinite(a)) and np.all(a == np.round(a)))
+
+
+def check_trace(path):
+    """Refuse a routing trace file that is not one, before any work: a file that is not an
+    ``.npz`` archive (random bytes, truncated, empty), one without records, expert or layer ids
+    that are not whole numbers, scores that are not finite probabilities. ``.jsonl`` (the
+    language model's, ``sim/routing_trace.py``) or ``.npz`` (``sim/traces.py``)."""
+    import zipfile
+
+    import numpy as np
+
+    from ..errors import UserError
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        from ..sim.routing_trace import read_trace as read_lm_trace
+        records = None
+        try:
+            header, records = read_lm_trace(path)
+            n = 0
+            for n, rec in enumerate(records, 1):
+                if not isinstance(rec, dict) or not {"layer", "experts", "scores", "kind"} <= set(rec):
+                    raise _trace_error(path, f"record {n} lacks layer, kind, experts or scores")
+                experts, scores = rec["experts"], np.asarray(rec["scores"], dtype=np.float64)
+                if not _integral([rec["layer"]]) or any(not _integral(e) for e in experts):
+                    raise _trace_error(path, f"record {n}: layer and expert ids must be whole numbers")
+                if not np.all(np.isfinite(scores)):
+                    raise _trace_error(path, f"record {n}: scores must be finite numbers")
+        except UserError:
+            raise
+        except UnicodeDecodeError:
+            raise _trace_error(path, "not a text file (a .jsonl trace is UTF-8 JSON Lines)") from None
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise _trace_error(path, f"a record is not valid JSON ({str(exc).splitlines()[0]})") from None
+        finally:
+            if records is not None:
+                records.close()                  # the generator closes the file it holds
+        if n == 0:
+            raise _trace_error(path, "has a header and no records")
+        return
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise _trace_error(path, f"cannot read it ({exc.strerror or exc})") from None
+    if magic != b"PK\x03\x04":
+        why = "empty" if magic == b"" else "not an .npz archive (no zip header)"
+        raise _trace_error(path, why)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _trace_error(path, f"a truncated or corrupt .npz archive ({type(exc).__name__})") from None
+    for key in ("layer", "experts", "scores"):
+        if key not in arrays:
+            raise _trace_error(path, f"lacks the array {key!r} (format in sim/traces.py)")
+    if arrays["layer"].size == 0 or arrays["experts"].size == 0:
+        raise _trace_error(path, "has no records")
+    for key in ("layer", "experts", "draft_experts", "n_experts", "n_layers"):
+        if key in arrays and not _integral(arrays[key]):
+            raise _trace_error(path, f"{key} must hold whole numbers")
+    for key in ("scores", "draft_scores"):
+        if key in arrays:
+            a = arrays[key]
+            if a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a > 1):
+                raise _trace_error(path, f"{key} must be probabilities in [0, 1] (finite)")
+
+
+def read_trace(path, *, planes, prefetch):
+    """``(ops, n_layers, n_experts, rows)`` of a recorded trace (``sim.traces.routing_file_ops``),
+    after :func:`check_trace`."""
+    from ..sim.traces import routing_file_ops
+    check_trace(path)
+    return routing_file_ops(path, planes=planes, prefetch=prefetch)
 
 
 def zipf_ops_count(args):
@@ -221,7 +313,7 @@ def run(args):
 
     from ..errors import UserError
     from ..sim.hb_memory import HBConfig, achieved_fraction, plane_lines, plane_read_time_ns, stream_cycles
-    from ..sim.traces import routing_file_ops, routing_to_ops, zipf_routing
+    from ..sim.traces import routing_to_ops, zipf_routing
 
     if args.top_k > args.experts:
         raise UserError(f"--top-k ({args.top_k}) must be <= --experts ({args.experts})")
@@ -230,6 +322,10 @@ def run(args):
     if args.decay_shift > 8:
         raise UserError(f"--decay-shift must be in [1, 8], got {args.decay_shift}")
     check_sweep_size(args)
+    bad = [n for n in args.synth_entries if not MIN_SYNTH_ENTRIES <= n <= MAX_SYNTH_ENTRIES]
+    if bad and not args.no_synth:
+        raise UserError(f"--synth-entries {bad[0]}: the expert cache has {MIN_SYNTH_ENTRIES} to "
+                        f"{MAX_SYNTH_ENTRIES} slots")
     if not args.no_synth:               # a missing or bad Liberty is refused, not logged per run
         from ..synth.flow import resolve_liberty
         try:
@@ -243,7 +339,7 @@ def run(args):
     if args.plane_kib * 1024 > space:
         raise UserError(f"--plane-kib {args.plane_kib}: a plane must fit the HB address space, "
                         f"{hb_params['lines']} lines x {hb.line_bytes} bytes = {space // 1024} KiB")
-    trace = routing_file_ops(args.trace, planes=args.planes, prefetch=args.prefetch) if args.trace else None
+    trace = read_trace(args.trace, planes=args.planes, prefetch=args.prefetch) if args.trace else None
     from ..paths import output_dir, write_text
     out = output_dir(args.out)                  # created (nested too) and checked before any work
     plane_bytes = args.plane_kib * 1024

@@ -15,7 +15,8 @@ def add_arguments(p):
                    help="output folder, created if missing (default %(default)s)")
     p.add_argument("--config", metavar="NAME|FILE", default="default",
                    help=f"accelerator preset ({', '.join(PRESETS)}) or a JSON file (default %(default)s)")
-    p.add_argument("--layer", type=nonnegative_int, default=0, help="layer of the shipped model (default 0)")
+    p.add_argument("--layer", type=nonnegative_int, default=None,
+                   help="layer of the shipped model (default 0; not with --random)")
     p.add_argument("--random", metavar="D,E,K,F,S", default=None,
                    help="compile a random layer instead: d_model, experts, top-k, d_ffn, shared experts")
     p.add_argument("--pass", dest="kind", choices=("verify", "draft"), default="verify",
@@ -31,33 +32,73 @@ def add_arguments(p):
 
 
 def _config(text):
+    """The accelerator configuration ``--config`` names: a preset, or a JSON file holding either
+    an :class:`~elmoe3d.config.AccelConfig` (``config.json`` of an earlier ``compile``) or the
+    JSON that ``elmoe3d generate`` writes beside a top (its ``accelerator_config`` is taken; the
+    other keys, ``top``, ``params``, ``ports``, ... describe the Verilog)."""
     from pathlib import Path
 
-    from ..config import PRESETS, load_config, preset
+    from ..config import PRESETS, AccelConfig, preset
+    from ..errors import UserError
     if text in PRESETS:
         return preset(text)
-    if Path(text).suffix == ".json" or Path(text).exists():
-        return load_config(text)
-    return preset(text)
+    path = Path(text)
+    if path.suffix != ".json" and not path.exists():
+        return preset(text)                      # "unknown accelerator preset ..., choose from"
+    if path.is_dir():
+        raise UserError(f"--config {text}: is a folder, not a JSON file")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"--config {text}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError:                           # UnicodeDecodeError and JSONDecodeError alike
+        raise UserError(f"--config {text}: not a JSON file (an accelerator configuration, or the "
+                        f"JSON that 'elmoe3d generate --top core' writes)") from None
+    if isinstance(data, dict) and "accelerator_config" in data:
+        data = data["accelerator_config"]
+    try:
+        return AccelConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise UserError(f"--config {text}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def _random_layer(spec, seed):
+RANDOM_FIELDS = (("d_model", 1, 4096), ("experts", 1, 64), ("top-k", 1, 64), ("d_ffn", 1, 16384), ("shared", 0, 8))
+
+
+def parse_random(spec):
+    """``(d, e, k, f, s)`` of ``--random D,E,K,F,S``, each checked against ``RANDOM_FIELDS``."""
+    from ..errors import UserError
+    parts = [v.strip() for v in spec.split(",")]
+    try:
+        if len(parts) != 5:
+            raise ValueError
+        values = tuple(int(v) for v in parts)
+    except ValueError:
+        raise UserError(f"--random takes five integers D,E,K,F,S (d_model, experts, top-k, d_ffn, shared), "
+                        f"got {spec!r}") from None
+    for (name, lo, hi), v in zip(RANDOM_FIELDS, values):
+        if not lo <= v <= hi:
+            raise UserError(f"--random {name} must be in [{lo}, {hi}], got {v}")
+    d, e, k, f, s = values
+    if k > e:
+        raise UserError(f"--random top-k {k} exceeds the {e} experts")
+    return values
+
+
+def _random_layer(values, seed):
     import numpy as np
 
-    from ..errors import UserError
     from ..sim.int_moe import calibrate_layer, fold_layer
     from ..sim.moe_layer import MoEShape, random_moe
-    try:
-        d, e, k, f, s = (int(v) for v in spec.split(","))
-    except ValueError:
-        raise UserError(f"--random takes five integers D,E,K,F,S, got {spec!r}") from None
-    for name, v, hi in (("d_model", d, 4096), ("experts", e, 64), ("top-k", k, 64), ("d_ffn", f, 16384),
-                        ("shared", s, 8)):
-        if not (0 if name == "shared" else 1) <= v <= hi:
-            raise UserError(f"--random {name} must be in [{0 if name == 'shared' else 1}, {hi}], got {v}")
+    d, e, k, f, s = values
     rng = np.random.default_rng(seed)
     qw = random_moe(MoEShape(d_model=d, n_experts=e, top_k=k, d_ffn=f, n_shared=s), rng).quantized()
     return [fold_layer(qw, calibrate_layer(qw, rng.standard_normal((64, d)), k), k)]
+
+
+def _layer_shape(layer):
+    """``(n_experts, n_shared, d_model, d_ffn, top_k)`` of a folded integer layer."""
+    return layer.n_experts, len(layer.shared), layer.d_model, layer.d_ffn, layer.top_k
 
 
 def run(args):
@@ -67,32 +108,49 @@ def run(args):
     from ..firmware.asm import disassemble, listing
     from ..firmware.cheader import c_header
     from ..firmware.compiler import compile_model, compile_pass
-    from ..firmware.layout import read_output, write_input
+    from ..firmware.layout import model_map, read_output, write_input
+    from ..limits import check_memory, compile_random_bytes
     from ..paths import output_dir, write_text
     from ..sim.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
     from ..sim.iss import Machine
     from ..sim.lm import MoELM
 
+    # Everything the request can be refused for is checked before the output folder exists.
     cfg = _config(args.config)
     if not 1 <= args.tokens <= cfg.buffers.tokens:
-        raise UserError(f"--tokens must be in [1, {cfg.buffers.tokens}] (buffers.tokens), got {args.tokens}")
-    out = output_dir(args.out)
+        raise UserError(f"--tokens must be in [1, {cfg.buffers.tokens}] (buffers.tokens of {cfg.name}), "
+                        f"got {args.tokens}")
+    if args.random is not None and args.layer is not None:
+        raise UserError("--layer picks a layer of the shipped model; --random compiles one random layer: give one of them")
     model = None
-    if args.random:
-        layers, layer = _random_layer(args.random, args.seed), 0
+    if args.random is not None:
+        d, e, k, f, s = parse_random(args.random)
+        check_memory(f"compile --random {args.random}", compile_random_bytes(d, e, f, s))
+        shape, layer = (e, s, d, f, k), 0
     else:
         from .sd import _default_model
         model = MoELM.load(_default_model("moe_lm.npz"))
-        if args.layer >= model.cfg.n_layers:
-            raise UserError(f"--layer must be below {model.cfg.n_layers}, got {args.layer}")
-        layers, layer = model.int_layers, args.layer
+        layer = args.layer or 0
+        if layer >= model.cfg.n_layers:
+            raise UserError(f"--layer must be below {model.cfg.n_layers} (the shipped model's layers), got {layer}")
+        shape = _layer_shape(model.int_layers[layer])
+    n_experts, n_shared, d_model, d_ffn, top_k = shape
     moe_pass = VERIFY if args.kind == "verify" else draft_pass(args.k_d, args.bits, args.choice)
-    if moe_pass.k is not None and moe_pass.k > layers[0].top_k:
-        raise UserError(f"--k-d must be at most the layer's top-k {layers[0].top_k}, got {moe_pass.k}")
+    if moe_pass.k is not None and moe_pass.k > top_k:
+        raise UserError(f"--k-d must be at most the layer's top-k {top_k}, got {moe_pass.k}")
+    n_layers = 1 if model is None else model.cfg.n_layers
+    try:
+        model_map(cfg, n_layers, n_experts, n_shared, d_model, d_ffn, top_k)
+    except UserError as exc:
+        raise UserError(f"--config {args.config}: {exc}") from None
+    out = output_dir(args.out)
+
+    layers = _random_layer((d_model, n_experts, top_k, d_ffn, n_shared), args.seed) if model is None \
+        else model.int_layers
     comp = compile_model(cfg, layers)
     words = compile_pass(comp, layer, args.tokens, moe_pass)
     rng = np.random.default_rng(args.seed)
-    a, xm, xe = quantize_tokens(rng.standard_normal((args.tokens, layers[0].d_model)))
+    a, xm, xe = quantize_tokens(rng.standard_normal((args.tokens, d_model)))
     write_input(comp.offchip, comp.map, a, xm, xe)
     stem = f"layer{layer}_{args.kind}"
     (out / f"{stem}.bin").write_bytes(comp.isa.to_bytes(words))
@@ -103,18 +161,53 @@ def run(args):
     write_text(out / "commands.h", c_header(comp.isa))
     write_text(out / "config.json", cfg.to_json() + "\n")
     write_text(out / "memory_map.json", json.dumps(comp.map.to_dict(), indent=1) + "\n")
-    # Run it once on the ISS and check it against the golden layer before reporting.
-    allowed = np.zeros(layers[0].n_experts, bool) if moe_pass.choice == "cached" else None
+    # Run it once on the ISS and check it against the golden layer before reporting. The ISS
+    # starts with an empty expert cache, as the core does after reset: a cached-choice draft
+    # then finds no routed expert resident (the golden layer is told the same: nothing allowed).
+    cached = moe_pass.choice == "cached"
+    allowed = np.zeros(n_experts, bool) if cached else None
     stats = Machine(cfg, comp.offchip, comp.hb).run(words)
     want = int_moe(layers[layer], a, xm, xe, moe_pass, allowed)
-    same = np.array_equal(read_output(comp.offchip, comp.map, args.tokens), want.out)
+    got = read_output(comp.offchip, comp.map, args.tokens)
+    same = np.array_equal(got, want.out)
+    write_expected(out, stem, comp.map, want.out, stats)
     print(f"{len(words)} commands, off-chip image {len(comp.offchip):,} bytes, HB image {len(comp.hb):,} bytes -> {out}")
     print(f"ISS: {stats.cycles:,} cycles (estimate), {stats.offchip_bytes:,} off-chip and {stats.hb_bytes:,} HB bytes; "
-          f"output {'equals' if same else 'DIFFERS from'} the integer golden layer")
+          f"output {'equals' if same else 'DIFFERS from'} the integer golden layer "
+          f"(expected Y block in {stem}.expected_y.bin, cache events in {stem}.expected.json)")
+    if cached:
+        print("note: the ISS check ran on an empty expert cache (as after reset), so --choice cached "
+              "ran no routed expert; on a warm cache the choice depends on what the cache holds")
     if args.bench:
         from .sd import _default_model
         _bench(cfg, model or MoELM.load(_default_model("moe_lm.npz")))
     return 0 if same else 1
+
+
+def write_expected(out, stem, mm, y, stats):
+    """The golden answer beside the images, for a test bench that runs ``<stem>.bin``.
+
+    ``<stem>.expected_y.bin``: the Y block the pass must leave in the off-chip image, byte for
+    byte (``tokens x d_model`` little-endian int32, at byte ``y_addr * line_bytes`` of
+    ``offchip.img``). ``<stem>.expected.json``: where that block lies, and the expert-cache
+    decisions of the pass in order (one per LOOKUP: layer, expert, plane 0 MSB / 1 LSB, hit,
+    fill), on a cache that starts empty.
+    """
+    import numpy as np
+
+    from ..paths import write_text
+    y = np.asarray(y)
+    (out / f"{stem}.expected_y.bin").write_bytes(y.astype("<i4").tobytes())
+    meta = {"y_block": {"file": f"{stem}.expected_y.bin", "offchip_byte": mm.y_addr * mm.line_bytes,
+                        "tokens": int(y.shape[0]), "d_model": int(y.shape[1]), "element": "int32, little-endian",
+                        "order": "token-major: token t, channel i at byte 4 * (t * d_model + i)"},
+            "cache_at_start": "empty",
+            "cache_event_fields": ["layer", "expert", "plane", "hit", "fill"],
+            "iss_cycles": stats.cycles, "offchip_bytes": stats.offchip_bytes, "hb_bytes": stats.hb_bytes}
+    rows = [json.dumps([k.layer, k.expert, int(k.plane), int(r.hit), int(r.fill)]) for k, r in stats.cache]
+    # one cache event per line (json.dumps with indent would spread each over seven)
+    text = json.dumps(meta, indent=1)[:-2] + ',\n "cache_events": [' + ",".join(f"\n  {r}" for r in rows) + "\n ]\n}"
+    write_text(out / f"{stem}.expected.json", text + "\n")
 
 
 def _bench(cfg, model):

@@ -46,6 +46,10 @@ def _selected(args):
         if args.only:
             raise UserError("--only selects table entries; it cannot be combined with --top")
         top, params = top_params(args)
+        from ..sim.benches.launch import BENCHES
+        if top.name not in BENCHES:
+            raise UserError(f"top {top.name!r} has no cocotb bench; benches exist for {', '.join(sorted(BENCHES))}")
+        top.build(**params)              # refuses illegal values (UserError) before a folder is made
         given = given_params(args)
         name = "-".join([top.name] + [f"{k}{given[k]}" for k in sorted(given)])
         return [Entry(name, top.name, {k: params[k] for k in given}, quick=True)]

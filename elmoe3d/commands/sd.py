@@ -110,6 +110,9 @@ def run(args):
                         f"({total} with --scope {args.scope} on {target.cfg.n_layers} layers)")
     held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
     prompts = list(corpus.heldout_windows(held, max(args.batch), args.prompt_len))
+    if args.prompt_len + args.new > target.cfg.max_seq:      # the rule of elastic_sd's prompt check
+        raise UserError(f"--prompt-len {args.prompt_len} + --new {args.new} = {args.prompt_len + args.new} positions: "
+                        f"the model holds at most max_seq = {target.cfg.max_seq}")
     args.out = output_dir(args.out)            # created (nested too) and checked before any work
     if args.traces:
         output_dir(args.out / "traces")

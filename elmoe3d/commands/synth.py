@@ -39,6 +39,7 @@ def run(args):
                             "to registered tops, not to --verilog files")
     else:
         top, params = top_params(args)
+        top.build(**params)              # refuses illegal values (UserError) before a folder is made
     liberty = flow.resolve_liberty(args.liberty)          # a bad Liberty is refused before any work
     out = output_dir(args.out)
     settings = dict(liberty=liberty, clock_ns=args.clock_ns, activity=args.activity,
