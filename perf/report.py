@@ -182,11 +182,11 @@ def sensitivity_table(sens):
 
 
 def validation_table(gpu, rtl):
-    out = ["xPU model against published GPU decode measurements (batch 1; efficiency: what the same software "
-           "reaches on a dense model on the same GPUs):"]
+    out = ["xPU model against published GPU decode measurements (tokens/s per sequence; efficiency: what the same "
+           "software reaches on a dense model on the same GPUs; sources in perf/data/validation.json):"]
     for c in gpu:
-        out.append(f"  {c['name']:<58} measured {c['measured']:>7.2f} tok/s  model {c['predicted']:>7.2f}  "
-                   f"{c['error'] * 100:+6.1f} %  (efficiency {c['efficiency']:.3f})")
+        out.append(f"  {c['name']:<62} batch {c.get('batch', 1):>2}  measured {c['measured']:>7.2f} tok/s  "
+                   f"model {c['predicted']:>7.2f}  {c['error'] * 100:+6.1f} %  (efficiency {c['efficiency']:.3f})")
     out.append("Accelerator cycle model against cycles measured in the RTL (Verilator). PE-array commands and HB "
                "streams: the model's formulas; the shipped expert-layer pass: a composition of those measurements; "
                "RTL core rows: the core's own cycles against the memory floor perf charges for a pass "

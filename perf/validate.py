@@ -2,10 +2,13 @@
 
 ``perf/data/validation.json`` holds
 
-- three published batch-1 decode measurements of Mixtral-8x7B on A100-80GB GPUs (gpt-fast INT8
-  on one GPU, gpt-fast BF16 on two with tensor parallelism, TensorRT-LLM INT8 on one). The xPU
-  model predicts each with the efficiency the same software reaches on a *dense* model on the
-  same GPU, so the MoE figure is a prediction; the bar is 25 %;
+- published decode measurements of MoE models on GPUs: five batch-1 Mixtral-8x7B cases on
+  A100-80GB (gpt-fast INT8 on one GPU and BF16 on 2/4/8 with tensor parallelism, TensorRT-LLM
+  INT8 on one), Mixtral-8x7B at batch 8 on two H200 (vLLM's nightly latency test) and
+  Qwen3-30B-A3B at batch 1 on one A100 (tt-inference-server's GPU reference). The xPU model
+  predicts each with the efficiency the same software reaches on a *dense* model on the same GPU
+  (stated, or computed from a ``dense_reference``: bytes per step / (step time x peak)), so the
+  MoE figure is a prediction; the bar is 25 %;
 - cycles the project's RTL measured in Verilator: PE-array GEMV commands (16 x 16, DRAFT and
   FULL, ``k`` = 128, 256, 4096) and HB-interface plane streams at ``HBConfig()``'s defaults. The
   accelerator model (:func:`.decode.gemv_tile_cycles` for compute; bytes / (peak x efficiency)
@@ -31,21 +34,35 @@ def load():
     return json.loads((DATA / "validation.json").read_text())
 
 
+def case_efficiency(case):
+    """The xPU efficiency of a GPU case: stated, or the achieved bandwidth of its dense reference (bytes one
+    decode step reads / (step time x peak)), both from the same software on the same GPU."""
+    if case.get("efficiency") is not None:
+        return case["efficiency"]
+    ref = case["dense_reference"]
+    return ref["bytes_per_step"] / (ref["step_s"] * case["gbps"] * 1e9)
+
+
 def gpu_cases(models=None):
-    """``[{name, measured, predicted, error, ...}]``: the xPU model against each GPU measurement."""
+    """``[{name, model, batch, measured, predicted, error, ...}]``: the xPU model against each GPU
+    measurement; tokens/s are per sequence (a batch-b case decodes b sequences in each step)."""
     models = models or builtin_models()
     xpu = builtin_systems()["xpu"]
     out = []
     for case in load()["gpu"]:
+        eff = case_efficiency(case)
+        batch = case.get("batch", 1)
         # tensor parallelism: each GPU streams its share of the weights with its own memory
-        tier = Tier(gbps=case["gbps"] * case["gpus"], efficiency=case["efficiency"], pj_per_bit=xpu.offchip.pj_per_bit,
+        tier = Tier(gbps=case["gbps"] * case["gpus"], efficiency=eff, pj_per_bit=xpu.offchip.pj_per_bit,
                     capacity_gib=xpu.offchip.capacity_gib * case["gpus"], source=case["source"])
         system = replace(xpu, name="xpu-validation", offchip=tier, weight_bits=case["weight_bits"],
-                         macs_per_s=xpu.macs_per_s * case["gpus"])
-        r = run_round(system, models[case["model"]], Settings(context=case["context"]), 1)
-        out.append({"name": case["name"], "measured": case["tokens_per_s"], "predicted": r["tokens_per_s"],
-                    "error": r["tokens_per_s"] / case["tokens_per_s"] - 1, "efficiency": case["efficiency"],
-                    "source": case["source"]})
+                         macs_per_s=case.get("macs_per_s", xpu.macs_per_s) * case["gpus"])
+        r = run_round(system, models[case["model"]], Settings(context=case["context"]), batch)
+        pred = r["tokens_per_s"] / batch
+        out.append({"name": case["name"], "model": case["model"], "batch": batch, "measured": case["tokens_per_s"],
+                    "predicted": pred, "error": pred / case["tokens_per_s"] - 1, "efficiency": eff,
+                    "hardware": case.get("hardware", ""), "precision": case.get("precision", ""),
+                    "software": case.get("software", ""), "status": case.get("status", ""), "source": case["source"]})
     return out
 
 

@@ -172,9 +172,22 @@ def test_pe_energy_is_bench_pe_at_the_default_depth_and_a_report_replaces_it(tmp
 # -- validation ---------------------------------------------------------------------------------------
 def test_xpu_validation_points():
     cases = gpu_cases()
-    assert len(cases) >= 5
+    assert len(cases) >= 7
     for c in cases:
         assert abs(c["error"]) <= GPU_TOLERANCE, c
+        # every published figure states where it comes from and on what it ran
+        assert c["source"] and c["hardware"] and c["precision"] and c["software"], c
+        assert c["status"].split(":")[0] in ("verified", "quoted"), c
+
+
+def test_validation_covers_issue_18_item_8():
+    """At least six published GPU decode measurements over at least three models, one at batch > 1."""
+    gpu = gpu_cases()
+    off = studies.offload_cases(S, M)
+    assert len(gpu) + len(off) >= 6
+    assert len({c["model"] for c in gpu} | {c["model"] for c in off}) >= 3
+    assert any(c["batch"] > 1 for c in gpu)
+    assert len({c["model"] for c in gpu}) >= 2
 
 
 def test_offloaded_decoding_against_moe_infinity():
