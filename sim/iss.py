@@ -79,8 +79,8 @@ class CoreLimits:
     ``width``: D_MODEL and D_FFN must be multiples of it (the core's vector width; 1: any);
     ``max_k``: the most experts ROUTE may choose per token (the router's slots; None: no limit
     beyond TOP_K and N_EXPERTS); ``max_experts``: the most routed experts LOADP accepts (None:
-    ``config.cache.n_experts``). The core's own values come from ``hw/core.py``
-    (``Core.error_limits()``); the ISS alone uses the defaults.
+    ``config.cache.n_experts``). A core's values come from its generator's dimensions
+    (``sim/benches/tb_core_errors.core_limits``); the ISS alone uses the defaults.
     """
 
     width: int = 1

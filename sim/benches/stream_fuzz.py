@@ -101,9 +101,10 @@ def expect(config, case, limits=None):
 class StreamFuzzer:
     """Cases for one configuration. ``limits``: the core's :class:`~elmoe3d.sim.iss.CoreLimits`
     (D_MODEL/D_FFN multiples of ``limits.width``, k up to ``limits.max_k``); ``seed`` fixes the
-    layer and every draw."""
+    layer and every draw; ``pad``: images padded to the configured space (False for a large
+    configuration whose RTL core is not run: addresses past the space are past the images too)."""
 
-    def __init__(self, config, seed, limits=None):
+    def __init__(self, config, seed, limits=None, pad=True):
         self.config, self.limits = config, limits
         self.rng = random.Random(seed)
         self.isa = InstructionSet(config)
@@ -117,9 +118,12 @@ class StreamFuzzer:
         self.nrng = nrng
         off_bytes = config.offchip.lines * config.offchip.width // 8
         hb_bytes = config.hb.lines * config.hb.channels * config.hb.width // 8
-        self.offchip = np.zeros(off_bytes, dtype=np.uint8)
-        self.offchip[:len(self.comp.offchip)] = self.comp.offchip
-        self.hb = np.zeros(hb_bytes, dtype=np.uint8)
+        if pad:         # the whole space (tiny: 4 MiB, small: 8 MiB); else the compiled images only
+            self.offchip = np.zeros(off_bytes, dtype=np.uint8)
+            self.offchip[:len(self.comp.offchip)] = self.comp.offchip
+            self.hb = np.zeros(hb_bytes, dtype=np.uint8)
+        else:
+            self.offchip, self.hb = self.comp.offchip.copy(), self.comp.hb.copy()
         self.off_image_lines = off_bytes // config.line_bytes
         self.value_max = (1 << field_widths(config)["value"]) - 1
 

@@ -139,8 +139,10 @@ class TB:
             else:
                 held = payload
 
-    async def run(self, words, policy, *, expect_error=False, delay=None, limit=None):
-        """Feed ``words``; returns when they are all taken and the processor is idle, or it stopped."""
+    async def run(self, words, policy, *, expect_error=False, delay=None, limit=None, waits_after=None):
+        """Feed ``words``; returns when they are all taken and the processor is idle, or it stopped.
+        ``waits_after``: the stream is truncated; return once this many commands are done and
+        nothing is dispatched (the processor then waits for more words)."""
         self.halts = []
         mon = cocotb.start_soon(self.monitor())
         exe = cocotb.start_soon(self.executor(policy, delay=delay))
@@ -153,6 +155,13 @@ class TB:
             if s["error"]:
                 break
             if src.done() and not s["busy"] and int(self.dut.o_exec__valid.value) == 0:
+                break
+            if (waits_after is not None and src.done() and s["commands"] == waits_after
+                    and int(self.dut.o_exec__valid.value) == 0):
+                for _ in range(20):         # waiting: nothing more happens
+                    await RisingEdge(self.dut.clk)
+                    await ReadOnly()
+                    assert not int(self.dut.o_exec__valid.value), "a dispatch after the last word"
                 break
         else:
             raise AssertionError(f"no end after {limit} cycles: status {self.status()}")
@@ -396,6 +405,33 @@ async def test_errors(dut):
             except AssertionError as exc:
                 raise AssertionError(f"case {name}: {exc}") from None
             assert not status["busy"] and not status["halted"], name
+
+
+@cocotb.test()
+async def test_fuzzed_streams(dut):
+    """Streams of the stream fuzzer (``stream_fuzz.py``: valid, mutated toward every Status,
+    truncated), the executor answering as the ISS did (its ROUTE masks, its error at the
+    command it stopped at): the processor stops at the ISS's index with the ISS's code."""
+    from .stream_fuzz import KINDS, StreamFuzzer, expect
+    cfg, config = _setup(dut)
+    for seed in cfg["seeds"][:1 if cfg["quick"] else 2]:
+        fz = StreamFuzzer(config, seed, pad=False)
+        for case in fz.cases(len(KINDS) if cfg["quick"] else 3 * len(KINDS)):
+            out = expect(config, case, None)
+            error_at = out.dispatches - 1 if out.status in EXECUTOR_ERRORS else None
+            policy = Policy(out.masks, error_at, out.status)
+            model = DispatchModel(config, policy, delay=0).feed(case.words, one_stream=True)
+            assert (model.error, model.index) == (out.status, out.index), f"{case.kind}: model != ISS"
+            tb = TB(dut, config, seed, idle=cfg["idle"], stall=cfg["stall"], max_delay=cfg["max_delay"])
+            await tb.reset()
+            status = await tb.run(case.words, Policy(out.masks, error_at, out.status),
+                                  waits_after=out.commands if out.ended else None)
+            try:
+                check(tb, model, status, name=case.kind)
+            except AssertionError as exc:
+                raise AssertionError(f"fuzzed {case.kind} ({case.detail}): {exc}") from None
+            assert (status["error"], status["index"]) == (int(out.status), out.index), case.kind
+            assert status["busy"] == int(out.ended and bool(case.words)), case.kind
 
 
 @cocotb.test()

@@ -24,7 +24,7 @@ import numpy as np
 from cocotb.triggers import RisingEdge
 
 from ...firmware.layout import read_output
-from ...hw.core import build_core, core_config
+from ...hw.core import core_config
 from ...spec.isa import Status
 from ..iss import CoreLimits
 from .runner import bench_config
@@ -37,9 +37,10 @@ SETTLE = 40         # cycles a stopped or waiting core is watched for a change
 def core_limits(params):
     """The :class:`CoreLimits` of the core the launcher built (its vector width, router slots and
     experts): read off the generator, not restated."""
-    core = build_core(params["preset"], max_k=params.get("max_k", 8), lanes=params.get("lanes", 0))
-    cfg = core.config if hasattr(core, "config") else core_config(params["preset"], params.get("lanes", 0))
-    return cfg, CoreLimits(width=cfg.vector.width, max_k=core.max_k, max_experts=core.ex.n_experts)
+    from ...hw.executor.buffers import Dims
+    cfg = core_config(params["preset"], params.get("lanes", 0))
+    d = Dims(cfg, params.get("max_k", 8))
+    return cfg, CoreLimits(width=d.W, max_k=d.slots, max_experts=d.n_experts)
 
 
 async def run_case(dut, cfg, case, out, mems, rng, stall, mm, limit=400_000):
