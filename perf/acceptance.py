@@ -57,25 +57,30 @@ N_PROMPTS, CLUSTER, PROMPT_LEN, NEW = 64, 4, 64, 32
 # Published acceptance of real models' drafts (per-token alpha; the draft kinds they stand for).
 # Each holds the figure, where it comes from, and how it maps to alpha.
 SCENARIOS = {
-    "shipped": {"alpha": None,
+    "shipped": {"alpha": None, "status": "measured",
                 "source": "measured on the shipped 3.5 M-parameter byte model (perf/data/acceptance.json)"},
     "eagle-mixtral": {
-        "alpha": 0.64,
+        "alpha": 0.64, "status": "quoted",
         "source": "EAGLE on Mixtral-8x7B-Instruct (Li et al., 'EAGLE: Speculative Sampling Requires Rethinking "
-                  "Feature Uncertainty', ICML 2024, arXiv 2401.15077, which evaluates Mixtral 8x7B Instruct): average "
+                  "Feature Uncertainty', ICML 2024, arXiv 2401.15077, which evaluates Mixtral 8x7B Instruct; the "
+                  "authors' draft head is public as huggingface.co/yuhuili/EAGLE-mixtral-instruct-8x7B): average "
                   "acceptance length 3.25 and per-position acceptance 0.61-0.67 as quoted in issue 18 (alpha = 0.64, "
-                  "their mid-point); NOT re-checked against the paper's table here"},
+                  "their mid-point). QUOTED, not verified: the paper's Mixtral table was not found in the stored "
+                  "copies searched (abstracts and summaries only)"},
     "mtp-deepseek": {
-        "alpha": 0.875,
+        "alpha": 0.875, "status": "verified",
         "source": "DeepSeek-V3 technical report (arXiv 2412.19437, section 5.4.3): the second token predicted "
                   "by multi-token prediction is accepted 85-90 % of the time across generation topics, giving 1.8x "
                   "tokens per second (alpha = 0.875, the mid-point)"},
     "dense-4bit-self": {
-        "alpha": 0.9,
-        "source": "4-bit self-drafts of dense models accept above 0.9 per token, as stated in issue 18 (the "
-                  "lower end is taken: alpha = 0.9); NO citable source found here: an input to bound the range, "
-                  "not a measurement"},
+        "alpha": 0.9, "status": "unsourced",
+        "source": "UNSOURCED ASSUMPTION: '4-bit self-drafts of dense models accept above 0.9 per token', as stated "
+                  "in issue 18 (alpha = 0.9); no citable figure was found (QSpec, arXiv 2410.11305, drafts with a "
+                  "W4A4 copy of a W4A16 model, but its acceptance figures were not found in the stored copies). "
+                  "Selectable with --scenario; left out of the claim ranges"},
 }
+# the scenarios the claim ranges span: those with a measurement or a published figure behind them
+RANGE_SCENARIOS = tuple(k for k, v in SCENARIOS.items() if v["status"] != "unsourced")
 
 
 # -- the decoding rule ------------------------------------------------------------------------------
@@ -232,4 +237,9 @@ def acceptance_table():
             out.append(f"  {kind:<12} {g:>5} {m['mean']:>9.4f} +- {m['mean_se']:.4f} {m['alpha']:>7.4f} "
                        f"[{m['alpha_lo']:.3f}, {m['alpha_hi']:.3f}] {tokens_per_round(m['alpha'], g):>6.2f} "
                        f"{m['tokens_per_verify']:>17.2f} +- {m['tpv_se']:.2f}")
+    out.append("Acceptance scenarios (--scenario; status: measured, verified in the source, quoted from issue 18 "
+               "without the source's table, unsourced = left out of the claim ranges):")
+    for name, sc in SCENARIOS.items():
+        alpha = "measured" if sc["alpha"] is None else f"{sc['alpha']:.3f}"
+        out.append(f"  {name:<16} alpha {alpha:<9} {sc['status']:<10} {sc['source'][:110]}")
     return "\n".join(out)

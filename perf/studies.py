@@ -119,7 +119,7 @@ def _claims_point(S, models, settings, objective, footing, hb_gib, batches):
 
 
 def claim_ranges(S, models, settings, objective="tokens_per_s", batches=BATCHES,
-                 scenarios=tuple(acc.SCENARIOS), footings=FOOTINGS, hb_sizes=(8, 16, 32)):
+                 scenarios=acc.RANGE_SCENARIOS, footings=FOOTINGS, hb_sizes=(8, 16, 32)):
     """Each claim's range over scenario x footing x HB size (means over ``models`` and ``batches``),
     the default point (measured acceptance, equal footing, 16 GiB) and the input that moves it most
     (the widest span when only that input leaves the default)."""
