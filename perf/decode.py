@@ -224,10 +224,12 @@ class Pass:
             self.bytes[(tier, part)] = self.bytes.get((tier, part), 0.0) + nbytes
 
 
-def run_pass(system, model, settings, route, batch, positions, kind):
+def run_pass(system, model, settings, route, batch, positions, kind, prefetched=0.0):
     """One pass (:func:`_run_pass`), its time scaled by the system's measured ``pass_overhead``
-    (``target`` or ``draft``; e.g. the RTL core's cycles over its memory floor)."""
-    p = _run_pass(system, model, settings, route, batch, positions, kind)
+    (``target`` or ``draft``; e.g. the RTL core's cycles over its memory floor). ``prefetched``: the
+    fraction of the pass's unique experts already resident because this round's draft fetched them
+    (``int8`` expert caches only; see ``System.draft_reuse``)."""
+    p = _run_pass(system, model, settings, route, batch, positions, kind, prefetched)
     f = system.pass_overhead.get("target" if kind == "target" else "draft", 1.0)
     if f != 1.0:
         p.time *= f
@@ -235,7 +237,7 @@ def run_pass(system, model, settings, route, batch, positions, kind):
     return p
 
 
-def _run_pass(system, model, settings, route, batch, positions, kind):
+def _run_pass(system, model, settings, route, batch, positions, kind, prefetched=0.0):
     """One pass. ``kind``: ``target`` (full model), ``draft_self`` (``k_d`` experts, full bits),
     ``draft_elastic`` (``k_d`` experts, MSB planes; dense per ``settings.dense_bits``) or
     ``draft_separate`` (the dense draft model, ``draft_fraction`` of the active weights)."""
@@ -267,6 +269,7 @@ def _run_pass(system, model, settings, route, batch, positions, kind):
         p.add("offchip", "experts", expert_b)
     elif system.cache == "int8":
         h = route.hit(model.n_experts, k_eff, batch, positions, res["expert"], settings.policy)
+        h += (1.0 - h) * prefetched
         p.hit_rate, p.lookups = h, U * model.moe_layers
         p.add("hb", "dense", dense_b * res["dense"])
         p.add("offchip", "dense", dense_b * (1 - res["dense"]))
@@ -339,7 +342,14 @@ def run_round(system, model, settings, batch, route=None):
         tokens = float(batch)
     else:
         draft = run_pass(system, model, settings, route, batch, 1, DRAFT_KIND[system.decoding])
-        target = run_pass(system, model, settings, route, batch, settings.gamma + 1, "target")
+        reuse = 0.0
+        if system.draft_reuse and system.cache == "int8" and system.decoding != "separate":
+            # the draft's experts (the union over its gamma positions) are a subset of the experts the
+            # verification of those positions routes to (the draft shares the target's router)
+            u_draft = route.unique(model.n_experts, draft_experts(settings, model), batch, settings.gamma)
+            u_verify = route.unique(model.n_experts, model.top_k, batch, settings.gamma + 1)
+            reuse = min(1.0, u_draft / u_verify)
+        target = run_pass(system, model, settings, route, batch, settings.gamma + 1, "target", reuse)
         passes += [(settings.gamma, draft), (1, target)]
         tokens = batch * tokens_per_verify(a, settings.gamma)
     t = sum(n * p.time for n, p in passes)

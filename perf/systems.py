@@ -110,6 +110,9 @@ class System:
     kv_tier: str = "offchip"
     own_footing: str = ""
     pass_overhead: dict = field(default_factory=dict)     # pass kind (target, draft) -> time factor
+    # speculative systems with an expert cache ("int8"): the experts the round's draft passes fetched
+    # stay resident for its verification pass (SpecMoE-style prefetch reuse); off for every shipped system
+    draft_reuse: bool = False
 
     def __post_init__(self):
         owner = f"system {self.name}"

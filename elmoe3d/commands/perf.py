@@ -141,8 +141,9 @@ def run(args):
     sw = studies.sweeps(systems_all, big, settings, args.objective) if studies_ok else {}
     gpu, rtl = validate.gpu_cases(), validate.rtl_checks() + validate.core_checks()
     off = studies.offload_cases(systems_all, models_all) if "offload" in systems_all else []
-    spec = (studies.specmoe_setting(systems_all, big, settings, args.objective)
-            if {"offload", "specmoe"} <= set(systems_all) and big else {})
+    spec_ok = {"offload", "specmoe"} <= set(systems_all) and big
+    spec = studies.specmoe_setting(systems_all, big, settings, args.objective) if spec_ok else {}
+    spec_reuse = studies.specmoe_setting(systems_all, big, settings, args.objective, reuse=True) if spec_ok else {}
     t_all = time.perf_counter() - t0
     from ..perf.acceptance import acceptance_table
     sections = [
@@ -158,7 +159,7 @@ def run(args):
         studies.sweeps_table(sw) if sw else "",
         report.sensitivity_table(sens) if not args.no_sensitivity else "",
         report.validation_table(gpu, rtl),
-        studies.offload_table(off, spec) if off else "",
+        studies.offload_table(off, spec, spec_reuse) if off else "",
     ]
     text = "\n\n".join(s for s in sections if s)
     print(text)
@@ -169,7 +170,7 @@ def run(args):
                "models": {m.name: m.to_dict() for m in models}, "rows": rows,
                "claims": report.claims(rows) if big else [], "claim_ranges": ranges, "claim_grid": grid,
                "ladder": lad, "sweeps": sw, "sensitivity": sens,
-               "validation": {"gpu": gpu, "rtl": rtl, "offload": off}, "specmoe_setting": spec,
+               "validation": {"gpu": gpu, "rtl": rtl, "offload": off}, "specmoe_setting": spec, "specmoe_setting_reuse": spec_reuse,
                "sweep_s": t_sweep, "total_s": t_all}
     blob = json.dumps(payload, indent=1, default=str)
     write_text(out / "perf.json", blob)
