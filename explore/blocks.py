@@ -103,10 +103,11 @@ def _module_name(path, root):
     return "elmoe3d"
 
 
+@functools.lru_cache(maxsize=None)
 def generator_hash(top_name):
     """A hash of the sources that generate ``top_name``: its module in ``hw/`` and every
     ``elmoe3d`` module it imports, transitively (a changed generator invalidates its blocks, an
-    edit elsewhere does not)."""
+    edit elsewhere does not). Computed once per process: a sweep sees one state of the sources."""
     import importlib.util
     module = importlib.import_module(f"..hw.{top_name}", __package__)
     root = {}
@@ -133,13 +134,20 @@ def _hash_files(files, root):
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def liberty(name):
+    """The checked Liberty file of a space's ``[synth] liberty`` (resolved once per process:
+    a shipped library is decompressed on each resolution)."""
+    from ..synth import flow
+    return flow.resolve_liberty(name)
+
+
 def block_key(top, params, synth):
     """The cache key of a block: top, parameters, synthesis settings, tools, Liberty, its
     generator's sources and the synthesis flow's."""
     from ..synth import flow
-    liberty = flow.resolve_liberty(synth["liberty"])
     blob = json.dumps({"top": top, "params": params, "clock_ns": synth["clock_ns"], "activity": synth["activity"],
-                       "liberty": file_hash(liberty), "tools": tool_versions(), "hw": generator_hash(top),
+                       "liberty": file_hash(liberty(synth["liberty"])), "tools": tool_versions(), "hw": generator_hash(top),
                        # the flow's own scripts (Yosys and OpenSTA commands) shape the figures too
                        "flow": [file_hash(f) for f in sorted(Path(flow.__file__).parent.glob("*.py"))]},
                       sort_keys=True)
@@ -188,7 +196,7 @@ def synthesize_block(top_name, params, synth, cache_dir, key=None):
     component = top.build(**full)
     macs = top.macs_per_cycle(**full) if top.macs_per_cycle else None
     report = flow.synthesize_component(component, top_name, Path(cache_dir) / key, params=full,
-                                       macs_per_cycle=macs, liberty=flow.resolve_liberty(synth["liberty"]),
+                                       macs_per_cycle=macs, liberty=liberty(synth["liberty"]),
                                        clock_ns=synth["clock_ns"], activity=synth["activity"], log=None)
     timing, power, energy = report["timing"] or {}, report["power_mw"] or {}, report["energy"] or {}
     figures = {"top": top_name, "params": dict(params), "key": key,

@@ -357,7 +357,8 @@ def _probe_workloads(shown, space):
 def load(path=None):
     """The :class:`Space` of ``path`` (the built-in default when None), every value checked."""
     path = Path(path) if path is not None else DEFAULT_SPACE
-    shown = str(path)
+    # the built-in space is named as it sits in the checkout, not by this machine's path
+    shown = str(path) if path != DEFAULT_SPACE else "explore/spaces/default.toml"
     try:
         text = path.read_text()
     except OSError as exc:

@@ -259,6 +259,22 @@ def _stop_groups(pgids):
             return
 
 
+WARM_UP = """
+import time, ray
+ray.init(address="127.0.0.1:%d", log_to_driver=False)
+
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def node():
+    time.sleep(0.2)
+    return ray.get_runtime_context().get_node_id()
+
+seen, end = set(), time.monotonic() + 90
+while len(seen) < 2 and time.monotonic() < end:
+    seen |= set(ray.get([node.remote() for _ in range(4)]))
+print(len(seen))
+"""
+
+
 @pytest.fixture
 def ray_cluster():
     """A Ray head and a second Ray node on 127.0.0.1, one CPU each, token-authenticated, in a
@@ -270,16 +286,24 @@ def ray_cluster():
     groups = []
 
     def start(*args):
-        proc = subprocess.Popen([str(BIN / "ray"), "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                                 "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        argv = [str(BIN / "ray"), "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"]
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         groups.append(proc.pid)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out[-2000:]
 
     try:
-        start("--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false")
+        # every port of our own: another Ray on this machine (a local explore run) keeps its own
+        start("--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false",
+              "--dashboard-port", str(_free_port()))
         start("--address", f"127.0.0.1:{port}")
+        # `ray start` returns before the head's scheduler sees the second node's CPU: wait until
+        # a few spread tasks have run on both nodes (worker start-up under load takes seconds)
+        out = subprocess.run([sys.executable, "-c", WARM_UP % port], env=env, capture_output=True, text=True,
+                             timeout=150)
+        assert out.stdout.strip().endswith("2"), out.stdout[-500:] + out.stderr[-2000:]
         yield f"127.0.0.1:{port}", env
     finally:
         _stop_groups(groups)
