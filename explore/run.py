@@ -59,12 +59,6 @@ class Store:
             f.flush()
 
 
-def objective_value(rec, objective):
-    """The objective of a record, as a number to maximize."""
-    v = rec[objective]
-    return v if OBJECTIVES[objective] == "max" else -v
-
-
 def _block_task(top, params, synth, cache_dir, key):
     """A block's figures, or ``{"error": ...}`` (the sweep records it and goes on)."""
     try:

@@ -82,11 +82,6 @@ class ParamSpec:
     help: str
 
 
-def _defaults():
-    from ..config import DEFAULT
-    return DEFAULT
-
-
 # The parameters a point sets. Value checks reuse the one configuration (elmoe3d.config): a
 # value it refuses is refused here, with its message.
 PARAMS = {
