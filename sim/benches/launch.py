@@ -87,6 +87,11 @@ BENCHES = {
 }
 
 
+# Benches whose memory models run in HDL around the top (``native.py``: Verilator at native
+# speed; ``elmoe3d bench-sim``, ``sd --engine rtl``); launched by ``native.run_native``.
+NATIVE_BENCHES = {"core": "elmoe3d.sim.benches.tb_core_native"}
+
+
 def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, simulator="verilator",
                   waves=False, testcase=None, quick_build=False, **extra):
     """Build ``top_name`` with ``params`` (defaults filled in) and run its bench in ``build_dir``.

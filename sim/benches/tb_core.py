@@ -291,15 +291,17 @@ def _compiled(cfg, shape, seed):
 CYCLE_TOLERANCE = 0.10     # the core's cycles per pass within 10 % of the ISS's estimate
 
 
-async def run_passes(dut, cfg, shape, seed, stall, tokens, passes, mems=None):
+async def run_passes(dut, cfg, shape, seed, stall, tokens, passes, mems=None, session_fn=None, stream_fn=None):
     """Run ``passes`` on a fresh core and ISS; check outputs and cache decisions; returns the
-    per-pass cycle records and the memories."""
+    per-pass cycle records and the memories. ``session_fn``/``stream_fn`` replace :func:`session`
+    and :func:`run_stream` (the HDL memory models of ``native.py`` use the same checks)."""
+    session_fn, stream_fn = session_fn or session, stream_fn or run_stream
     rng = random.Random(seed)
     layers, comp, nrng = _compiled(cfg, shape, seed)
     iss_off, iss_hb = comp.offchip.copy(), comp.hb.copy()
     core_off, core_hb = comp.offchip.copy(), comp.hb.copy()
     machine = Machine(cfg, iss_off, iss_hb)
-    mems = await session(dut, cfg, core_off, core_hb, rng, stall, mems)
+    mems = await session_fn(dut, cfg, core_off, core_hb, rng, stall, mems)
     results = []
     for i, p in enumerate(passes):
         if p.k is not None and p.k > shape.top_k:
@@ -318,7 +320,7 @@ async def run_passes(dut, cfg, shape, seed, stall, tokens, passes, mems=None):
         assert np.array_equal(read_output(iss_off, comp.map, T), want.out), "ISS differs from the golden layer"
         n_ev = len(mems.events)
         what = f"{shape} seed {seed} stall {stall} pass {i} ({p}) T={T} layer {layer}"
-        st = await run_stream(mems, words, 50 * stats.cycles + 10000)
+        st = await stream_fn(mems, words, 50 * stats.cycles + 10000)
         assert code(st) == Status.NONE, f"{what}: core stopped with {code(st).name} at {int(st.index)}"
         got = read_output(core_off, comp.map, T)
         bad = np.argwhere(got != want.out)
