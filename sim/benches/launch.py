@@ -63,6 +63,8 @@ REGRESSION = [
     Entry("stream_arbiter-3", "stream_arbiter", dict(width=8, n=3), quick=True, seeds=(1,)),
     Entry("offchip-w32-b4", "offchip", dict(width=32, lines=1024, len_bits=10, latency=8, burst=4), quick=True,
           seeds=(1,)),
+    Entry("exec_gemv-tiny", "exec_gemv", dict(preset="tiny"), quick=True, seeds=(1,)),
+    Entry("exec_gemv-tiny-lanes3", "exec_gemv", dict(preset="tiny", lanes=3), seeds=(2,)),
     Entry("core-tiny", "core", dict(preset="tiny", max_k=4), quick=True, seeds=(1,)),
     Entry("core-small-lanes2", "core", dict(preset="small", lanes=2), seeds=(1,)),
     Entry("core-small", "core", dict(preset="small"), seeds=(1,)),
@@ -70,6 +72,7 @@ REGRESSION = [
 
 BENCHES = {
     "core": "elmoe3d.sim.benches.tb_core",
+    "exec_gemv": "elmoe3d.sim.benches.tb_exec_gemv",
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
@@ -87,14 +90,22 @@ BENCHES = {
 }
 
 
+# Further benches of a top, run with ``run_top_bench(..., module=...)`` on the same generated
+# Verilog: the core's error bench (streams mutated toward every Status, against the ISS).
+EXTRA_BENCHES = {"core": ("elmoe3d.sim.benches.tb_core_errors",)}
+
+
 # Benches whose memory models run in HDL around the top (``native.py``: Verilator at native
 # speed; ``elmoe3d bench-sim``, ``sd --engine rtl``); launched by ``native.run_native``.
 NATIVE_BENCHES = {"core": "elmoe3d.sim.benches.tb_core_native"}
 
 
 def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, simulator="verilator",
-                  waves=False, testcase=None, quick_build=False, **extra):
+                  waves=False, testcase=None, quick_build=False, module=None, **extra):
     """Build ``top_name`` with ``params`` (defaults filled in) and run its bench in ``build_dir``.
+
+    ``module``: the cocotb module(s) to run instead of the top's :data:`BENCHES` one: a name or
+    a tuple of names among that one and the top's :data:`EXTRA_BENCHES` (several run on one build).
 
     ``extra`` goes into the bench configuration (``idle``, ``stall``, ``gap``, ``cycle_ks``, ...).
     Returns the results XML path; raises ``AssertionError`` when a cocotb test fails.
@@ -102,10 +113,14 @@ def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, 
     top = get_top(top_name)
     if top_name not in BENCHES:
         raise UserError(f"top {top_name!r} has no cocotb bench; benches exist for {', '.join(sorted(BENCHES))}")
+    mods = (module,) if isinstance(module, str) else tuple(module or (BENCHES[top_name],))
+    unknown = [m for m in mods if m not in (BENCHES[top_name], *EXTRA_BENCHES.get(top_name, ()))]
+    if unknown or not mods:
+        raise UserError(f"top {top_name!r} has no bench {unknown[0] if unknown else module!r}")
     params = top.resolve(params)
     build_dir = Path(build_dir)
     verilog = write_verilog(top.build(**params), top_name, build_dir, params)
     config = {"kind": top_name, "params": params, "seeds": list(seeds), "quick": quick,
               "cycles_json": str((build_dir / "cycles.json").resolve()), **extra}
-    return run_bench(verilog=verilog, toplevel=top_name, module=BENCHES[top_name], build_dir=build_dir,
+    return run_bench(verilog=verilog, toplevel=top_name, module=mods[0] if len(mods) == 1 else list(mods), build_dir=build_dir,
                      config=config, simulator=simulator, waves=waves, testcase=testcase, quick_build=quick_build)
