@@ -180,23 +180,26 @@ def explore(space, out_dir, cache_dir, *, address=None, serial=False, num_cpus=N
     from tqdm import tqdm
     start = time.monotonic()
     store = Store(Path(out_dir) / STORE)
-    ray = None if serial else start_ray(address, num_cpus)
-    runner = Runner(space, cache_dir, ray)
     method, samples, seed = space.search["method"], space.search["samples"], space.search["seed"]
+    todo = None
+    if method != "optuna":
+        points = list(space.grid()) if method == "grid" else space.sample(samples, seed)
+        if method == "grid" and samples is not None:
+            points = points[:samples]
+        keys = [space.key(p) for p in points]
+        todo = [(k, p) for k, p in zip(keys, points) if not store.done(k)]
+        if len(todo) < len(points):
+            print(f"elmoe3d explore: {len(points) - len(todo)} of {len(points)} points already done "
+                  f"in {store.path}", file=sys.stderr)
+    # no Ray for a sweep whose points are all done
+    ray = None if serial or todo == [] else start_ray(address, num_cpus)
+    runner = Runner(space, cache_dir, ray)
     try:
         if method == "optuna":
             keys = _optuna(space, store, runner, ray, samples, seed, progress, tqdm)
         else:
-            points = list(space.grid()) if method == "grid" else space.sample(samples, seed)
-            if method == "grid" and samples is not None:
-                points = points[:samples]
-            keys = [space.key(p) for p in points]
-            todo = [(k, p) for k, p in zip(keys, points) if not store.done(k)]
             bar = tqdm(total=len(todo), unit="point", desc="elmoe3d explore", file=sys.stderr,
                        disable=not progress, dynamic_ncols=True, mininterval=0.5)
-            if len(todo) < len(points):
-                bar.write(f"elmoe3d explore: {len(points) - len(todo)} of {len(points)} points already done "
-                          f"in {store.path}", file=sys.stderr)
             for k, p in todo:
                 runner.submit(k, p)
             for _ in todo:
