@@ -49,6 +49,7 @@ WANT = {"valid": Status.NONE, "opcode": Status.OPCODE, "reserved": Status.FIELD,
         "register": Status.REGISTER, "range": Status.RANGE, "address": Status.ADDRESS, "input": Status.INPUT,
         "order": Status.ORDER, "loop": Status.LOOP, "key": Status.KEY, "truncated": None}
 INPUT_EDITS = ("x128", "xe", "xm", "table_e", "router_e", "hid_e")
+ORDER_EDITS = ("fetch", "loadm", "swiglu", "gemv", "outside", "route_first", "storey_first")
 PASSES = (VERIFY, draft_pass(1), draft_pass(2, "full"), draft_pass(1, "draft", "cached"))
 
 
@@ -101,11 +102,11 @@ def expect(config, case, limits=None):
 class StreamFuzzer:
     """Cases for one configuration. ``limits``: the core's :class:`~elmoe3d.sim.iss.CoreLimits`
     (D_MODEL/D_FFN multiples of ``limits.width``, k up to ``limits.max_k``); ``seed`` fixes the
-    layer and every draw; ``pad``: images padded to the configured space (False for a large
+    layer and every draw; ``max_tokens``: the largest token group drawn; ``pad``: images padded to the configured space (False for a large
     configuration whose RTL core is not run: addresses past the space are past the images too)."""
 
-    def __init__(self, config, seed, limits=None, pad=True):
-        self.config, self.limits = config, limits
+    def __init__(self, config, seed, limits=None, pad=True, max_tokens=4):
+        self.config, self.limits, self.max_tokens = config, limits, max_tokens
         self.rng = random.Random(seed)
         self.isa = InstructionSet(config)
         W = max(config.vector.width, config.array.rows, config.array.cols)
@@ -130,7 +131,7 @@ class StreamFuzzer:
     # -- helpers -------------------------------------------------------------------------------
     def _base(self, moe_pass=None):
         rng = self.rng
-        T = rng.randint(1, 4)
+        T = rng.randint(1, self.max_tokens)
         p = moe_pass or rng.choice(PASSES)
         words = compile_pass(self.comp, 0, T, p)
         off = self.offchip.copy()
@@ -155,8 +156,8 @@ class StreamFuzzer:
 
     # -- mutations -----------------------------------------------------------------------------
     def case(self, kind, what=None):
-        """One :class:`Case` of ``kind`` (a :data:`KINDS` name); ``what`` picks the ``input``
-        mutation (:data:`INPUT_EDITS`; random by default)."""
+        """One :class:`Case` of ``kind`` (a :data:`KINDS` name); ``what`` picks the ``input`` or
+        ``order`` mutation (:data:`INPUT_EDITS`, :data:`ORDER_EDITS`; random by default)."""
         rng, isa, cfg = self.rng, self.isa, self.config
         words, off, hb, T, p = self._base(VERIFY if kind == "address" else None)
         e = isa.encode
@@ -192,7 +193,7 @@ class StreamFuzzer:
         elif kind == "input":
             detail = self._input(off, T, lm, L, what)
         elif kind == "order":
-            detail = self._order(words, p)
+            detail = self._order(words, p, what)
         elif kind == "loop":
             detail = self._loop(words)
         elif kind == "key":
@@ -201,6 +202,8 @@ class StreamFuzzer:
             spec = next(s for s in isa.fields[Op.SHARED] if s.name == "index")
             index = rng.randint(cfg.cache.n_experts - self.shape.n_experts, spec.most)
             words[i] = e(Op.SHARED, index=index, body=body)
+            loop = self._at(words, Op.EXPERTS)          # the routed loop out: KEY right after ROUTE
+            del words[loop:loop + 1 + isa.decode(words[loop])[1]["body"]]
             detail = f"shared index {index}"
         elif kind == "truncated":
             cut = rng.randrange(len(words) - 1)
@@ -287,7 +290,7 @@ class StreamFuzzer:
         off[at + {n: o for n, o, _ in SCALARS.fields}[what]] = 0
         return f"{what} = 0"
 
-    def _order(self, words, p):
+    def _order(self, words, p, what=None):
         rng, isa = self.rng, self.isa
         nop = isa.encode(Op.NOP)
         # the SHARED loop's body: it always runs (a routed expert's only when chosen; a cached
@@ -295,7 +298,7 @@ class StreamFuzzer:
         loop = self._at(words, Op.SHARED)
         body = isa.decode(words[loop])[1]["body"]
         body_ops = [loop + 1 + j for j in range(body)]
-        what = rng.choice(["fetch", "loadm", "swiglu", "gemv", "outside", "route_first", "storey_first"])
+        what = what or rng.choice(ORDER_EDITS)
         if what == "fetch":
             cands = [i for i in body_ops if words[i] & 0xF == Op.FETCH]
             words[rng.choice(cands)] = nop
