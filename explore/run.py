@@ -103,12 +103,21 @@ class Runner:
         self.block_refs = {}          # block key -> figures or Ray object ref
         self.pending = {}             # Ray ref -> (key, point)
         self.done_serial = []
-        self.blocks_cached = self.blocks_run = self.evaluated = 0
+        self.blocks_cached = self.blocks_run = self.evaluated = self.submitted = 0
+        self.slots = []               # point placement: node ids, each as often as it has CPUs
         if ray is not None:
-            # SPREAD: a sweep's tasks are independent, so balance them over the nodes
+            # blocks (seconds to minutes each, uneven): Ray's SPREAD, balanced as they run
             self._block = ray.remote(num_cpus=1, memory=SYNTH_MEMORY, max_retries=0,
                                      scheduling_strategy="SPREAD")(_block_task)
-            self._point = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(_point_task)
+            self._point = ray.remote(num_cpus=1, max_retries=0)(_point_task)
+            # points (milliseconds each, alike): dealt round-robin over the nodes in proportion
+            # to their CPUs, with soft affinity (a node that dies hands its points to the others).
+            # Ray's own placement sends short tasks to the node whose workers are already up, so
+            # a node that joined late would see none of a quick sweep.
+            nodes = [(n["NodeID"], int(n["Resources"].get("CPU", 0))) for n in ray.nodes() if n.get("Alive")]
+            nodes = [(i, c) for i, c in sorted(nodes) if c >= 1]
+            if len(nodes) > 1:
+                self.slots = [i for k in range(max(c for _, c in nodes)) for i, c in nodes if c > k]
 
     def _blocks_of(self, point):
         out = {}
@@ -132,7 +141,13 @@ class Runner:
         if self.ray is None:
             self.done_serial.append((key, _point_task(point, self.space_args, b["pe_array"], b["expert_cache"])))
         else:
-            ref = self._point.remote(point, self.space_args, b["pe_array"], b["expert_cache"])
+            task = self._point
+            if self.slots:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+                node = self.slots[self.submitted % len(self.slots)]
+                task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+            self.submitted += 1
+            ref = task.remote(point, self.space_args, b["pe_array"], b["expert_cache"])
             self.pending[ref] = key
 
     def busy(self):

@@ -259,19 +259,16 @@ def _stop_groups(pgids):
             return
 
 
-WARM_UP = """
+WAIT_FOR_NODES = """
 import time, ray
 ray.init(address="127.0.0.1:%d", log_to_driver=False)
-
-@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
-def node():
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    alive = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
+    if len(alive) == 2:
+        break
     time.sleep(0.2)
-    return ray.get_runtime_context().get_node_id()
-
-seen, end = set(), time.monotonic() + 90
-while len(seen) < 2 and time.monotonic() < end:
-    seen |= set(ray.get([node.remote() for _ in range(4)]))
-print(len(seen))
+print(len(alive))
 """
 
 
@@ -299,10 +296,9 @@ def ray_cluster():
         start("--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false",
               "--dashboard-port", str(_free_port()))
         start("--address", f"127.0.0.1:{port}")
-        # `ray start` returns before the head's scheduler sees the second node's CPU: wait until
-        # a few spread tasks have run on both nodes (worker start-up under load takes seconds)
-        out = subprocess.run([sys.executable, "-c", WARM_UP % port], env=env, capture_output=True, text=True,
-                             timeout=150)
+        # both nodes registered with their CPU before the sweep reads the cluster's nodes
+        out = subprocess.run([sys.executable, "-c", WAIT_FOR_NODES % port], env=env, capture_output=True,
+                             text=True, timeout=120)
         assert out.stdout.strip().endswith("2"), out.stdout[-500:] + out.stderr[-2000:]
         yield f"127.0.0.1:{port}", env
     finally:
