@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import AccelConfig, PRESETS, preset as named_preset
 from ..errors import UserError
-from ..sim.dispatch import INDEX_BITS, LOOP_OPS, DispatchModel, MachineError  # noqa: F401 (the golden model)
+from ..sim.dispatch import INDEX_BITS
 from ..spec.isa import OPCODE_BITS, InstructionSet, Op, Reg, Status, field_widths
 from .tops import Param, Top
 

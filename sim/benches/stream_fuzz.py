@@ -37,7 +37,7 @@ import numpy as np
 from ...firmware.compiler import compile_model, compile_pass
 from ...firmware.layout import write_input
 from ...spec.image import MULTIPLIER, SCALARS, TOKEN_SCALE, constants_block
-from ...spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
+from ...spec.isa import InstructionSet, Op, Plane, Reg, Status, Update, field_widths
 from ..dispatch import MachineError, StreamEnd
 from ..int_moe import VERIFY, calibrate_layer, draft_pass, fold_layer, quantize_tokens
 from ..iss import Machine
