@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The accelerator core: one MoE layer pass per command stream, from the one configuration.
 
 This file only wires blocks together (each is its own file and verified alone)::
@@ -36,13 +37,32 @@ from amaranth.lib.wiring import In, Out
 from ..config import PRESETS, preset as named_preset
 from ..errors import UserError
 from .command_processor import CommandProcessor, status_layout
-from .executor import Executor, _built_with_parent, check_core_config
+from .executor import BLOCK_PORTS, Dims, Executor, check_core_config
 from .expert_cache import ExpertCache, response_layout
 from .fill_path import FillPath
 from .hb_memory import HBMemory
 from .hb_write import HBWrite
 from .offchip import OffchipInterface
 from .tops import Param, Top
+
+
+def compute_blocks(config, max_k=8):
+    """The PE array and vector blocks the executor drives, built for ``config``: ``{name: block}``.
+
+    The core owns (elaborates) them and connects them to the executor's ``*_port`` members
+    (:data:`~elmoe3d.hw.executor.BLOCK_PORTS`); the executor only takes their signatures.
+    """
+    from .pe_array import PEArray
+    from .vector_combine import VectorCombine
+    from .vector_requant import VectorRequant
+    from .vector_router import VectorRouter
+    from .vector_swiglu import VectorSwiGLU
+    d = Dims(check_core_config(config), max_k)
+    W = d.W
+    return {"pe": PEArray(rows=W, cols=W, lanes=d.lanes, acc_bits=config.array.acc_bits,
+                          max_k=W * max(d.d_words, d.f_words), pipeline=config.array.pipeline),
+            "rq_g": VectorRequant(width=W), "rq_u": VectorRequant(width=W), "swiglu": VectorSwiGLU(width=W),
+            "combine": VectorCombine(width=W), "router": VectorRouter(max_experts=d.n_experts, max_k=d.slots)}
 
 
 class Core(wiring.Component):
@@ -92,8 +112,12 @@ class Core(wiring.Component):
     def __init__(self, config, *, max_k=8, burst=0):
         self.config = check_core_config(config)
         cfg = config
+        # The sub-blocks are built here (their signatures make the core's ports) and elaborated
+        # by elaborate(); the file's `amaranth: UnusedElaboratable=no` line keeps a core that is
+        # only constructed (its interface described, its configuration refused) quiet.
         self.proc = CommandProcessor(cfg)
-        self.ex = Executor(cfg, max_k=max_k)
+        self.blocks = compute_blocks(cfg, max_k)
+        self.ex = Executor(cfg, max_k=max_k, blocks=self.blocks)
         c = cfg.cache
         self.cache = ExpertCache(entries=c.entries, policy=c.policy, layer_bits=c.layer_bits,
                                  expert_bits=c.expert_bits, count_bits=c.count_bits, score_bits=c.score_bits,
@@ -109,7 +133,6 @@ class Core(wiring.Component):
         self.hbw = HBWrite(channels=h.channels, width=h.width, burst=h.burst, lines=h.lines, len_bits=h.len_bits)
         self.fill = FillPath(in_width=o.width, hb_width=h.channels * h.width, hb_addr_bits=h.addr_bits,
                              hb_len_bits=h.len_bits)
-        _built_with_parent(self.proc, self.ex, self.cache, self.off, self.hbr, self.hbw, self.fill)
         # values the interface notes quote
         self.word_bits, self.W, self.max_k = cfg.word_bits, cfg.vector.width, self.ex.max_k
         self.off_lines, self.off_bytes, self.hb_lines = o.lines, o.line_bytes, h.lines
@@ -136,8 +159,7 @@ class Core(wiring.Component):
         ex, proc, cache, off, hbr, hbw, fill = self.ex, self.proc, self.cache, self.off, self.hbr, self.hbw, self.fill
         for name in ("proc", "ex", "cache", "off", "hbr", "hbw", "fill"):
             m.submodules[name] = getattr(self, name)
-        for name, blk in (("pe", ex.pe), ("rq_g", ex.rq_g), ("rq_u", ex.rq_u), ("swiglu", ex.sw),
-                          ("combine", ex.cb), ("router", ex.router)):
+        for name, blk in self.blocks.items():
             m.submodules[name] = blk
         connect = wiring.connect
         # command processor <-> executor
@@ -147,12 +169,8 @@ class Core(wiring.Component):
         m.d.comb += [proc.i_experts.eq(ex.experts), ex.regs.eq(proc.o_regs), ex.regs_set.eq(proc.o_regs_set),
                      self.o_status.eq(proc.o_status)]
         # executor <-> compute blocks
-        connect(m, ex.pe_port, ex.pe)
-        connect(m, ex.rqg_port, ex.rq_g)
-        connect(m, ex.rqu_port, ex.rq_u)
-        connect(m, ex.sw_port, ex.sw)
-        connect(m, ex.cb_port, ex.cb)
-        connect(m, ex.router_port, ex.router)
+        for name, blk in self.blocks.items():
+            connect(m, getattr(ex, BLOCK_PORTS[name]), blk)
         # expert cache: lookups and probes from the executor; prefetch unused; fills by the fill path
         connect(m, ex.cache_req, cache.i_lookup)
         connect(m, cache.o_resp, ex.cache_resp)
@@ -173,8 +191,7 @@ class Core(wiring.Component):
             connect(m, wiring.flipped(port), getattr(off, name))
         # HB: reads from the executor, writes from the fill path
         connect(m, ex.hb.req, hbr.i_req)
-        m.d.comb += [ex.hb.data.valid.eq(hbr.o_data.valid), ex.hb.data.payload.eq(hbr.o_data.payload),
-                     hbr.o_data.ready.eq(ex.hb.data.ready)]
+        connect(m, hbr.o_data, ex.hb.data)
         connect(m, ex.arm, fill.i_arm)
         connect(m, fill.wr, hbw.wr)
         connect(m, fill.o_done, ex.fill_done)

@@ -180,7 +180,7 @@ class FillPath(wiring.Component):
         m.d.comb += [o.valid.eq(s_valid & ~sent_o), o.payload.data.eq(s_data), o.payload.last.eq(s_last),
                      ai.valid.eq(s_valid & s_hb & ~sent_hb), ai.payload.data.eq(s_data),
                      ai.payload.last.eq(s_hb_last)]
-        done_o, done_hb, free = Signal(), Signal(), Signal()
+        done_o, done_hb, free = (Signal(name=n) for n in ("done_o", "done_hb", "free"))
         m.d.comb += [done_o.eq(sent_o | (o.valid & o.ready)),
                      done_hb.eq(~s_hb | sent_hb | (ai.valid & ai.ready)),
                      free.eq(~s_valid | (done_o & done_hb)),

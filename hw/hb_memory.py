@@ -29,16 +29,19 @@ from ..errors import UserError
 from ..config import DEFAULT, HBConfig
 from .layouts import ArrayOf
 from .mux import pick
+from . import protocols
 from .tops import Param, Top
 
 
 def request_layout(cfg):
-    return data.StructLayout({"base": cfg.addr_bits, "length": cfg.len_bits})
+    """A read request ``(base, length)`` in lines: the shared request of ``hw/protocols.py``."""
+    return protocols.request_layout(cfg.addr_bits, cfg.len_bits)
 
 
 def line_layout(cfg):
-    """An output line: channel ``c``'s beat at ``data[c]`` (channel 0 at the LSB)."""
-    return data.StructLayout({"data": ArrayOf(cfg.width, cfg.channels, index="channel"), "last": 1})
+    """An output line, the shared line of ``hw/protocols.py``: channel ``c``'s beat at bits
+    ``[c*width, (c+1)*width)`` of ``data`` (channel 0 at the LSB)."""
+    return protocols.line_layout(cfg.channels * cfg.width)
 
 
 def command_layout(cfg):
@@ -67,7 +70,7 @@ class HBMemory(wiring.Component):
 
     Members
     -------
-    i_req : In(stream of request_layout)        read requests ``(base, length)`` in lines
+    i_req : In(stream of request_layout)        read requests ``(base, length)`` in lines (``hw/protocols.py``)
     o_data : Out(stream of line_layout)         the lines, in request order
     o_cmd : Out(stream of command_layout) x channels   burst commands ``(row, beats, tag)``
     i_beat : In(stream of beat_layout) x channels      returned beats ``(data, tag)``
@@ -96,8 +99,8 @@ class HBMemory(wiring.Component):
         "exactly `beats` beats on `i_beat`, each carrying the command's `tag`, in row order within "
         "the burst; beats of different bursts may come in any order and interleaved. "
         "`i_beat.ready` is always 1 (space is reserved before a command is sent).",
-        "Output: `o_data` carries the lines in request order, channel c's beat at `data[c]`, with "
-        "`last` on each request's final line.",
+        "Output: `o_data` carries the lines in request order, channel c's beat at bits "
+        "[c*width, (c+1)*width) of `data`, with `last` on each request's final line.",
         "Timing: a request occupies the splitter (`i_req.ready` low) for one cycle plus one per "
         "burst; a line leaves 2 cycles after its beat arrives, so back-to-back requests take "
         "`elmoe3d.sim.hb_memory.stream_cycles` cycles: `sum(L) + latency + 3` when every request "
@@ -118,8 +121,9 @@ class HBMemory(wiring.Component):
         self.counter_bits = counter_bits
         cfg = self.config
         super().__init__({
-            "i_req": In(stream.Signature(request_layout(cfg))),
-            "o_data": Out(stream.Signature(line_layout(cfg))),
+            # the read port's two streams as hw/protocols.py declares them (ReadPort, memory side)
+            "i_req": In(protocols.request_stream(cfg.addr_bits, cfg.len_bits)),
+            "o_data": Out(protocols.line_stream(cfg.channels * cfg.width)),
             "o_cmd": Out(stream.Signature(command_layout(cfg))).array(cfg.channels),
             "i_beat": In(stream.Signature(beat_layout(cfg))).array(cfg.channels),
             "o_status": Out(status_layout(cfg, counter_bits)),
@@ -138,7 +142,7 @@ class HBMemory(wiring.Component):
         row = Signal(cfg.addr_bits)
         left = Signal(cfg.len_bits)
         m.d.comb += self.i_req.ready.eq(~active)
-        errors, requests, bursts = Signal(cb), Signal(cb), Signal(cb)
+        errors, requests, bursts = (Signal(cb, name=n) for n in ("errors", "requests", "bursts"))
         error = Signal()
         m.d.comb += [st.error.eq(error), st.errors.eq(errors), st.requests.eq(requests), st.bursts.eq(bursts)]
         req = self.i_req.payload

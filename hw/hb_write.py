@@ -211,7 +211,7 @@ class HBWrite(wiring.Component):
         head = data.View(entry, tracker.r_data)
         acked_bits = (self.pending * max_bursts(cfg)).bit_length()
         acked = [Signal(acked_bits, name=f"ch_{c}_acked") for c in range(C)]
-        done_valid, done_error = Signal(), Signal()
+        done_valid, done_error = Signal(name="done_valid"), Signal(name="done_error")
         m.d.comb += [done.valid.eq(done_valid), done.payload.eq(done_error)]
         retire = Signal()
         m.d.comb += retire.eq(tracker.r_rdy & Cat(*(a >= head.bursts for a in acked)).all() &

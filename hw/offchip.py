@@ -204,7 +204,7 @@ class OffchipInterface(wiring.Component):
         split = _split_layout(self.addr_bits, self.burst_bits)
         arb = m.submodules.arbiter = StreamArbiter(split, P + 1)
         st = self.o_status
-        error, errors, reads, writes = Signal(), Signal(cb), Signal(cb), Signal(cb)
+        error, errors, reads, writes = (Signal(w, name=n) for w, n in ((1, "error"), (cb, "errors"), (cb, "reads"), (cb, "writes")))
         m.d.comb += [st.error.eq(error), st.errors.eq(errors), st.reads.eq(reads), st.writes.eq(writes)]
         refusals = []
 

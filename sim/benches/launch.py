@@ -63,6 +63,8 @@ REGRESSION = [
     Entry("stream_arbiter-3", "stream_arbiter", dict(width=8, n=3), quick=True, seeds=(1,)),
     Entry("offchip-w32-b4", "offchip", dict(width=32, lines=1024, len_bits=10, latency=8, burst=4), quick=True,
           seeds=(1,)),
+    Entry("exec_gemv-tiny", "exec_gemv", dict(preset="tiny"), quick=True, seeds=(1,)),
+    Entry("exec_gemv-tiny-lanes3", "exec_gemv", dict(preset="tiny", lanes=3), seeds=(2,)),
     Entry("core-tiny", "core", dict(preset="tiny", max_k=4), quick=True, seeds=(1,)),
     Entry("core-small-lanes2", "core", dict(preset="small", lanes=2), seeds=(1,)),
     Entry("core-small", "core", dict(preset="small"), seeds=(1,)),
@@ -70,6 +72,7 @@ REGRESSION = [
 
 BENCHES = {
     "core": "elmoe3d.sim.benches.tb_core",
+    "exec_gemv": "elmoe3d.sim.benches.tb_exec_gemv",
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",

@@ -188,7 +188,8 @@ class TB:
             got = unpack(self.line_l, bits)
             assert expected, f"cycle {cycle}: a line no request asked for"
             line, last = expected.popleft()
-            actual = [int(got.data[c]) for c in range(cfg.channels)]
+            mask = (1 << cfg.width) - 1       # channel c's beat: bits [c*width, (c+1)*width) of data
+            actual = [(int(got.data) >> (c * cfg.width)) & mask for c in range(cfg.channels)]
             assert actual == line and bool(got.last) == last, \
                 f"cycle {cycle}: line {actual} last={bool(got.last)}, expected {line} last={last}"
             st["last_line"] = cycle

@@ -46,23 +46,20 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import UserError
-from ..spec.isa import Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
-from ..spec.image import MULT_BYTES, SCALAR_BYTES, SILU_BYTES
-from ..sim.int_moe import GATE_FRAC, XE_MAX
-from .command_processor import StatusShape, done_layout, exec_layout, regs_layout
-from .expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
-from .expert_cache import OpCode as CacheOp
-from .layouts import ArrayOf, Mode
-from .mux import pick
-from .pe_array import PEArray
-from .protocols import ReadPort, WritePort, request_layout
-from .token_buffer import TokenBuffer
-from .vector_combine import VectorCombine
-from .vector_common import COMBINE_ACC, OutBits
-from .vector_requant import VectorRequant
-from .vector_router import VectorRouter
-from .vector_swiglu import VectorSwiGLU
+from ...errors import UserError
+from ...spec.isa import Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
+from ...spec.image import MULT_BYTES, MULTIPLIER, SCALAR_BYTES, SCALARS, SILU_BYTES, SILU_ENTRY_BYTES, TOKEN_SCALE
+from ...sim.int_moe import GATE_FRAC, MANT_BITS, XE_MAX
+from ..command_processor import StatusShape, done_layout, exec_layout, regs_layout
+from ..expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
+from ..expert_cache import OpCode as CacheOp
+from ..layouts import ArrayOf, Mode
+from ..mux import pick
+from ..protocols import WritePort
+from ..vector_common import COMBINE_ACC, OutBits
+from .buffers import Buffers, Dims
+from .gemv import GemvEngine, arm_signature, hb_port, off_port
+from .ports import Dest, record_layout
 
 
 
@@ -90,11 +87,9 @@ def check_core_config(config):
     return config
 
 
-def _built_with_parent(*blocks):
-    """Blocks a parent constructs for their signatures and elaborates only when it is elaborated:
-    a parent built and never elaborated (a test of its constructor) is not a forgotten block."""
-    for blk in blocks:
-        blk._MustUse__silence = True
+# the executor's member that drives each compute block (hw/core.py compute_blocks() builds them)
+BLOCK_PORTS = {"pe": "pe_port", "rq_g": "rqg_port", "rq_u": "rqu_port", "swiglu": "sw_port",
+               "combine": "cb_port", "router": "router_port"}
 
 
 def probe_resp_layout(cache):
@@ -104,30 +99,19 @@ def probe_resp_layout(cache):
 class Executor(wiring.Component):
     """The core's datapath controller (see the module docstring). ``max_k``: most experts per token."""
 
-    def __init__(self, config, *, max_k=8):
+    def __init__(self, config, *, max_k=8, blocks):
+        """``blocks``: the compute blocks of :func:`compute_blocks` (only their signatures are used)."""
         self.config = check_core_config(config)
         cfg = config
         self.isa = InstructionSet(cfg)
-        W = self.W = cfg.vector.width
-        self.T = cfg.buffers.tokens
-        self.lanes = cfg.array.lanes
-        self.n_experts = min(cfg.cache.n_experts, 1024)
-        self.max_k = min(max_k, self.n_experts)
-        self.d_words = -(-cfg.buffers.d_max // W)
-        self.f_words = -(-cfg.buffers.f_max // W)
-        self.e_words = -(-self.n_experts // W)
-        self.k_max = max(cfg.buffers.d_max, cfg.buffers.f_max)
-        self.pe = PEArray(rows=W, cols=W, lanes=self.lanes, acc_bits=cfg.array.acc_bits,
-                          max_k=W * max(self.d_words, self.f_words), pipeline=cfg.array.pipeline)
-        self.rq_g = VectorRequant(width=W)
-        self.rq_u = VectorRequant(width=W)
-        self.sw = VectorSwiGLU(width=W)
-        self.cb = VectorCombine(width=W)
-        self.router = VectorRouter(max_experts=self.n_experts, max_k=self.max_k)
-        _built_with_parent(self.pe, self.rq_g, self.rq_u, self.sw, self.cb, self.router)
-        off, hb = cfg.offchip, cfg.hb
-        self.off_port = ReadPort(off.addr_bits, off.len_bits, off.width)
-        self.hb_port = ReadPort(hb.addr_bits, hb.len_bits, hb.channels * hb.width)
+        self.dims = d = Dims(cfg, max_k)
+        self.W, self.T, self.lanes = d.W, d.tokens, d.lanes
+        self.n_experts, self.max_k = d.n_experts, d.slots
+        self.d_words, self.f_words, self.e_words = d.d_words, d.f_words, d.e_words
+        self.pe_sig = blocks["pe"].signature
+        ports = {BLOCK_PORTS[name]: Out(blk.signature.flip()) for name, blk in blocks.items()}
+        off = cfg.offchip
+        self.off_port, self.hb_port = off_port(cfg), hb_port(cfg)
         super().__init__({
             "exec": In(stream.Signature(exec_layout(cfg))),
             "done": Out(stream.Signature(done_layout())),
@@ -137,24 +121,18 @@ class Executor(wiring.Component):
             "rd0": Out(self.off_port), "rd1": Out(self.off_port),
             "wr": Out(WritePort(off.addr_bits, off.len_bits, off.width)),
             "hb": Out(self.hb_port),
-            "arm": Out(stream.Signature(request_layout(hb.addr_bits, hb.len_bits))),
+            "arm": Out(arm_signature(cfg)),
             "fill_done": In(stream.Signature(1)),
             "cache_req": Out(stream.Signature(cache_request_layout(cfg.cache))),
             "cache_resp": In(stream.Signature(cache_response_layout(cfg.cache))),
             "probe_req": Out(stream.Signature(key_layout(cfg.cache))),
             "probe_resp": In(stream.Signature(probe_resp_layout(cfg.cache))),
-            "pe_port": Out(self.pe.signature.flip()),
-            "rqg_port": Out(self.rq_g.signature.flip()),
-            "rqu_port": Out(self.rq_u.signature.flip()),
-            "sw_port": Out(self.sw.signature.flip()),
-            "cb_port": Out(self.cb.signature.flip()),
-            "router_port": Out(self.router.signature.flip()),
+            **ports,
         })
 
     # ------------------------------------------------------------------------------------------
     def elaborate(self, platform):
-        from .stream_fifo import StreamFifo
-        from .width_adapter import WidthAdapter
+        from ..width_adapter import WidthAdapter
 
         cfg, W, T, LANES = self.config, self.W, self.T, self.lanes
         m = Module()
@@ -176,16 +154,34 @@ class Executor(wiring.Component):
             spec = {s.name: s for s in isa.fields[op]}[name]
             return cmd_word[spec.offset:spec.offset + spec.width]
 
-        # -- buffers ---------------------------------------------------------------------------
-        xb = m.submodules.x = TokenBuffer(tokens=T, depth=self.d_words, width=W, elem=signed(8))
-        hbuf = m.submodules.h = TokenBuffer(tokens=T, depth=self.f_words, width=W, elem=signed(8))
-        ga = m.submodules.ga = TokenBuffer(tokens=T, depth=self.f_words, width=W, elem=signed(32))
-        ua = m.submodules.ua = TokenBuffer(tokens=T, depth=self.f_words, width=W, elem=signed(32))
-        da = m.submodules.da = TokenBuffer(tokens=T, depth=max(self.d_words, self.e_words), width=W,
-                                           elem=signed(32))
-        ob = m.submodules.o = TokenBuffer(tokens=T, depth=self.d_words, width=W, elem=COMBINE_ACC)
+        # -- units: the token buffers (a port per client) and the GEMV engine -----------------
+        dims = self.dims
+        bufs = m.submodules.buffers = Buffers(dims, {
+            "x": (("gemv",), ("seq",)), "h": (("gemv",), ("seq",)), "ga": (("seq",), ("gemv",)),
+            "ua": (("seq",), ("gemv",)), "da": (("seq",), ("gemv",)), "o": (("seq",), ("seq",))})
+        eng = m.submodules.gemv = GemvEngine(dims, self.pe_sig)
+        connect = wiring.connect
+        for name in ("x", "h"):
+            connect(m, getattr(eng, f"{name}_rd"), getattr(bufs, f"{name}_rd_gemv"))
+        for name in ("ga", "ua", "da"):
+            connect(m, getattr(eng, f"{name}_wr"), getattr(bufs, f"{name}_wr_gemv"))
+
+        def seq_port(sig, name):
+            """The command sequencers' port on a buffer (named ``seq__<name>__...`` in the Verilog)."""
+            return sig.create(path=("seq", name))
+        x_w = seq_port(dims.write_port("x"), "x_wr")
+        h_w = seq_port(dims.write_port("h"), "h_wr")
+        ga_r = seq_port(dims.read_port("ga"), "ga_rd")
+        ua_r = seq_port(dims.read_port("ua"), "ua_rd")
+        da_r = seq_port(dims.read_port("da"), "da_rd")
+        o_r = seq_port(dims.read_port("o"), "o_rd")
+        o_w = seq_port(dims.write_port("o"), "o_wr")
+        for name, port in (("x_wr", x_w), ("h_wr", h_w), ("ga_rd", ga_r), ("ua_rd", ua_r), ("da_rd", da_r),
+                           ("o_rd", o_r), ("o_wr", o_w)):
+            buf, kind = name.split("_")
+            connect(m, port, getattr(bufs, f"{buf}_{kind}_seq"))
         # multiplier table: 4 sub-banks of W/4 entries {m u16, e u8}; word a = entries a*W ..
-        mult_entry = data.StructLayout({"m": 16, "e": 8, "pad": 8})      # as in the image (MULT_BYTES)
+        mult_entry = record_layout(MULTIPLIER)                  # as in the image
         mult_words = 2 * self.f_words + self.d_words
         from amaranth.lib.memory import Memory
         mrd_a, mrd_b, mwr = [], [], []
@@ -202,13 +198,7 @@ class Executor(wiring.Component):
         # -- sub-blocks' ports -----------------------------------------------------------------
         pe, rqg, rqu, sw, cb, rt = (self.pe_port, self.rqg_port, self.rqu_port, self.sw_port,
                                     self.cb_port, self.router_port)
-        ad_msb_off = m.submodules.ad_msb_off = WidthAdapter(8 * W, BEAT)
-        ad_lsb_off = m.submodules.ad_lsb_off = WidthAdapter(8 * W, BEAT)
-        ad_msb_hb = m.submodules.ad_msb_hb = WidthAdapter(hb_bits, BEAT)
         ad_y = m.submodules.ad_y = WidthAdapter(32 * W, 8 * W)
-        # deep enough that the feed (read, then FIFO latency 2) keeps one beat per cycle (DRAFT)
-        ACT_DEPTH = 8
-        act_fifo = m.submodules.act_fifo = StreamFifo(pe.i_act.payload.shape(), ACT_DEPTH)
 
         # -- latched command and state -----------------------------------------------------------
         op = Signal(4)
@@ -226,8 +216,8 @@ class Executor(wiring.Component):
         routed = Signal()
         xm = [Signal(16, name=f"xm{t}") for t in range(T)]
         xe = [Signal(8, name=f"xe{t}") for t in range(T)]
-        router_m, router_e = Signal(16), Signal(8)
-        hid_m, hid_e = Signal(16), Signal(8)
+        router_m, router_e = Signal(16, name="router_m"), Signal(8, name="router_e")
+        hid_m, hid_e = Signal(16, name="hid_m"), Signal(8, name="hid_e")
         sec_lines = Signal(vw + 2 * 17)       # image lines of one projection's section (F*d/(2L))
         router_lines = Signal(vw + 17)        # image lines of one router plane
         # routing table
@@ -251,7 +241,7 @@ class Executor(wiring.Component):
         pl_off = [Signal(cfg.offchip.addr_bits + 2, name=f"pl_off{p}") for p in range(2)]
         pl_hbase = [Signal(cfg.hb.addr_bits + 2, name=f"pl_hb{p}") for p in range(2)]
         mults_ok = Signal()
-        done_g, done_u, done_d, done_h = Signal(), Signal(), Signal(), Signal()
+        done_g, done_u, done_d, done_h = (Signal(name=f"done_{p}") for p in "gudh")
 
         # -- done ------------------------------------------------------------------------------
         m.d.comb += self.done.payload.error.eq(err)
@@ -265,153 +255,30 @@ class Executor(wiring.Component):
             with m.If(port.valid & port.ready):
                 m.d.sync += v.eq(0)
             return v, base, length
-        rd0_v, rd0_base, rd0_len = req_reg(self.rd0.req, "rd0")
-        rd1_v, rd1_base, rd1_len = req_reg(self.rd1.req, "rd1")
-        hb_v, hb_base, hb_len = req_reg(self.hb.req, "hbr")
+        # off-chip port 0: the GEMV engine's plane requests or the loads' (never both at once)
+        seq_rd0 = seq_port(self.off_port, "rd0")
+        rd0_v, rd0_base, rd0_len = req_reg(seq_rd0.req, "rd0")
         wr_v, wr_base, wr_len = req_reg(self.wr.req, "wr")
-        arm_v, arm_base, arm_len = req_reg(self.arm, "arm")
-        # fills in flight: +1 per arm taken, -1 per fill acknowledged (HB writes done)
-        fills = Signal(range(4))
-        m.d.comb += self.fill_done.ready.eq(1)
-        m.d.sync += fills.eq(fills + (self.arm.valid & self.arm.ready) - self.fill_done.valid)
+        m.d.comb += [self.rd0.req.valid.eq(eng.msb.req.valid | seq_rd0.req.valid),
+                     self.rd0.req.payload.eq(Mux(eng.msb.req.valid, eng.msb.req.payload, seq_rd0.req.payload)),
+                     eng.msb.req.ready.eq(self.rd0.req.ready), seq_rd0.req.ready.eq(self.rd0.req.ready),
+                     eng.msb.data.payload.eq(self.rd0.data.payload), seq_rd0.data.payload.eq(self.rd0.data.payload),
+                     eng.msb.data.valid.eq(self.rd0.data.valid & eng.weights),
+                     seq_rd0.data.valid.eq(self.rd0.data.valid & ~eng.weights),
+                     self.rd0.data.ready.eq(Mux(eng.weights, eng.msb.data.ready, seq_rd0.data.ready))]
+        connect(m, wiring.flipped(self.rd1), eng.lsb)
+        connect(m, wiring.flipped(self.hb), eng.hb)
+        connect(m, wiring.flipped(self.arm), eng.arm)
+        connect(m, wiring.flipped(self.fill_done), eng.fill_done)
+        connect(m, wiring.flipped(self.pe_port), eng.pe)
 
         off_lines = cfg.offchip.lines
         hb_lines = cfg.hb.lines
-
-        # -- routing of read data: port 0 to the MSB adapter (weights) or to the line consumers ----
-        rd0_weights = Signal()
-        msb_from_hb = Signal()
-        with m.If(rd0_weights):
-            m.d.comb += [ad_msb_off.i.valid.eq(self.rd0.data.valid),
-                         ad_msb_off.i.payload.eq(self.rd0.data.payload),
-                         self.rd0.data.ready.eq(ad_msb_off.i.ready)]
-        wiring.connect(m, wiring.flipped(self.rd1.data), ad_lsb_off.i)
-        m.d.comb += [ad_msb_hb.i.valid.eq(self.hb.data.valid), ad_msb_hb.i.payload.eq(self.hb.data.payload),
-                     self.hb.data.ready.eq(ad_msb_hb.i.ready)]
-        msb_src_valid = Mux(msb_from_hb, ad_msb_hb.o.valid, ad_msb_off.o.valid)
-        msb_src_data = Mux(msb_from_hb, ad_msb_hb.o.payload.data, ad_msb_off.o.payload.data)
-        m.d.comb += [pe.i_msb.valid.eq(msb_src_valid), pe.i_msb.payload.eq(msb_src_data),
-                     ad_msb_hb.o.ready.eq(msb_from_hb & pe.i_msb.ready),
-                     ad_msb_off.o.ready.eq(~msb_from_hb & pe.i_msb.ready),
-                     pe.i_lsb.valid.eq(ad_lsb_off.o.valid), pe.i_lsb.payload.eq(ad_lsb_off.o.payload.data),
-                     ad_lsb_off.o.ready.eq(pe.i_lsb.ready)]
-        wiring.connect(m, act_fifo.o, wiring.flipped(pe.i_act))
         m.d.comb += [self.wr.data.valid.eq(ad_y.o.valid), self.wr.data.payload.eq(ad_y.o.payload),
                      ad_y.o.ready.eq(self.wr.data.ready), self.wr.done.ready.eq(1)]
-
-        # -- the GEMV engine (ROUTE and GEMV) ----------------------------------------------------------
-        g_start = Signal()
-        g_done = Signal()
-        g_busy = Signal()
-        g_groups = Signal(range(G_MAX + 1))
-        g_nt = Signal(range(max(self.d_words, self.f_words, self.e_words) + 1))
-        g_kb = Signal(range(max(self.d_words, self.f_words) + 1))
-        g_mode = Signal(Mode)
-        g_src_h = Signal()                    # activations from h (DOWN) instead of x
-        g_dest = Signal(2)                    # 0 ga, 1 ua, 2 da
-        g_ident = Signal()                    # ROUTE: lanes take tokens in order, no list
-        g_ntok = Signal(range(T + 1))
-        g_lsb = Signal()                      # a FULL GEMV: LSB stream on port 1
-        g_fill = Signal()
-        g_msb_hb = Signal()
-        g_msb_base = Signal(max(cfg.offchip.addr_bits, cfg.hb.addr_bits) + 2)
-        g_msb_len = Signal(max(cfg.offchip.len_bits, cfg.hb.len_bits) + 2)
-        g_lsb_base = Signal(cfg.offchip.addr_bits + 2)
-        g_lsb_len = Signal(cfg.offchip.len_bits + 2)
-        g_fill_base = Signal(cfg.hb.addr_bits + 2)
-        g_fill_len = Signal(cfg.hb.len_bits + 2)
-        # Three cursors walk (lane group, row tile) in the same order, so lane groups overlap: the
-        # weight requests of group g+1 go out as soon as group g's are taken, the activation feed
-        # runs ahead through its FIFO, PE commands follow one another, results retire behind.
-        q_group = Signal(range(G_MAX + 1))      # next group whose weight streams are requested
-        f_group, a_rt, a_kb = Signal(range(G_MAX + 1)), Signal.like(g_nt), Signal.like(g_kb)   # feed
-        c_group, c_rt = Signal(range(G_MAX + 1)), Signal.like(g_nt)                             # PE command
-        r_group, r_rt = Signal(range(G_MAX + 1)), Signal.like(g_nt)                             # result
-        a_pend = Signal()
-        m.d.comb += msb_from_hb.eq(g_msb_hb)
-
-        def lane_tokens(group, prefix):
-            toks, oks = [], []
-            for j in range(LANES):
-                idx = group * LANES + j
-                t_ = Signal(range(T), name=f"{prefix}_tok{j}")
-                ok_ = Signal(name=f"{prefix}_ok{j}")
-                m.d.comb += [t_.eq(Mux(g_ident, idx, pick(tlist, idx))), ok_.eq(idx < g_ntok)]
-                toks.append(t_)
-                oks.append(ok_)
-            return toks, oks
-
-        # weight requests, one set per lane group (the fill arm with group 0's)
-        free = ~Mux(g_msb_hb, hb_v, rd0_v) & ~(g_lsb & rd1_v) & ~arm_v
-        with m.If(g_busy & (q_group < g_groups) & free):
-            with m.If(g_msb_hb):
-                m.d.sync += [hb_v.eq(1), hb_base.eq(g_msb_base), hb_len.eq(g_msb_len)]
-            with m.Else():
-                m.d.sync += [rd0_v.eq(1), rd0_base.eq(g_msb_base), rd0_len.eq(g_msb_len)]
-            with m.If(g_lsb):
-                m.d.sync += [rd1_v.eq(1), rd1_base.eq(g_lsb_base), rd1_len.eq(g_lsb_len)]
-            with m.If(g_fill & (q_group == 0)):
-                m.d.sync += [arm_v.eq(1), arm_base.eq(g_fill_base), arm_len.eq(g_fill_len)]
-            m.d.sync += q_group.eq(q_group + 1)
-
-        # activation feed: every bank reads word a_kb; lane j picks its token's bank a cycle later
-        ftok, fok = lane_tokens(f_group, "feed")
-        a_tok = [Signal(range(T), name=f"a_tok{j}") for j in range(LANES)]
-        a_ok = [Signal(name=f"a_ok{j}") for j in range(LANES)]
-        src = [Mux(g_src_h, hbuf.rdata[t].as_value(), xb.rdata[t].as_value()) for t in range(T)]
-        act_word = Signal(pe.i_act.payload.shape())
-        for j in range(LANES):
-            m.d.comb += act_word[j].eq(Mux(a_ok[j], pick(src, a_tok[j]), 0))
-        m.d.comb += [act_fifo.i.valid.eq(a_pend), act_fifo.i.payload.eq(act_word)]
-        a_issue = Signal()
-        m.d.comb += a_issue.eq(g_busy & (f_group < g_groups) & (act_fifo.level + a_pend < ACT_DEPTH - 1))
-        with m.If(a_issue):
-            m.d.comb += [xb.raddr.eq(a_kb), xb.ren.eq(~g_src_h), hbuf.raddr.eq(a_kb), hbuf.ren.eq(g_src_h)]
-            m.d.sync += [a_tok[j].eq(ftok[j]) for j in range(LANES)]
-            m.d.sync += [a_ok[j].eq(fok[j]) for j in range(LANES)]
-            with m.If(a_kb == g_kb - 1):
-                m.d.sync += a_kb.eq(0)
-                with m.If(a_rt == g_nt - 1):
-                    m.d.sync += [a_rt.eq(0), f_group.eq(f_group + 1)]
-                with m.Else():
-                    m.d.sync += a_rt.eq(a_rt + 1)
-            with m.Else():
-                m.d.sync += a_kb.eq(a_kb + 1)
-        m.d.sync += a_pend.eq(a_issue)
-
-        # PE commands, one per (group, row tile)
-        m.d.comb += [pe.i_cmd.valid.eq(g_busy & (c_group < g_groups)),
-                     pe.i_cmd.payload.k.eq(g_kb << LOG_W), pe.i_cmd.payload.mode.eq(g_mode)]
-        with m.If(pe.i_cmd.valid & pe.i_cmd.ready):
-            with m.If(c_rt == g_nt - 1):
-                m.d.sync += [c_rt.eq(0), c_group.eq(c_group + 1)]
-            with m.Else():
-                m.d.sync += c_rt.eq(c_rt + 1)
-
-        # results: lane j into its token's bank of the destination, word r_rt
-        rtok, rok = lane_tokens(r_group, "res")
-        m.d.comb += pe.o_result.ready.eq(g_busy)
-        res_fire = Signal()
-        m.d.comb += res_fire.eq(pe.o_result.valid & g_busy)
-        for t in range(T):
-            hit = [rok[j] & (rtok[j] == t) for j in range(LANES)]
-            word = pe.o_result.payload[0].as_value()
-            for j in range(1, LANES):
-                word = Mux(hit[j], pe.o_result.payload[j].as_value(), word)
-            for dst, code in ((ga, 0), (ua, 1), (da, 2)):
-                m.d.comb += [dst.waddr[t].eq(r_rt), dst.wdata[t].eq(word),
-                             dst.we[t].eq(res_fire & Cat(*hit).any() & (g_dest == code))]
-        with m.If(g_start):
-            m.d.sync += [g_busy.eq(1), q_group.eq(0), f_group.eq(0), a_rt.eq(0), a_kb.eq(0), c_group.eq(0),
-                         c_rt.eq(0), r_group.eq(0), r_rt.eq(0), rd0_weights.eq(~g_msb_hb)]
-        with m.If(res_fire):
-            with m.If(r_rt == g_nt - 1):
-                m.d.sync += [r_rt.eq(0), r_group.eq(r_group + 1)]
-                with m.If(r_group == g_groups - 1):
-                    m.d.sync += [g_busy.eq(0), rd0_weights.eq(0)]
-                    m.d.comb += g_done.eq(1)
-            with m.Else():
-                m.d.sync += r_rt.eq(r_rt + 1)
+        # the expert's token list, for the engine's lanes
+        job = eng.job.payload
+        m.d.comb += [eng.tlist[i].eq(tlist[i]) for i in range(T)]
 
         # ==========================================================================================
         # the command sequencers
@@ -434,12 +301,12 @@ class Executor(wiring.Component):
         n_b = Signal(24)                      # lines / items taken
         q = Signal(range(max(W, 8)))
         bad = Signal()
-        li, fi = Signal(range(T + 1)), Signal(24)          # issue side: list index, word
-        lb, fb = Signal(range(T + 1)), Signal(24)          # stage B
-        lc, fc = Signal(range(T + 1)), Signal(24)          # output side
+        li, fi = Signal(range(T + 1), name="li"), Signal(24, name="fi")         # issue side: list index, word
+        lb, fb = Signal(range(T + 1), name="lb"), Signal(24, name="fb")         # stage B
+        lc, fc = Signal(range(T + 1), name="lc"), Signal(24, name="fc")         # output side
         s1_v = Signal()
         s1_tok = Signal(range(T))
-        s1_xm, s1_xe = Signal(16), Signal(8)
+        s1_xm, s1_xe = Signal(16, name="s1_xm"), Signal(8, name="s1_xe")
         b_v = Signal()
         b_tok = Signal(range(T))
         b_y = Signal(rqg.o_data.payload.shape())
@@ -569,8 +436,9 @@ class Executor(wiring.Component):
                           (r.d_model & w_mask).any() | (r.d_ffn == 0) | (r.d_ffn > cfg.buffers.f_max) |
                           (r.d_ffn & w_mask).any()):
                     fail(Status.RANGE)
-                with m.Elif(xbase + xlen + T > off_lines):
-                    fail(Status.ADDRESS)
+                with m.Elif((xbase + (((cfg.buffers.tokens * r.d_model + L - 1) >> _log2(L)) << (_log2(L) - LOG_W)) +
+                             ((T_ * TOKEN_SCALE.size + W - 1) >> LOG_W)) > off_lines):
+                    fail(Status.ADDRESS)        # the token scales, the block's last read, past the space
                 with m.Else():
                     m.d.sync += [rd0_v.eq(1), rd0_base.eq(xbase), rd0_len.eq(xlen), x_ok.eq(0), routed.eq(0),
                                  ctx_valid.eq(0), touched.eq(0), mask.eq(0), ntok.eq(T_),
@@ -578,40 +446,42 @@ class Executor(wiring.Component):
                                  sec_lines.eq((r.d_model * r.d_ffn) >> (1 + _log2(L)))]
                     m.next = "LX_X"
             with m.State("LX_X"):
-                line = self.rd0.data.payload.data
-                m.d.comb += self.rd0.data.ready.eq(1)
+                line = seq_rd0.data.payload.data
+                m.d.comb += seq_rd0.data.ready.eq(1)
                 tok = Signal(range(T + 1))
                 wa = Signal(range(self.d_words + 1))
-                with m.If(self.rd0.data.valid):
+                with m.If(seq_rd0.data.valid):
                     for t in range(T):
-                        m.d.comb += [xb.we[t].eq(tok == t), xb.waddr[t].eq(wa), xb.wdata[t].eq(line)]
+                        m.d.comb += [x_w.we[t].eq(tok == t), x_w.waddr[t].eq(wa), x_w.wdata[t].eq(line)]
                     with m.If(Cat(*[line[8 * i:8 * i + 8] == 0x80 for i in range(W)]).any()):
                         m.d.sync += bad.eq(1)
                     with m.If(wa == dwords - 1):
                         m.d.sync += [wa.eq(0), tok.eq(tok + 1)]
                     with m.Else():
                         m.d.sync += wa.eq(wa + 1)
-                    with m.If(self.rd0.data.payload.last):
+                    with m.If(seq_rd0.data.payload.last):
                         sbase = (r.x_addr << _log2(R_OFF)) + \
                             (((cfg.buffers.tokens * r.d_model + L - 1) >> _log2(L)) << (_log2(L) - LOG_W))
                         m.d.sync += [tok.eq(0), wa.eq(0), rd0_v.eq(1), rd0_base.eq(sbase),
-                                     rd0_len.eq((ntok * MULT_BYTES + W - 1) >> LOG_W)]
+                                     rd0_len.eq((ntok * TOKEN_SCALE.size + W - 1) >> LOG_W)]
                         m.next = "LX_S"
             with m.State("LX_S"):
-                line = self.rd0.data.payload.data
-                m.d.comb += self.rd0.data.ready.eq(1)
-                per = W // MULT_BYTES
-                with m.If(self.rd0.data.valid):
+                line = seq_rd0.data.payload.data
+                m.d.comb += seq_rd0.data.ready.eq(1)
+                per = W // TOKEN_SCALE.size
+                scales = data.View(ArrayOf(record_layout(TOKEN_SCALE), per, index="entry"), line)
+                with m.If(seq_rd0.data.valid):
                     for k_ in range(per):
-                        ent = line[32 * k_:32 * k_ + 32]
+                        ent = scales[k_]
                         idx = n_b * per + k_
                         for t in range(T):
                             with m.If(idx == t):
-                                m.d.sync += [xm[t].eq(ent[0:16]), xe[t].eq(ent[16:24])]
-                        with m.If((idx < ntok) & ((ent[16:24] == 0) | (ent[16:24] > XE_MAX))):
+                                m.d.sync += [xm[t].eq(ent.xm), xe[t].eq(ent.xe)]
+                        # INPUT: xe outside 1..XE_MAX or xm >= 2**MANT_BITS (sim/int_moe.check_inputs)
+                        with m.If((idx < ntok) & ((ent.xe == 0) | (ent.xe > XE_MAX) | ent.xm[MANT_BITS:].any())):
                             m.d.sync += bad.eq(1)
                     m.d.sync += n_b.eq(n_b + 1)
-                    with m.If(self.rd0.data.payload.last):
+                    with m.If(seq_rd0.data.payload.last):
                         m.next = "LX_END"
             with m.State("LX_END"):
                 end_input_check(x_ok)
@@ -637,30 +507,35 @@ class Executor(wiring.Component):
                                  tmp_off.eq(silu_img << _log2(R_OFF))]
                     m.next = "LP_SC"
             with m.State("LP_SC"):
-                m.d.comb += self.rd0.data.ready.eq(1)
-                with m.If(self.rd0.data.valid):
+                m.d.comb += seq_rd0.data.ready.eq(1)
+                with m.If(seq_rd0.data.valid):
                     for k_ in range(SC_LINES):
                         with m.If(n_b == k_):
-                            m.d.sync += scal[8 * W * k_:8 * W * (k_ + 1)].eq(self.rd0.data.payload.data)
+                            m.d.sync += scal[8 * W * k_:8 * W * (k_ + 1)].eq(seq_rd0.data.payload.data)
                     m.d.sync += n_b.eq(n_b + 1)
-                    with m.If(self.rd0.data.payload.last):
+                    with m.If(seq_rd0.data.payload.last):
                         m.d.sync += [rd0_v.eq(1), rd0_base.eq(tmp_off), rd0_len.eq(SILU_BYTES // W), n_b.eq(0)]
                         m.next = "LP_SILU"
             with m.State("LP_SILU"):
-                m.d.sync += [router_m.eq(scal[0:16]), router_e.eq(scal[16:24]), hid_m.eq(scal[32:48]),
-                             hid_e.eq(scal[48:56])]
-                per = W // 2
-                ent = pick([self.rd0.data.payload.data[16 * k_:16 * k_ + 16] for k_ in range(per)], q)
-                m.d.comb += [sw.i_table.valid.eq(self.rd0.data.valid),
+                sc = data.View(record_layout(SCALARS), scal[:8 * SCALAR_BYTES])
+                m.d.sync += [router_m.eq(sc.router_m), router_e.eq(sc.router_e), hid_m.eq(sc.hid_m),
+                             hid_e.eq(sc.hid_e)]
+                per = W // SILU_ENTRY_BYTES
+                eb = 8 * SILU_ENTRY_BYTES
+                ent = pick([seq_rd0.data.payload.data[eb * k_:eb * k_ + eb] for k_ in range(per)], q)
+                m.d.comb += [sw.i_table.valid.eq(seq_rd0.data.valid),
                              sw.i_table.payload.index.eq(n_b * per + q),
                              sw.i_table.payload.value.eq(ent)]
-                with m.If(self.rd0.data.valid):
+                with m.If(seq_rd0.data.valid):
                     with m.If(q == per - 1):
-                        m.d.comb += self.rd0.data.ready.eq(1)
+                        m.d.comb += seq_rd0.data.ready.eq(1)
                         m.d.sync += [q.eq(0), n_b.eq(n_b + 1)]
-                        with m.If(self.rd0.data.payload.last):
-                            m.d.sync += p_ok.eq(1)
-                            ok()
+                        with m.If(seq_rd0.data.payload.last):
+                            with m.If((sc.router_e == 0) | (sc.hid_e == 0)):
+                                fail(Status.INPUT)          # router_e or hid_e of 0 (sim/int_moe.check_layer)
+                            with m.Else():
+                                m.d.sync += p_ok.eq(1)
+                                ok()
                     with m.Else():
                         m.d.sync += q.eq(q + 1)
 
@@ -694,18 +569,22 @@ class Executor(wiring.Component):
                     m.d.sync += n_a.eq(n_a + 1)
                     m.next = "RT_PROBE"
             with m.State("RT_GEMV"):
-                plen = router_lines << _log2(R_OFF)
-                m.d.sync += [g_groups.eq((ntok + LANES - 1) // LANES if LANES > 1 else ntok),
-                             g_nt.eq((E_ + W - 1) >> LOG_W), g_kb.eq(dwords), g_mode.eq(Mode.FULL),
-                             g_src_h.eq(0), g_dest.eq(2), g_ident.eq(1), g_ntok.eq(ntok), g_lsb.eq(1),
-                             g_fill.eq(0), g_msb_hb.eq(0), g_msb_base.eq(r.p_addr << _log2(R_OFF)), g_msb_len.eq(plen),
-                             g_lsb_base.eq((r.p_addr + router_lines) << _log2(R_OFF)), g_lsb_len.eq(plen)]
                 m.next = "RT_START"
             with m.State("RT_START"):
-                m.d.comb += g_start.eq(1)
-                m.next = "RT_WAIT"
+                # the router GEMV: FULL, router planes on ports 0 and 1, logits into da, tokens in order
+                plen = router_lines << _log2(R_OFF)
+                m.d.comb += [eng.job.valid.eq(1),
+                             job.groups.eq((ntok + LANES - 1) // LANES if LANES > 1 else ntok),
+                             job.nt.eq((E_ + W - 1) >> LOG_W), job.kb.eq(dwords), job.mode.eq(Mode.FULL),
+                             job.src_h.eq(0), job.dest.eq(Dest.DA), job.ident.eq(1), job.ntok.eq(ntok), job.lsb.eq(1),
+                             job.fill.eq(0), job.msb_hb.eq(0), job.msb_base.eq(r.p_addr << _log2(R_OFF)),
+                             job.msb_len.eq(plen), job.lsb_base.eq((r.p_addr + router_lines) << _log2(R_OFF)),
+                             job.lsb_len.eq(plen)]
+                with m.If(eng.job.ready):
+                    m.next = "RT_WAIT"
             with m.State("RT_WAIT"):
-                with m.If(g_done):
+                m.d.comb += eng.done.ready.eq(1)
+                with m.If(eng.done.valid):
                     m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), li.eq(0)]
                     m.next = "RT_CMD"
             with m.State("RT_CMD"):
@@ -718,11 +597,11 @@ class Executor(wiring.Component):
                     m.d.sync += [n_a.eq(0), fi.eq(0)]
                     m.next = "RT_READ"
             with m.State("RT_READ"):
-                m.d.comb += [da.raddr.eq(fi), da.ren.eq(1)]
+                m.d.comb += [da_r.raddr.eq(fi), da_r.ren.eq(1)]
                 m.d.sync += [fi.eq(fi + 1), q.eq(0)]
                 m.next = "RT_LOGIT"
             with m.State("RT_LOGIT"):
-                word = pick([da.rdata[t].as_value() for t in range(T)], li)
+                word = pick([da_r.rdata[t].as_value() for t in range(T)], li)
                 lg = pick([word[32 * k_:32 * k_ + 32] for k_ in range(W)], q)
                 m.d.comb += [rt.i_logit.valid.eq(1), rt.i_logit.payload.eq(lg)]
                 with m.If(rt.i_logit.ready):
@@ -824,15 +703,15 @@ class Executor(wiring.Component):
                     m.d.sync += [rd0_v.eq(1), rd0_base.eq(base), rd0_len.eq(n_lines), mults_ok.eq(0)]
                     m.next = "LM_RUN"
             with m.State("LM_RUN"):
-                m.d.comb += self.rd0.data.ready.eq(1)
-                line = self.rd0.data.payload.data
-                with m.If(self.rd0.data.valid):
+                m.d.comb += seq_rd0.data.ready.eq(1)
+                line = seq_rd0.data.payload.data
+                with m.If(seq_rd0.data.valid):
                     for s in range(4):
                         m.d.comb += [mwr[s].addr.eq(n_b >> 2), mwr[s].data.eq(line), mwr[s].en.eq(n_b[:2] == s)]
-                    with m.If(Cat(*[line[32 * k_ + 16:32 * k_ + 24] == 0 for k_ in range(W // 4)]).any()):
+                    with m.If(Cat(*[e.e == 0 for e in data.View(ArrayOf(mult_entry, W // MULT_BYTES, index="entry"), line)]).any()):
                         m.d.sync += bad.eq(1)
                     m.d.sync += n_b.eq(n_b + 1)
-                    with m.If(self.rd0.data.payload.last):
+                    with m.If(seq_rd0.data.payload.last):
                         m.next = "LM_END"
             with m.State("LM_END"):
                 end_input_check(mults_ok)
@@ -844,27 +723,31 @@ class Executor(wiring.Component):
                 with m.Elif(bits_full & pl_hb[1]):
                     fail(Status.RANGE)          # an LSB plane read from HB: not supported by this core
                 with m.Else():
-                    is_down = proj == Proj.DOWN
-                    sec_off = proj * sec_lines << _log2(R_OFF)
-                    sec_hb = proj * sec_lines * R_HB
-                    m.d.sync += [g_groups.eq((nact + LANES - 1) // LANES if LANES > 1 else nact),
-                                 g_nt.eq(Mux(is_down, dwords, fwords)), g_kb.eq(Mux(is_down, fwords, dwords)),
-                                 g_mode.eq(Mux(bits_full, Mode.FULL, Mode.DRAFT)), g_src_h.eq(is_down),
-                                 g_dest.eq(proj), g_ident.eq(0), g_ntok.eq(nact), g_lsb.eq(bits_full),
-                                 g_fill.eq(pl_fill & ~pl_hb[0]), g_msb_hb.eq(pl_hb[0]),
-                                 g_msb_base.eq(Mux(pl_hb[0], pl_hbase[0] + sec_hb, pl_off[0] + sec_off)),
-                                 g_msb_len.eq(Mux(pl_hb[0], sec_lines * R_HB, sec_lines << _log2(R_OFF))),
-                                 g_lsb_base.eq(pl_off[1] + sec_off), g_lsb_len.eq(sec_lines << _log2(R_OFF)),
-                                 g_fill_base.eq(pl_hbase[0] + sec_hb), g_fill_len.eq(sec_lines * R_HB)]
                     m.next = "G_START"
             with m.State("G_START"):
-                m.d.comb += g_start.eq(1)
-                m.next = "G_WAIT"
+                # the projection's section of the expert's planes, per lane group of its tokens
+                is_down = proj == Proj.DOWN
+                sec_off = proj * sec_lines << _log2(R_OFF)
+                sec_hb = proj * sec_lines * R_HB
+                m.d.comb += [eng.job.valid.eq(1),
+                             job.groups.eq((nact + LANES - 1) // LANES if LANES > 1 else nact),
+                             job.nt.eq(Mux(is_down, dwords, fwords)), job.kb.eq(Mux(is_down, fwords, dwords)),
+                             job.mode.eq(Mux(bits_full, Mode.FULL, Mode.DRAFT)), job.src_h.eq(is_down),
+                             job.dest.eq(proj), job.ident.eq(0), job.ntok.eq(nact), job.lsb.eq(bits_full),
+                             job.fill.eq(pl_fill & ~pl_hb[0]), job.msb_hb.eq(pl_hb[0]),
+                             job.msb_base.eq(Mux(pl_hb[0], pl_hbase[0] + sec_hb, pl_off[0] + sec_off)),
+                             job.msb_len.eq(Mux(pl_hb[0], sec_lines * R_HB, sec_lines << _log2(R_OFF))),
+                             job.lsb_base.eq(pl_off[1] + sec_off), job.lsb_len.eq(sec_lines << _log2(R_OFF)),
+                             job.fill_base.eq(pl_hbase[0] + sec_hb), job.fill_len.eq(sec_lines * R_HB)]
+                with m.If(eng.job.ready):
+                    m.next = "G_WAIT"
             with m.State("G_WAIT"):
-                with m.If(g_done):
+                m.d.comb += eng.done.ready.eq(1)
+                with m.If(eng.done.valid):
                     m.next = "G_FILL"
             with m.State("G_FILL"):
-                with m.If(~arm_v & (fills == 0)):
+                # a filling plane: the command ends once HB has acknowledged the section's writes
+                with m.If(eng.fill_idle):
                     with m.Switch(proj):
                         with m.Case(Proj.GATE):
                             m.d.sync += done_g.eq(1)
@@ -876,12 +759,12 @@ class Executor(wiring.Component):
 
             # ---- SWIGLU -----------------------------------------------------------------------------
             with m.State("SW_RUN"):
-                adv = Signal()
-                more = Signal()
+                adv = Signal(name="sw_adv")      # the issue stage moves
+                more = Signal(name="sw_more")    # words left to issue
                 m.d.comb += [adv.eq(~s1_v | (rqg.i_data.ready & rqu.i_data.ready)), more.eq(li < nact)]
                 tok_i = pick(tlist, li)
                 with m.If(adv):
-                    m.d.comb += [ga.raddr.eq(fi), ga.ren.eq(1), ua.raddr.eq(fi), ua.ren.eq(1)]
+                    m.d.comb += [ga_r.raddr.eq(fi), ga_r.ren.eq(1), ua_r.raddr.eq(fi), ua_r.ren.eq(1)]
                     for s in range(4):
                         m.d.comb += [mrd_a[s].addr.eq(fi), mrd_b[s].addr.eq(fwords + fi)]
                     m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i), s1_xm.eq(pick(xm, tok_i)), s1_xe.eq(pick(xe, tok_i))]
@@ -892,8 +775,8 @@ class Executor(wiring.Component):
                             m.d.sync += fi.eq(fi + 1)
                 for s in range(4):
                     m.d.comb += [mrd_a[s].en.eq(adv), mrd_b[s].en.eq(adv)]
-                gword = pick([ga.rdata[t].as_value() for t in range(T)], s1_tok)
-                uword = pick([ua.rdata[t].as_value() for t in range(T)], s1_tok)
+                gword = pick([ga_r.rdata[t].as_value() for t in range(T)], s1_tok)
+                uword = pick([ua_r.rdata[t].as_value() for t in range(T)], s1_tok)
                 m.d.comb += [rqg.i_data.valid.eq(s1_v), rqu.i_data.valid.eq(s1_v),
                              rqg.i_data.payload.bits.eq(OutBits.B8), rqu.i_data.payload.bits.eq(OutBits.B16)]
                 for i in range(W):
@@ -915,7 +798,7 @@ class Executor(wiring.Component):
                 tok_c = pick(tlist, lc)
                 with m.If(sw.o_data.valid):
                     for t in range(T):
-                        m.d.comb += [hbuf.we[t].eq(tok_c == t), hbuf.waddr[t].eq(fc), hbuf.wdata[t].eq(sw.o_data.payload)]
+                        m.d.comb += [h_w.we[t].eq(tok_c == t), h_w.waddr[t].eq(fc), h_w.wdata[t].eq(sw.o_data.payload)]
                     with m.If(fc == fwords - 1):
                         m.d.sync += [fc.eq(0), lc.eq(lc + 1)]
                         with m.If(lc == nact - 1):
@@ -926,12 +809,12 @@ class Executor(wiring.Component):
 
             # ---- COMBINE ----------------------------------------------------------------------------
             with m.State("CB_RUN"):
-                adv = Signal()
-                more = Signal()
+                adv = Signal(name="cb_adv")      # the issue stage moves
+                more = Signal(name="cb_more")    # words left to issue
                 m.d.comb += [adv.eq(~s1_v | rqg.i_data.ready), more.eq(li < nact)]
                 tok_i = pick(tlist, li)
                 with m.If(adv):
-                    m.d.comb += [da.raddr.eq(fi), da.ren.eq(1)]
+                    m.d.comb += [da_r.raddr.eq(fi), da_r.ren.eq(1)]
                     for s in range(4):
                         m.d.comb += mrd_a[s].addr.eq(2 * fwords + fi)
                     m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i)]
@@ -942,7 +825,7 @@ class Executor(wiring.Component):
                             m.d.sync += fi.eq(fi + 1)
                 for s in range(4):
                     m.d.comb += mrd_a[s].en.eq(adv)
-                dword_ = pick([da.rdata[t].as_value() for t in range(T)], s1_tok)
+                dword_ = pick([da_r.rdata[t].as_value() for t in range(T)], s1_tok)
                 m.d.comb += [rqg.i_data.valid.eq(s1_v), rqg.i_data.payload.bits.eq(OutBits.B32)]
                 for i in range(W):
                     m.d.comb += [rqg.i_data.payload.elem[i].acc.eq(dword_[32 * i:32 * i + 32].as_signed()),
@@ -953,7 +836,7 @@ class Executor(wiring.Component):
                 m.d.comb += [take_b.eq(rqg.o_data.valid & (~b_v | cb.i_data.ready)), rqg.o_data.ready.eq(take_b)]
                 tok_b = pick(tlist, lb)
                 with m.If(take_b):
-                    m.d.comb += [ob.raddr.eq(fb), ob.ren.eq(1)]
+                    m.d.comb += [o_r.raddr.eq(fb), o_r.ren.eq(1)]
                     m.d.sync += [b_v.eq(1), b_y.eq(rqg.o_data.payload), b_tok.eq(tok_b)]
                     with m.If(fb == dwords - 1):
                         m.d.sync += [fb.eq(0), lb.eq(lb + 1)]
@@ -961,7 +844,7 @@ class Executor(wiring.Component):
                         m.d.sync += fb.eq(fb + 1)
                 with m.Elif(cb.i_data.ready):
                     m.d.sync += b_v.eq(0)
-                oword = pick([ob.rdata[t].as_value() for t in range(T)], b_tok)
+                oword = pick([o_r.rdata[t].as_value() for t in range(T)], b_tok)
                 cp = cb.i_data.payload
                 m.d.comb += [cb.i_data.valid.eq(b_v), cp.w.eq(pick(tw, b_tok)), cp.first.eq(~pick(list(touched), b_tok)),
                              cp.last.eq(0)]
@@ -971,7 +854,7 @@ class Executor(wiring.Component):
                 tok_c = pick(tlist, lc)
                 with m.If(cb.o_data.valid):
                     for t in range(T):
-                        m.d.comb += [ob.we[t].eq(tok_c == t), ob.waddr[t].eq(fc), ob.wdata[t].eq(cb.o_data.payload)]
+                        m.d.comb += [o_w.we[t].eq(tok_c == t), o_w.waddr[t].eq(fc), o_w.wdata[t].eq(cb.o_data.payload)]
                     with m.If(fc == dwords - 1):
                         m.d.sync += [fc.eq(0), lc.eq(lc + 1)]
                         with m.If(lc == nact - 1):
@@ -998,18 +881,18 @@ class Executor(wiring.Component):
                     m.d.sync += [wr_v.eq(1), wr_base.eq(base), wr_len.eq(n_lines)]
                     m.next = "ST_RUN"
             with m.State("ST_RUN"):
-                adv = Signal()
-                more = Signal()
+                adv = Signal(name="st_adv")      # the issue stage moves
+                more = Signal(name="st_more")    # words left to issue
                 m.d.comb += [adv.eq(~s1_v | cb.i_data.ready), more.eq(li < ntok)]
                 with m.If(adv):
-                    m.d.comb += [ob.raddr.eq(fi), ob.ren.eq(1)]
+                    m.d.comb += [o_r.raddr.eq(fi), o_r.ren.eq(1)]
                     m.d.sync += [s1_v.eq(more), s1_tok.eq(li)]
                     with m.If(more):
                         with m.If(fi == dwords - 1):
                             m.d.sync += [fi.eq(0), li.eq(li + 1)]
                         with m.Else():
                             m.d.sync += fi.eq(fi + 1)
-                oword = pick([ob.rdata[t].as_value() for t in range(T)], s1_tok)
+                oword = pick([o_r.rdata[t].as_value() for t in range(T)], s1_tok)
                 cp = cb.i_data.payload
                 m.d.comb += [cb.i_data.valid.eq(s1_v), cp.w.eq(0), cp.first.eq(~pick(list(touched), s1_tok)),
                              cp.last.eq(1)]

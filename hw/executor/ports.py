@@ -1,0 +1,92 @@
+"""The executor's internal protocols: one named ``wiring.Signature`` or layout per protocol, declared once.
+
+- :class:`BufferRead` (client's view): ``raddr``, ``ren`` out, ``rdata[t]`` in. Every bank of a
+  :class:`~elmoe3d.hw.token_buffer.TokenBuffer` reads word ``raddr`` when ``ren`` is high; the
+  words come back on ``rdata[t]`` one cycle later and hold while ``ren`` is low.
+- :class:`BufferWrite` (client's view): ``we[t]``, ``waddr[t]``, ``wdata[t]`` out, one per bank.
+- :func:`gemv_job_layout`: one GEMV job for :class:`~elmoe3d.hw.executor.gemv.GemvEngine` (what
+  ROUTE and GEMV hand it; every field is in words of W elements or in tier lines).
+"""
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..layouts import ArrayOf, Mode
+
+
+def _abits(depth):
+    return max(1, (depth - 1).bit_length())
+
+
+class BufferRead(wiring.Signature):
+    """A token buffer's read port as a client sees it (``tokens`` banks of ``depth`` words ``word``)."""
+
+    def __init__(self, tokens, depth, word):
+        self.tokens, self.depth, self.word = tokens, depth, word
+        super().__init__({"raddr": Out(_abits(depth)), "ren": Out(1), "rdata": In(word).array(tokens)})
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.tokens, self.depth, self.word) == (other.tokens, other.depth, other.word)
+
+    def __repr__(self):
+        return f"BufferRead({self.tokens}, {self.depth}, {self.word!r})"
+
+
+class BufferWrite(wiring.Signature):
+    """A token buffer's write port as a client sees it: bank ``t`` writes ``wdata[t]`` at ``waddr[t]`` when ``we[t]``."""
+
+    def __init__(self, tokens, depth, word):
+        self.tokens, self.depth, self.word = tokens, depth, word
+        a = _abits(depth)
+        super().__init__({"we": Out(1).array(tokens), "waddr": Out(a).array(tokens), "wdata": Out(word).array(tokens)})
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.tokens, self.depth, self.word) == (other.tokens, other.depth, other.word)
+
+    def __repr__(self):
+        return f"BufferWrite({self.tokens}, {self.depth}, {self.word!r})"
+
+
+class Dest:
+    """The accumulator buffer a GEMV job writes (``gemv_job_layout.dest``): gate, up, down/router."""
+    GA, UA, DA = 0, 1, 2
+
+
+def gemv_job_layout(dims):
+    """One GEMV job (see :class:`~elmoe3d.hw.executor.gemv.GemvEngine`); ``dims`` is the
+    executor's :class:`~elmoe3d.hw.executor.buffers.Dims`.
+
+    ``groups`` lane groups of ``ntok`` tokens (lane j of group g takes token ``tlist[g*lanes+j]``,
+    or ``g*lanes+j`` itself when ``ident``); ``nt`` row tiles (words written per token), ``kb``
+    words of activations per row tile, ``mode`` DRAFT/FULL; activations from ``h`` when ``src_h``
+    (else ``x``); results into ``dest`` (:class:`Dest`); the MSB plane from HB when ``msb_hb``
+    (else off-chip port 0) at ``msb_base``/``msb_len`` tier lines; ``lsb``: a FULL GEMV whose LSB
+    plane streams on port 1 from ``lsb_base``/``lsb_len``; ``fill``: lane group 0's off-chip MSB
+    stream is teed into HB lines ``fill_base``/``fill_len`` (the fill arm).
+    """
+    cfg = dims.config
+    return data.StructLayout({
+        "groups": range(dims.g_max + 1),
+        "nt": range(max(dims.d_words, dims.f_words, dims.e_words) + 1),
+        "kb": range(max(dims.d_words, dims.f_words) + 1),
+        "mode": Mode, "src_h": 1, "dest": 2, "ident": 1,
+        "ntok": range(dims.tokens + 1), "lsb": 1, "fill": 1, "msb_hb": 1,
+        "msb_base": max(cfg.offchip.addr_bits, cfg.hb.addr_bits) + 2,
+        "msb_len": max(cfg.offchip.len_bits, cfg.hb.len_bits) + 2,
+        "lsb_base": cfg.offchip.addr_bits + 2, "lsb_len": cfg.offchip.len_bits + 2,
+        "fill_base": cfg.hb.addr_bits + 2, "fill_len": cfg.hb.len_bits + 2,
+    })
+
+
+def token_list_layout(tokens):
+    """The expert's token list: entry i is the group index of its i-th token."""
+    return ArrayOf(range(tokens), tokens, index="entry")
+
+
+def record_layout(record):
+    """A memory-image record of ``elmoe3d/spec/image.py`` (``SCALARS``, ``MULTIPLIER``,
+    ``TOKEN_SCALE``) as a data layout: each field at the bit offset and width ``record.bits()``
+    gives, the record ``8 * record.size`` bits wide (the rest is padding)."""
+    return data.FlexibleLayout(8 * record.size, {name: data.Field(unsigned(width), offset)
+                                                 for name, (offset, width) in record.bits().items()})
