@@ -41,7 +41,7 @@ The INT8 baseline (``hw/mac_array.py``) is the same class with another weight po
 operand; everything else (control, masking, PEs, adder trees, accumulators) is shared code.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,11 +50,12 @@ from ..errors import UserError
 from ..sim.gemv import ACC_BITS
 from ..sim.slices import OPERAND_BITS
 from ..spec.timing import MODES, gemv_cycles  # noqa: F401  (the array's cycle formula)
-from .layouts import (ACT, Mode, Plane, act_layout, command_layout, k_shape, plane_layout,
+from .layouts import (ACT, OPERAND, Mode, Plane, act_layout, command_layout, k_shape, plane_layout,
                       result_layout)
 from .lsb_augment import LsbAugment, check_positive
 from .pe import DEFAULT_MAX_K, DEFAULT_PIPELINE, PE, PIPELINE_CHOICES, check_acc, check_pipeline
 from .tops import Param, Top
+from .verilog import leaf
 
 MAX_ROWS = MAX_COLS = 256
 MAX_LANES = 16          # batch 1-16 (SPEC section 4)
@@ -137,29 +138,32 @@ class GemvArrayBase(wiring.Component):
         pe_valid, beat_done, operands, shift = self._weights(m, running, act.valid, mode, clear)
         m.d.comb += act.ready.eq(beat_done)
 
-        # Columns at or beyond k on the last beat read as zero activations.
+        # Columns at or beyond k on the last beat read as zero activations: one keep bit per
+        # column, shared by every lane, and one masked activation vector per lane, shared by the
+        # lane's PEs (whole vectors: an array of 64 x 64 x 16 is 16 statements, not 65 536).
+        keep = Signal(self.cols, name="keep")
+        m.d.comb += keep.eq(Cat(Const(1, 1), *[remaining > col for col in range(1, self.cols)]))
+        keep_bits = Cat(*[keep[col].replicate(ACT.width) for col in range(self.cols)])
         masked = []
         for lane in range(self.lanes):
-            row = []
-            for col in range(self.cols):
-                a = Signal(ACT, name=f"act_{lane}_{col}")
-                keep = 1 if col == 0 else remaining > col
-                m.d.comb += a.eq(Mux(keep, act.payload[lane][col], 0))
-                row.append(a)
-            masked.append(row)
+            a = Signal(data.ArrayLayout(ACT, self.cols), name=f"act_{lane}")
+            m.d.comb += a.eq(act.payload[lane].as_value() & keep_bits)
+            masked.append(a)
+
+        # every PE of the array is one Verilog module (hw/verilog.leaf)
+        pe_key = dict(t=self.cols, o=self.OPERAND_BITS, a=self.acc_bits, k=self.max_k, p=self.pipeline)
+
+        def build_pe():
+            return PE(terms=self.cols, operand_bits=self.OPERAND_BITS, acc_bits=self.acc_bits,
+                      max_k=self.max_k, pipeline=self.pipeline)
 
         for r in range(self.rows):
             for lane in range(self.lanes):
-                pe = PE(terms=self.cols, operand_bits=self.OPERAND_BITS, acc_bits=self.acc_bits,
-                        max_k=self.max_k, pipeline=self.pipeline)
-                m.submodules[f"pe_{r}_{lane}"] = pe
-                for col in range(self.cols):
-                    m.d.comb += [pe.i_act[col].eq(masked[lane][col]),
-                                 pe.i_operand[col].eq(operands[r][col])]
-                m.d.comb += [pe.i_valid.eq(pe_valid), pe.i_clear.eq(clear),
-                             res.payload[lane][r].eq(pe.o_acc)]
-                if pe.nested:
-                    m.d.comb += pe.i_shift.eq(shift[r])
+                ports = {"i_act": masked[lane], "i_operand": operands[r], "i_valid": pe_valid,
+                         "i_clear": clear, "o_acc": res.payload[lane][r]}
+                if shift is not None:
+                    ports["i_shift"] = shift[r]
+                leaf(m, f"pe_{r}_{lane}", build_pe, "pe", pe_key, ports)
 
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
@@ -258,12 +262,13 @@ class PEArray(GemvArrayBase):
                 m.d.sync += phase_r.eq(Plane.LSB)
             with m.If(lsb_fire | clear):
                 m.d.sync += phase_r.eq(Plane.MSB)
-            aug = LsbAugment(width=self.cols)
-            m.submodules[f"aug_{r}"] = aug
-            m.d.comb += [aug.i_msb.eq(msb.payload[r]), aug.i_lsb.eq(lsb.payload[r]),
-                         aug.i_plane.eq(phase_r)]
-            operands.append(aug.o_operand)
-            shifts.append(aug.o_shift)
+            operand = Signal(data.ArrayLayout(OPERAND, self.cols), name=f"operand_{r}")
+            shift = Signal(name=f"shift_{r}")
+            leaf(m, f"aug_{r}", lambda: LsbAugment(width=self.cols), "lsbaugment", dict(w=self.cols),
+                 {"i_msb": msb.payload[r], "i_lsb": lsb.payload[r], "i_plane": phase_r,
+                  "o_operand": operand, "o_shift": shift})
+            operands.append(operand)
+            shifts.append(shift)
         pe_valid = msb_fire | lsb_fire
         beat_done = Mux(full, lsb_fire, msb_fire)
         return pe_valid, beat_done, operands, shifts

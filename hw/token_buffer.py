@@ -18,15 +18,39 @@ Ports (plain signals, not streams: the executor schedules every access)
 - ``we[t]``, ``waddr[t]``, ``wdata[t]``: bank ``t`` writes ``wdata[t]`` at ``waddr[t]`` when
   ``we[t]`` is high. A read of the word being written in the same cycle returns the old word
   (no transparency: the executor never needs it).
+
+Each bank is a :class:`Bank` (one memory and its two ports), written into Verilog once per
+distinct ``(depth, bits)`` and instantiated per token (``hw/verilog.leaf``).
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import check_int
 from .layouts import ArrayOf
+from .verilog import leaf
+
+
+class Bank(wiring.Component):
+    """One bank: ``depth`` words of ``bits`` bits, a synchronous read port with enable (old data
+    on a same-address write) and a write port."""
+
+    def __init__(self, *, depth, bits):
+        self.depth, self.bits = depth, bits
+        abits = max(1, (depth - 1).bit_length())
+        super().__init__({"raddr": In(abits), "ren": In(1), "rdata": Out(unsigned(bits)),
+                          "we": In(1), "waddr": In(abits), "wdata": In(unsigned(bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        mem = m.submodules.mem = Memory(shape=unsigned(self.bits), depth=self.depth, init=[])
+        rd = mem.read_port()
+        wr = mem.write_port()
+        m.d.comb += [rd.addr.eq(self.raddr), rd.en.eq(self.ren), self.rdata.eq(rd.data),
+                     wr.addr.eq(self.waddr), wr.data.eq(self.wdata), wr.en.eq(self.we)]
+        return m
 
 
 class TokenBuffer(wiring.Component):
@@ -47,11 +71,9 @@ class TokenBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        bits = self.word.size
         for t in range(self.tokens):
-            mem = Memory(shape=self.word, depth=self.depth, init=[])
-            m.submodules[f"bank{t}"] = mem
-            rd = mem.read_port()
-            wr = mem.write_port()
-            m.d.comb += [rd.addr.eq(self.raddr), rd.en.eq(self.ren), self.rdata[t].eq(rd.data),
-                         wr.addr.eq(self.waddr[t]), wr.data.eq(self.wdata[t]), wr.en.eq(self.we[t])]
+            leaf(m, f"bank{t}", lambda: Bank(depth=self.depth, bits=bits), "bank", dict(d=self.depth, b=bits),
+                 {"raddr": self.raddr, "ren": self.ren, "rdata": self.rdata[t], "we": self.we[t],
+                  "waddr": self.waddr[t], "wdata": self.wdata[t]})
         return m

@@ -7,13 +7,30 @@ payload field, bit offset, width, signedness and enum encoding) and the interfac
 firmware, benches, reports and a reader who only has the Verilog use one source of truth.
 
 The ``.v`` starts correctly on every simulator as written (see :func:`icarus_start`).
+
+Repeated blocks (:func:`leaf`)
+------------------------------
+Amaranth writes one Verilog module per *instance*: the 1024 PEs of the ``mixtral`` core would be
+1024 copies of one module, each elaborated in Python, converted and later mapped by Yosys one
+by one. :func:`convert` instead emits every repeated block (a PE, a row's LSB augmentation)
+once: a parent calls :func:`leaf` for each instance; while :func:`convert` runs, that converts
+the block once per distinct parameter set (a module named after its class and parameters) and
+instantiates it with ``amaranth.hdl.Instance``; the module texts are appended to the top's.
+Outside :func:`convert` (Amaranth's own simulator, formal harnesses through RTLIL) :func:`leaf`
+adds the block as an ordinary submodule, so the two paths elaborate the same class. Done at
+elaboration, not as a pass over the RTLIL, because the cost being removed is the elaboration
+and netlisting of every instance in Python, not only the text.
 """
 
+import contextvars
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import ClockSignal, Instance, ResetSignal, Value
+from amaranth.lib import wiring
 
 from .interface_doc import describe, markdown, verilog_ports
 
@@ -38,6 +55,88 @@ def icarus_start(text):
                                 f"`endif", text)
 
 
+# {module name: Verilog text} of the leaf modules of the conversion in progress (None: none).
+_LEAVES = contextvars.ContextVar("elmoe3d_leaves", default=None)
+_TOP_ATTR = re.compile(r"^\(\* top =\s*1\s*\*\)\n", re.M)
+# Leaf module texts already converted in this process, by module name (the name encodes the key).
+_LEAF_TEXT = {}
+
+
+def leaf_name(kind, key):
+    """The Verilog module name of block ``kind`` with parameters ``key`` (a dict)."""
+    parts = "_".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in key.items())
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"elmoe3d_{kind}_{parts}")
+
+
+def leaf(m, name, build, kind, key, ports):
+    """Add the block ``build()`` (a ``wiring.Component``) to module ``m`` as submodule ``name``,
+    its ports connected to ``ports`` (``{port name: value}``, names as in the Verilog: member
+    paths joined by ``__``; every port of the block is given).
+
+    During :func:`convert` the block becomes an instance of one module per distinct ``(kind,
+    key)`` (``key``: a dict of the parameters that fully determine its logic: equal keys must
+    mean equal designs), and ``build`` is called once per module, not per instance; otherwise
+    it is an ordinary submodule whose ports are assigned from (inputs) and to (outputs) the
+    given values, so both paths simulate the same.
+    """
+    leaves = _LEAVES.get()
+    if leaves is None:
+        block = build()
+        m.submodules[name] = block
+        for path, member, value in block.signature.flatten(block):
+            port = "__".join(map(str, path))
+            if port not in ports:
+                raise ValueError(f"leaf {name}: port {port} not connected")
+            m.d.comb += value.eq(ports[port]) if member.flow == wiring.In else ports[port].eq(value)
+        return
+    module = leaf_name(kind, key)
+    if module not in _LEAF_TEXT:
+        block = build()
+        text = verilog.convert(block, name=module, emit_src=False)
+        dirs = {"__".join(map(str, path)): "i" if member.flow == wiring.In else "o"
+                for path, member, value in block.signature.flatten(block)}
+        # one module of the file is the top: the leaf drops Yosys's `top` attribute
+        _LEAF_TEXT[module] = (_TOP_ATTR.sub("", text), dirs)
+    text, dirs = _LEAF_TEXT[module]
+    leaves[module] = text
+    present = _header_ports(text, module)
+    args = {}
+    if "clk" in present:
+        args["i_clk"] = ClockSignal()
+    if "rst" in present:
+        args["i_rst"] = ResetSignal()
+    for port, d in dirs.items():
+        if port not in ports:
+            raise ValueError(f"leaf {name}: port {port} not connected")
+        if port in present:            # a port the design does not use is not in the module
+            args[f"{d}_{port}"] = Value.cast(ports[port])
+    m.submodules[name] = Instance(module, **args)
+
+
+def _header_ports(text, module):
+    match = re.search(rf"^module {re.escape(module)}\(([^)]*)\);", text, re.M)
+    return {p.strip() for p in match.group(1).split(",") if p.strip()}
+
+
+@contextmanager
+def _collect_leaves():
+    token = _LEAVES.set({})
+    try:
+        yield _LEAVES.get()
+    finally:
+        _LEAVES.reset(token)
+
+
+def convert(component, name):
+    """Verilog text of ``component`` as module ``name``, each repeated block (:func:`leaf`) one
+    module, appended after the top's (so the file's first module is the top)."""
+    with _collect_leaves() as leaves:
+        text = verilog.convert(component, name=name, emit_src=False)
+    for module in sorted(leaves):
+        text += "\n" + leaves[module]
+    return icarus_start(text)
+
+
 def port_list(component):
     """``[{"name", "dir", "width"[, "stream", "role"][, "fields"]}]`` of a component's ports.
 
@@ -55,7 +154,7 @@ def write_verilog(component, name, out_dir, params):
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = icarus_start(verilog.convert(component, name=name, emit_src=False))
+    text = convert(component, name)
     v_path = out_dir / f"{name}.v"
     v_path.write_text(text)
     doc = describe(component, verilog_ports(text, name))
