@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,21 +52,38 @@ def test_user_mistakes_are_one_line_and_exit_2(argv, fragment):
 
 
 def test_demo_reuses_its_output_folder(tmp_path, monkeypatch, capsys):
-    """A second `elmoe3d demo` writes into the folder the first made (it once refused it)."""
+    """A second `elmoe3d demo --quick` writes into the folder the first made (it once refused
+    it); the core it compiles for is the one it generated (its JSON is compile's --config)."""
     from elmoe3d.commands import demo
     steps = []
-    monkeypatch.setattr(demo, "_step", lambda title, argv: steps.append(argv) or 0)
-    monkeypatch.setattr(demo, "_same_verilog", lambda generated, regress_dir: 0)
+
+    def step(title, argv):
+        steps.append(argv)
+        if argv[0] == "compile":            # what the real step leaves for the report
+            folder = Path(argv[argv.index("-o") + 1])
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "layer0_verify.expected.json").write_text(json.dumps(
+                {"y_block": {"tokens": 16}, "iss_cycles": 1, "offchip_bytes": 2}))
+        return 0
+    monkeypatch.setattr(demo, "_step", step)
+    monkeypatch.setattr(demo, "system_answer", lambda: {"line": "the system model's line"})
     out = tmp_path / "nested" / "demo"
     for _ in range(2):
         assert main(["demo", "--quick", "-o", str(out)]) == 0
-    assert out.is_dir() and len(steps) == 8
-    # the regression runs the array that generate writes and synth synthesizes
-    generate, regress, synth = steps[1], steps[2], steps[3]
-    array = generate[generate.index("--top"):generate.index("-o")]
-    assert array == ["--top", "pe_array", "--rows", "4", "--cols", "4"]
-    assert all(a in regress for a in array) and all(a in synth for a in array)
+    assert out.is_dir() and len(steps) == 6
+    numerics, generate, compile_ = steps[:3]
+    assert generate[:2] == ["generate", "--top"] and "core" in generate
+    assert compile_[compile_.index("--config") + 1] == str(out / "core" / "core.json")
+    report = (out / "report.md").read_text()
+    assert "the system model's line" in report and "--quick" in report
     capsys.readouterr()
+
+
+def _package_folders():
+    """``{import name: folder}`` of pyproject.toml's package-dir (the clone is mapped the same way)."""
+    tomllib = pytest.importorskip("tomllib")            # Python 3.11+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    return data["tool"]["setuptools"]["package-dir"]
 
 
 @pytest.mark.synth
@@ -73,18 +91,18 @@ def test_readme_demo_on_a_fresh_clone(tmp_path):
     """The README's first command, quick variant, on a fresh clone of the committed tree with
     ../shared beside it and the virtual environment linked in: no results/ folder exists, as on
     a new user's machine (issue 11: this once stopped at 'folder results does not exist').
+    `demo --quick` generates the core, compiles a shipped-model layer for it and checks it on the
+    ISS, and prints the system model's line (no Verilator run, no synthesis: those are the full
+    demo's).
 
     The clone's own code runs: a package folder on PYTHONPATH maps elmoe3d.* onto the clone's
     folders as pyproject.toml does, ahead of the editable install of this checkout."""
     import os
     import shutil
-    from pathlib import Path
 
-    from elmoe3d.toolchain import REPO_ROOT, simulator_missing
+    from elmoe3d.toolchain import REPO_ROOT
     if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout")
-    if simulator_missing("verilator") and simulator_missing("icarus"):
-        pytest.skip("no simulator installed")
     clone = tmp_path / "elmoe3d"
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO_ROOT), str(clone)], check=True, timeout=120)
     assert not (clone / "results").exists()
@@ -96,8 +114,9 @@ def test_readme_demo_on_a_fresh_clone(tmp_path):
     pkg.mkdir(parents=True)
     for item in (clone / "elmoe3d").iterdir():
         (pkg / item.name).symlink_to(item)
-    for sub in ("hw", "sim", "synth", "firmware"):
-        (pkg / sub).symlink_to(clone / sub)
+    for name, folder in _package_folders().items():
+        if name.count(".") == 1 and folder != "elmoe3d":
+            (pkg / name.split(".")[1]).symlink_to(clone / folder)
     env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
     env.pop("ELMOE3D_DEBUG", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)     # the __pycache__ check below needs bytecode written
@@ -106,10 +125,13 @@ def test_readme_demo_on_a_fresh_clone(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     # Python caches what it imported beside the source: the clone's modules ran
     assert (pkg / "__pycache__").is_dir() and (clone / "hw" / "__pycache__").is_dir()
-    assert (clone / "sim" / "__pycache__").is_dir() and (clone / "synth" / "__pycache__").is_dir()
+    assert (clone / "sim" / "__pycache__").is_dir() and (clone / "firmware" / "__pycache__").is_dir()
     demo = clone / "results" / "demo"
     assert "rel. RMS error, full INT8 vs float" in result.stdout
-    assert (demo / "verilog" / "pe_array.v").is_file()
-    assert "1 of 1 passed" in result.stdout
-    assert "the regression simulated" in result.stdout and "byte for byte" in result.stdout
-    assert (demo / "synth" / "report.json").is_file()
+    assert (demo / "core" / "core.v").read_text().count("module core(") == 1
+    assert (demo / "core" / "core_commands.h").is_file() and (demo / "core" / "core.md").is_file()
+    assert "output equals the integer golden layer" in result.stdout
+    assert (demo / "compile" / "layer0_verify.expected_y.bin").is_file()
+    assert "tokens/s" in result.stdout and "naive xPU" in result.stdout
+    report = (demo / "report.md").read_text()
+    assert "tokens/s" in report and "expected_y.bin" in report

@@ -16,12 +16,36 @@ HELP = ("the RTL core on a shipped-model layer: cycles of verify and draft passe
 SYNTH_CLOCK_NS = {"sky130hd": 10.0, "nangate45": 2.5}
 
 
-def add_arguments(p):
+def shipped_model_presets():
+    """The presets whose core can run the shipped model (the others, ``tiny``, cannot hold one
+    of its planes): the ``--preset`` choices. Reads only the model file's configuration."""
+    import numpy as np
+
     from ..config import PRESETS
-    p.add_argument("--preset", default="small", choices=[n for n in PRESETS],
+    from ..errors import UserError
+    from ..firmware.layout import model_map
+    from .sd import _default_model
+    with np.load(_default_model("moe_lm.npz"), allow_pickle=False) as z:
+        c = json.loads(str(z["config"]))
+    fits = []
+    for name, cfg in PRESETS.items():
+        try:
+            model_map(cfg, c["n_layers"], c["n_experts"], 0, c["d_model"], c["d_ffn"], c["top_k"])
+        except UserError:
+            continue
+        fits.append(name)
+    return fits
+
+
+def add_arguments(p):
+    from ..cli import nonnegative_int
+    p.add_argument("--preset", default="small", choices=shipped_model_presets(),
                    help="accelerator configuration of the simulated core (default %(default)s: the "
-                        "shipped model at batch 16 in one lane group)")
-    p.add_argument("--layer", type=int, default=0, help="shipped-model layer (default %(default)s)")
+                        "shipped model at batch 16 in one lane group; the presets that hold the shipped model)")
+    p.add_argument("--lanes", type=nonnegative_int, default=0,
+                   help="PE-array lanes of the simulated core (1 .. the preset's buffers.tokens; default 0 keeps "
+                        "the preset's); the demo and the default core test use --preset small --lanes 2")
+    p.add_argument("--layer", type=nonnegative_int, default=0, help="shipped-model layer (default %(default)s)")
     p.add_argument("--no-rtl", action="store_true", help="skip the Verilator run")
     p.add_argument("--no-synth", action="store_true", help="skip synthesis")
     p.add_argument("--liberty", nargs="+", default=["sky130hd", "nangate45"],
@@ -39,15 +63,29 @@ def synth_config():
     return replace(preset("tiny"), name="synth", buffers=BufferConfig(tokens=4, d_max=32, f_max=64))
 
 
-def record_passes(cfg, model, layer):
+def bench_plan(G, verify, draft_pass):
+    """bench-core's passes ``[(name, pass, first token, tokens)]`` for token groups of ``G``: a
+    verify pass of a whole group on a cold cache and of the next group on the warm cache, a draft
+    of the first group and of its first token, a verify of one token (2 x G tokens of held-out
+    text in all)."""
+    return [("verify, cold cache", verify, 0, G), ("verify, warm cache", verify, G, G),
+            ("draft k_d=1 MSB+aug", draft_pass(1), 0, G), ("draft k_d=1 MSB+aug", draft_pass(1), 0, 1),
+            ("verify", verify, G, 1)]
+
+
+def record_passes(cfg, model, layer, plan=None):
     """Passes of one shipped-model layer on real activations, run on the ISS in order; the
-    recording the RTL replays (see ``firmware/engine.py``)."""
+    recording the RTL replays (see ``firmware/engine.py``). Each record's ``golden`` says whether
+    the ISS's output equals the integer golden layer's (``sim.int_moe.int_moe``) bit for bit;
+    the RTL replay then checks the core's output against the ISS's. ``plan(G, verify,
+    draft_pass)`` returns the passes (default :func:`bench_plan`), each on tokens of the first
+    2 x G of held-out text."""
     import numpy as np
 
     from ..firmware.compiler import compile_model, compile_pass
     from ..firmware.layout import read_output, write_input
     from ..sim import corpus
-    from ..sim.int_moe import VERIFY, draft_pass, quantize_tokens
+    from ..sim.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
     from ..sim.iss import Machine
     from ..sim.lm import TARGET
     G = cfg.buffers.tokens
@@ -57,17 +95,19 @@ def record_passes(cfg, model, layer):
     h = np.asarray(res.moe_inputs[layer]).reshape(-1, model.cfg.d_model)
     comp = compile_model(cfg, model.int_layers)
     m = Machine(cfg, comp.offchip, comp.hb)
-    plan = [("verify, cold cache", VERIFY, h[:G]), ("verify, warm cache", VERIFY, h[G:2 * G]),
-            ("draft k_d=1 MSB+aug", draft_pass(1), h[:G]), ("draft k_d=1 MSB+aug", draft_pass(1), h[:1]),
-            ("verify", VERIFY, h[G:G + 1])]
+    plan = (plan or bench_plan)(G, VERIFY, draft_pass)
     recording = []
-    for name, p, x in plan:
+    for name, p, first, tokens in plan:
+        x = h[first:first + tokens]
         a, xm, xe = quantize_tokens(x)
         write_input(comp.offchip, comp.map, a, xm, xe)
         words = compile_pass(comp, layer, len(a), p)
         stats = m.run(words)
+        out = read_output(comp.offchip, comp.map, len(a))
+        # every pass of the plan routes by top-k, so the golden layer needs no cache state
+        golden = bool(np.array_equal(out, int_moe(model.int_layers[layer], a, xm, xe, p).out))
         recording.append(dict(name=name, layer=layer, tokens=len(a), pass_=p, words=list(words), x=a, xm=xm, xe=xe,
-                              out=read_output(comp.offchip, comp.map, len(a)), cycles=stats.cycles,
+                              out=out, golden=golden, cycles=stats.cycles,
                               cache=[(k.layer, k.expert, k.plane, int(r.hit), int(r.fill)) for k, r in stats.cache],
                               offchip_bytes=stats.offchip_bytes, hb_bytes=stats.hb_bytes))
     return recording
@@ -79,47 +119,31 @@ def floor_cycles(cfg, offchip_bytes, hb_bytes):
 
 
 def run(args):
-    import pickle
-
-    from ..config import preset
     from ..errors import UserError
+    from ..hw.core import core_config
     from ..paths import output_dir, write_text
     from ..sim.lm import MoELM
     from .sd import _default_model
-    if args.layer < 0:
-        raise UserError(f"--layer must be >= 0, got {args.layer}")
-    cfg = preset(args.preset)
-    out = output_dir(args.out)
+    cfg = core_config(args.preset, args.lanes)
     model_path = _default_model("moe_lm.npz")
     model = MoELM.load(model_path)
     if args.layer >= model.cfg.n_layers:
         raise UserError(f"--layer must be below {model.cfg.n_layers}, got {args.layer}")
-    cfg.check_model(n_layers=model.cfg.n_layers, n_experts=model.cfg.n_experts, n_shared=0,
-                    d_model=model.cfg.d_model, d_ffn=model.cfg.d_ffn, top_k=model.cfg.top_k,
-                    plane_bytes=3 * model.cfg.d_model * model.cfg.d_ffn // 2)
-    report = {"preset": cfg.name, "layer": args.layer}
     if not args.no_rtl:
         from ..hw.executor import check_core_config
-        from ..sim.benches.launch import run_top_bench
+        from ..hw.sim_budget import check_core_simulation
         check_core_config(cfg)
-        recording = record_passes(cfg, model, args.layer)
-        rec_path = out / "recording.pkl"
-        with open(rec_path, "wb") as f:
-            pickle.dump(recording, f)
-        print(f"recorded {len(recording)} passes of layer {args.layer} on the ISS; building the {cfg.name} core "
-              f"in Verilator (minutes)...", flush=True)
-        t0 = time.time()
-        run_top_bench("core", {"preset": cfg.name}, out / "rtl", seeds=(1,), testcase="core_replays_recorded_passes",
-                      replay=str(rec_path.resolve()), model=str(model_path))
-        rows = json.loads((out / "rtl" / "cycles.json").read_text())
-        for r, rec in zip(rows, recording):
-            r["name"] = rec["name"]
-            r["floor"] = floor_cycles(cfg, r["offchip_bytes"], r["hb_bytes"])
-        report["passes"] = rows
-        print(f"RTL run: {time.time() - t0:.0f} s")
+        check_core_simulation(cfg, "bench-core")   # a core too large to build in Verilator here
     if not args.no_synth:
-        from ..hw.core import Core
-        from ..synth.flow import synthesize_component
+        from ..synth.flow import resolve_liberty
+        for lib in args.liberty:
+            resolve_liberty(lib)                 # a bad Liberty is refused before any work
+    out = output_dir(args.out)
+    report = {"preset": cfg.name, "layer": args.layer}
+    if not args.no_rtl:
+        report["passes"] = replay_on_rtl(dict(preset=args.preset, lanes=args.lanes), model, model_path,
+                                         args.layer, out)
+    if not args.no_synth:
         report["synthesis"] = {}
         for lib in args.liberty:
             clock = SYNTH_CLOCK_NS.get(lib, 5.0)
@@ -129,6 +153,41 @@ def run(args):
     write_text(out / "bench_core.json", json.dumps(report, indent=1, default=str) + "\n")
     print(format_report(cfg, report))
     return 0
+
+
+def replay_on_rtl(params, model, model_path, layer, out, progress=print, quick_build=False, plan=None):
+    """Record the passes of ``layer`` on the ISS (:func:`record_passes`), replay them on the RTL
+    core of ``params`` (``{"preset", "lanes"}``, as ``generate --top core`` takes them) in
+    Verilator, and return one row per pass: its name, tokens, core cycles, ISS estimate, memory
+    floor (:func:`floor_cycles`), bytes per tier, PE-array busy beats and ``golden`` (the ISS's
+    output equals the golden layer's; the bench asserts the core's equals the ISS's). The
+    Verilog and the build are in ``out/rtl``; raises ``AssertionError`` when the core differs.
+    ``quick_build`` compiles the Verilated model without C++ optimization (a faster build, a
+    slower run: right for these few passes). ``plan``: see :func:`record_passes`."""
+    import pickle
+
+    from ..hw.core import core_config
+    from ..sim.benches.launch import run_top_bench
+    cfg = core_config(params["preset"], params.get("lanes", 0))
+    recording = record_passes(cfg, model, layer, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    rec_path = out / "recording.pkl"
+    with open(rec_path, "wb") as f:
+        pickle.dump(recording, f)
+    progress(f"recorded {len(recording)} passes of layer {layer} on the ISS; building the {cfg.name} core "
+             f"in Verilator (minutes)...", flush=True)
+    t0 = time.time()
+    run_top_bench("core", dict(params), out / "rtl", seeds=(1,), testcase="core_replays_recorded_passes",
+                  replay=str(rec_path.resolve()), model=str(model_path), quick_build=quick_build)
+    rows = json.loads((out / "rtl" / "cycles.json").read_text())
+    if len(rows) != len(recording):
+        raise AssertionError(f"the core replayed {len(rows)} of {len(recording)} recorded passes")
+    for r, rec in zip(rows, recording):
+        r["name"] = rec["name"]
+        r["golden"] = rec["golden"]
+        r["floor"] = floor_cycles(cfg, r["offchip_bytes"], r["hb_bytes"])
+    progress(f"RTL run: {time.time() - t0:.0f} s", flush=True)
+    return rows
 
 
 def synthesize_blocks(lib, clock_ns, out_dir):
@@ -170,11 +229,13 @@ def format_report(cfg, report):
     lines = []
     if "passes" in report:
         lines += [f"Layer {report['layer']} of the shipped model on the {cfg.name} core (Verilator, no stalls):", "",
-                  "| pass | tokens | core cycles | ISS estimate | memory floor | core / floor | PE array busy |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| pass | tokens | core cycles | ISS estimate | memory floor | core / floor | PE array busy "
+                  "| output = golden layer |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for r in report["passes"]:
             lines.append(f"| {r['name']} | {r['tokens']} | {r['core']:,} | {r['iss']:,} | {r['floor']:,} | "
-                         f"{r['core'] / r['floor']:.2f}x | {100 * r['pe_beats'] / r['core']:.1f} % |")
+                         f"{r['core'] / r['floor']:.2f}x | {100 * r['pe_beats'] / r['core']:.1f} % | "
+                         f"{'bit-exact' if r.get('golden') else 'DIFFERS'} |")
     for lib, syn in report.get("synthesis", {}).items():
         lines += ["", f"Core ({syn['config']['name']} configuration) in {lib} at {syn['clock_ns']} ns: "
                       f"{syn['area_um2']:,.0f} um^2, Fmax {syn['fmax_mhz']:.1f} MHz"
