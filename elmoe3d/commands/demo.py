@@ -101,12 +101,24 @@ def run(args):
     facts["seconds"] = time.monotonic() - t0
     report = write_report(out, facts)
     if args.results_page:
-        from ..results_page import write_page
-        page = write_page("demo", "The demo: the core on a shipped-model layer", "elmoe3d demo",
-                          report.read_text().split("\n", 2)[2])
+        page = _results_page(out, report)
         print(f"elmoe3d demo: wrote {page}", flush=True)
     print(f"\nelmoe3d demo: {report} and the outputs in {out}/ ({facts['seconds']:.0f} s)", flush=True)
     return status
+
+
+def _results_page(out, report):
+    """``docs/results/demo.md`` (and ``demo.png``): the report, its figure beside it, paths of the
+    output folder named as such."""
+    import shutil
+
+    from ..results_page import RESULTS_DIR, write_page
+    body = report.read_text().split("\n", 2)[2]
+    if (out / "cycles.png").is_file():
+        shutil.copyfile(out / "cycles.png", RESULTS_DIR / "demo.png")
+        body = body.replace("](cycles.png)", "](demo.png)")
+    body = "Paths in backquotes are inside the demo's output folder (`-o`, default `results/demo`).\n\n" + body
+    return write_page("demo", "The demo: the core on a shipped-model layer", "elmoe3d demo --results-page", body)
 
 
 def _rtl(out, facts):
