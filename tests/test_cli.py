@@ -135,3 +135,21 @@ def test_readme_demo_on_a_fresh_clone(tmp_path):
     assert "tokens/s" in result.stdout and "naive xPU" in result.stdout
     report = (demo / "report.md").read_text()
     assert "tokens/s" in report and "expected_y.bin" in report
+
+
+def test_compile_writes_the_expected_output_beside_the_images(tmp_path, capsys):
+    """The Y block the pass must leave (golden layer, byte for byte) and the cache events of a
+    cold cache beside the images; a cached-choice draft says its ISS check ran on an empty cache."""
+    import numpy as np
+    out = tmp_path / "c"
+    assert main(["compile", "--tokens", "2", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "output equals the integer golden layer" in text and "empty expert cache" not in text
+    meta = json.loads((out / "layer0_verify.expected.json").read_text())
+    y = np.frombuffer((out / "layer0_verify.expected_y.bin").read_bytes(), dtype="<i4")
+    assert y.size == meta["y_block"]["tokens"] * meta["y_block"]["d_model"] == 2 * 128 and np.any(y != 0)
+    events = meta["cache_events"]
+    assert meta["cache_at_start"] == "empty" and events and all(len(e) == 5 for e in events)
+    assert all(hit == 0 and fill == 1 for _, _, _, hit, fill in events)        # a cold cache misses
+    assert main(["compile", "--tokens", "2", "--pass", "draft", "--choice", "cached", "-o", str(out)]) == 0
+    assert "ran on an empty expert cache" in capsys.readouterr().out
