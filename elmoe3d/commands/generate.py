@@ -39,6 +39,8 @@ def run(args):
         raise UserError("elmoe3d generate: -o/--out DIR is required")
     top, params = top_params(args)
     component = top.build(**params)            # UserError for illegal values, before a folder is made
+    from ..hw.sim_budget import check_core_generation
+    check_core_generation(component, "generate")  # a core too large to convert here: refused now
     out = output_dir(args.out)                 # created (nested too) and checked before writing
     from ..config import AccelConfig
     from ..hw.verilog import write_verilog

@@ -50,6 +50,10 @@ def _selected(args):
         if top.name not in BENCHES:
             raise UserError(f"top {top.name!r} has no cocotb bench; benches exist for {', '.join(sorted(BENCHES))}")
         top.build(**params)              # refuses illegal values (UserError) before a folder is made
+        if top.name == "core":           # a core too large to build in Verilator here: refused now
+            from ..hw.core import core_config
+            from ..hw.sim_budget import check_core_simulation
+            check_core_simulation(core_config(params["preset"], params.get("lanes", 0)), "regress --top core")
         given = given_params(args)
         name = "-".join([top.name] + [f"{k}{given[k]}" for k in sorted(given)])
         return [Entry(name, top.name, {k: params[k] for k in given}, quick=True)]
