@@ -107,6 +107,9 @@ def test_generate_core_writes_verilog_json_and_the_command_header(tmp_path):
 FAST = [pytest.param(dict(preset="small", lanes=2), id="small-lanes2")]
 
 
+# slow since the native bench (tests/test_sim_native.py) covers the same passes at native speed,
+# and compares these Python memory models with the HDL ones on one build
+@pytest.mark.slow
 @pytest.mark.parametrize("params", FAST)
 def test_core_runs_layer_passes_bit_exact(params, tmp_path):
     run_top_bench("core", params, tmp_path, seeds=(1,), quick=True, quick_build=True)
