@@ -96,9 +96,53 @@ def measure_build(preset, lanes, out_dir):
     return core_macs(core_config(preset, lanes)), user + sys_s, wall, int(kib) * 1024
 
 
-def main(argv=None):
-    """Measure the calibration builds and write ``docs/results/scale_sim.md``."""
+GENERATE_CASES = (
+    ("the mixtral core's PE array", ["--top", "pe_array", "--rows", "64", "--cols", "64", "--lanes", "16"]),
+    ("the default core", ["--top", "core", "--preset", "default"]),
+)
+
+
+def measure_generation():
+    """``elmoe3d generate`` of :data:`GENERATE_CASES` under ``/usr/bin/time``; writes
+    ``docs/results/scale_generate.md`` (wall and CPU seconds, peak memory, modules written)."""
+    import re
+    import subprocess
+    import sys
     import tempfile
+    from pathlib import Path
+
+    from ..results_page import write_page
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (what, argv) in enumerate(GENERATE_CASES):
+            out = Path(tmp) / str(i)
+            r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", sys.executable, "-m", "elmoe3d",
+                                "generate", *argv, "-o", str(out)], capture_output=True, text=True)
+            line = [ln for ln in r.stderr.splitlines() if ln.startswith("TIME ")]
+            if r.returncode != 0 or not line:
+                raise RuntimeError(f"generate {' '.join(argv)} failed: {r.stderr[-2000:]}")
+            wall, user, sys_s, kib = (float(x) for x in line[-1].split()[1:])
+            text = next(out.glob("*.v")).read_text()
+            n = len(re.findall(r"^module ", text, re.M))
+            print(f"{what}: {wall:.0f} s wall, {user + sys_s:.0f} CPU s, {kib / 1024:.0f} MiB, {n} modules", flush=True)
+            rows.append(f"| {what} | `generate {' '.join(argv)}` | {wall:.0f} | {user + sys_s:.0f} | "
+                        f"{kib / 1024:.0f} | {n} | {len(text) / 2**20:.1f} |")
+    body = ("`elmoe3d generate` under `/usr/bin/time` (CPU = user + system; peak = the largest process, "
+            "Python or Amaranth's Yosys). Wall time depends on the machine's load; CPU time less so.\n\n"
+            "| design | command | wall s | CPU s | peak MiB | modules | Verilog MiB |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n")
+    write_page("scale_generate", "Generation time and memory at scale",
+               "python -m elmoe3d.hw.sim_budget --generate", body)
+
+
+def main(argv=None):
+    """Measure the calibration builds and write ``docs/results/scale_sim.md`` (``--generate``:
+    the generation figures instead, :func:`measure_generation`)."""
+    import sys
+    import tempfile
+    argv = sys.argv[1:] if argv is None else argv
+    if "--generate" in argv:
+        return measure_generation()
 
     from ..results_page import write_page
     rows = []
