@@ -1,8 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """The executor as units (``hw/executor/``): every signal of the generated core has a name, the
 buffer block merges its clients' ports as a model does, HBMemory speaks the shared port
-protocol, and the GEMV engine's cocotb bench (``sim/benches/tb_exec_gemv.py``) is registered (its
-Verilator run is ``slow``; ``elmoe3d regress`` runs it)."""
+protocol, and the units' cocotb benches (``sim/benches/tb_exec_gemv.py``, ``tb_exec_context.py``)
+are registered (their Verilator runs are ``slow``; ``elmoe3d regress`` runs them)."""
 
 from dataclasses import replace
 
@@ -105,12 +105,18 @@ def test_gemv_engine_declares_its_streams():
     assert members["ga_wr"].signature == d.write_port("ga")
 
 
-def test_every_executor_unit_bench_is_registered():
-    assert BENCHES["exec_gemv"] == "elmoe3d.sim.benches.tb_exec_gemv"
-    assert any(e.top == "exec_gemv" and e.quick for e in REGRESSION)
+@pytest.mark.parametrize("top", ["exec_gemv", "exec_context"])
+def test_every_executor_unit_bench_is_registered(top):
+    assert BENCHES[top] == f"elmoe3d.sim.benches.tb_{top}"
+    assert any(e.top == top and e.quick for e in REGRESSION)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("params", [dict(preset="tiny"), dict(preset="tiny", lanes=3)], ids=["tiny", "tiny-lanes3"])
 def test_gemv_engine_bench(params, tmp_path):
     run_top_bench("exec_gemv", params, tmp_path, seeds=(1, 2), quick=False, quick_build=True)
+
+
+@pytest.mark.slow
+def test_expert_context_bench(tmp_path):
+    run_top_bench("exec_context", dict(preset="tiny", max_k=4), tmp_path, seeds=(1, 2), quick=False)

@@ -28,7 +28,7 @@ The core (``hw/core.py``): per command
 --------------------------------------
 :class:`CoreTiming` says how many clock cycles the core takes for each command, from the
 configuration and the command's shape, with no memory stalls; the ISS charges it. It follows the
-core's micro-architecture (``hw/executor.py``), so the core bench can hold the RTL to it (within
+core's micro-architecture (``hw/executor/``), so the core bench can hold the RTL to it (within
 10 % per pass):
 
 - a read request of ``n`` lines of a tier costs ``latency + READ_OVERHEAD + n`` cycles (the off-chip

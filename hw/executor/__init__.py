@@ -1,17 +1,21 @@
 """The core's executor, as units (see ``docs/core.md``).
 
 - :mod:`.control`: :class:`Executor`, the command sequencers (loads, route, fetch, vector steps,
-  store) and the expert context; it joins the units below with ``wiring.connect``.
+  store; still one state machine); it joins the units below with ``wiring.connect``.
+- :mod:`.context`: :class:`ExpertContext`, the routing table and the expert's token list and gate
+  weights (``route`` and ``build`` streams in, ``built`` out).
 - :mod:`.gemv`: :class:`GemvEngine`, one GEMV job (job stream in, done stream out) on the PE array.
 - :mod:`.buffers`: :class:`Dims` (every size the units share) and :class:`Buffers` (the token
   buffers, one port per client).
 - :mod:`.ports`: the units' protocols (buffer ports, the GEMV job).
-- :mod:`.harness`: bench tops of the units (``exec_gemv``), registered for ``generate`` and ``regress``.
+- :mod:`.harness`: bench tops of the units (``exec_gemv``, ``exec_context``), registered for ``generate`` and ``regress``.
 """
 
 from .buffers import Buffers, Dims
+from .context import ExpertContext
 from .control import BLOCK_PORTS, Executor, check_core_config, probe_resp_layout
 from .gemv import GemvEngine
 from .harness import GENERATE_TOPS
 
-__all__ = ["BLOCK_PORTS", "Buffers", "Dims", "Executor", "GENERATE_TOPS", "GemvEngine", "check_core_config", "probe_resp_layout"]
+__all__ = ["BLOCK_PORTS", "Buffers", "Dims", "Executor", "ExpertContext", "GENERATE_TOPS", "GemvEngine",
+           "check_core_config", "probe_resp_layout"]

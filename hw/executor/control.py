@@ -58,6 +58,7 @@ from ..mux import pick
 from ..protocols import WritePort
 from ..vector_common import COMBINE_ACC, OutBits
 from .buffers import Buffers, Dims
+from .context import ExpertContext
 from .gemv import GemvEngine, arm_signature, hb_port, off_port
 from .ports import Dest, record_layout
 
@@ -220,20 +221,19 @@ class Executor(wiring.Component):
         hid_m, hid_e = Signal(16, name="hid_m"), Signal(8, name="hid_e")
         sec_lines = Signal(vw + 2 * 17)       # image lines of one projection's section (F*d/(2L))
         router_lines = Signal(vw + 17)        # image lines of one router plane
-        # routing table
-        count = [Signal(range(self.max_k + 1), name=f"count{t}") for t in range(T)]
-        rexp = [[Signal(range(self.n_experts), name=f"rexp{t}_{j}") for j in range(self.max_k)] for t in range(T)]
-        rw = [[Signal(GATE_FRAC + 1, name=f"rw{t}_{j}") for j in range(self.max_k)] for t in range(T)]
+        # the experts the group chose (for the command processor's loops)
         mask = Signal(self.n_experts)
         m.d.comb += self.experts.eq(mask)
         # expert context
         ctx_valid = Signal()
         ctx_expert = Signal.like(expert)
         ctx_shared = Signal()
-        nact = Signal(range(T + 1))
-        tlist = [Signal(range(T), name=f"tlist{i}") for i in range(T)]
-        tw = [Signal(GATE_FRAC + 1, name=f"tw{t}") for t in range(T)]
-        maxw = Signal(GATE_FRAC + 1)
+        # the routing table and the expert's token list and gate weights live in the context unit
+        ctx = m.submodules.context = ExpertContext(dims, len(expert))
+        nact, maxw = ctx.nact, ctx.maxw
+        tlist = [ctx.tlist[i] for i in range(T)]
+        tw = [ctx.weights[t] for t in range(T)]
+        m.d.comb += ctx.ntok.eq(ntok)
         touched = Signal(T)
         pl_valid = Signal(2)
         pl_hb = Signal(2)                     # 1: the plane is read from HB
@@ -360,39 +360,18 @@ class Executor(wiring.Component):
                 with m.Elif(body_ops & ~in_loop):
                     fail(Status.ORDER)
                 with m.Elif(body_ops & (~ctx_valid | (ctx_expert != expert) | (ctx_shared != shared))):
-                    m.d.sync += [li.eq(0), nact.eq(0), maxw.eq(0), ctx_expert.eq(expert), ctx_shared.eq(shared),
+                    m.d.sync += [ctx_expert.eq(expert), ctx_shared.eq(shared),
                                  pl_valid.eq(0), pl_hb.eq(0), pl_fill.eq(0), mults_ok.eq(0),
                                  done_g.eq(0), done_u.eq(0), done_d.eq(0), done_h.eq(0)]
+                    m.d.comb += [ctx.build.valid.eq(1), ctx.build.payload.expert.eq(expert),
+                                 ctx.build.payload.shared.eq(shared)]
                     m.next = "CTX"
                 with m.Else():
                     m.next = "DISPATCH"
             with m.State("CTX"):
-                # token li of the group: does it run this expert, with which gate weight?
-                act = Signal()
-                wsel = Signal(GATE_FRAC + 1)
-                cnt_t = pick(count, li)
-                hits = []
-                for j in range(self.max_k):
-                    h_ = (j < cnt_t) & (pick([rexp[t][j] for t in range(T)], li) == expert)
-                    hits.append(h_)
-                    with m.If(h_):
-                        m.d.comb += wsel.eq(pick([rw[t][j] for t in range(T)], li))
-                m.d.comb += act.eq(shared | Cat(*hits).any())
-                with m.If(shared):
-                    m.d.comb += wsel.eq(1 << GATE_FRAC)
-                with m.If(li < ntok):
-                    with m.If(act):
-                        for i in range(T):
-                            with m.If(nact == i):
-                                m.d.sync += tlist[i].eq(li)
-                        for t in range(T):
-                            with m.If(li == t):
-                                m.d.sync += tw[t].eq(wsel)
-                        m.d.sync += nact.eq(nact + 1)
-                        with m.If(wsel > maxw):
-                            m.d.sync += maxw.eq(wsel)
-                    m.d.sync += li.eq(li + 1)
-                with m.Else():
+                # the context unit walks the group's tokens (one per cycle)
+                m.d.comb += ctx.built.ready.eq(1)
+                with m.If(ctx.built.valid):
                     m.d.sync += ctx_valid.eq(1)
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
@@ -612,13 +591,12 @@ class Executor(wiring.Component):
                         m.next = "RT_READ"
             with m.State("RT_RESULT"):
                 res = rt.o_result.payload
-                m.d.comb += rt.o_result.ready.eq(1)
-                with m.If(rt.o_result.valid):
-                    for t in range(T):
-                        with m.If(li == t):
-                            m.d.sync += count[t].eq(res.count)
-                            for j in range(self.max_k):
-                                m.d.sync += [rexp[t][j].eq(res.expert[j]), rw[t][j].eq(res.weight[j])]
+                # token li's experts and gate weights into the context unit's routing table
+                m.d.comb += [rt.o_result.ready.eq(ctx.route.ready), ctx.route.valid.eq(rt.o_result.valid),
+                             ctx.route.payload.token.eq(li), ctx.route.payload.count.eq(res.count)]
+                m.d.comb += [ctx.route.payload.expert[j].eq(res.expert[j]) for j in range(self.max_k)]
+                m.d.comb += [ctx.route.payload.weight[j].eq(res.weight[j]) for j in range(self.max_k)]
+                with m.If(rt.o_result.valid & ctx.route.ready):
                     onehot = 0
                     for j in range(self.max_k):
                         onehot = onehot | Mux(j < res.count, Const(1, self.n_experts) << res.expert[j], 0)

@@ -4,15 +4,19 @@
 reads and writes (the bench writes ``x``/``h`` and reads ``ga``/``ua``/``da`` through their
 ports), its memory read ports, fill arm and fill acknowledgement as the top's ports
 (``sim/benches/tb_exec_gemv.py``).
+
+``exec_context``: :class:`~.context.ExpertContext` as it is (``sim/benches/tb_exec_context.py``).
 """
 
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from ...errors import check_int
 from ..pe_array import PEArray
 from ..tops import Param, Top
 from .buffers import Buffers, Dims
+from .context import ExpertContext
 from .gemv import GemvEngine
 
 
@@ -78,10 +82,22 @@ class GemvHarness(wiring.Component):
         return m
 
 
+def build_context(preset="tiny", max_k=4):
+    """The expert-context unit of a preset's core with ``max_k`` router slots."""
+    cfg = _config(preset, 0)
+    check_int("max_k", max_k, 1, 64)
+    return ExpertContext(Dims(cfg, max_k), cfg.cache.expert_bits + 1)
+
+
 GENERATE_TOPS = [
     Top(name="exec_gemv", help="the core's GEMV engine (hw/executor/gemv.py) with its PE array and token buffers "
                                "(a unit bench top)",
         build=lambda preset="tiny", lanes=0: GemvHarness(preset, lanes),
         params=(Param("preset", str, "tiny", "accelerator configuration preset"),
                 Param("lanes", int, 0, "PE-array lanes; 0 keeps the preset's"))),
+    Top(name="exec_context", help="the core's expert context (hw/executor/context.py): routing table, the "
+                                  "expert's token list and gate weights (a unit bench top)",
+        build=build_context,
+        params=(Param("preset", str, "tiny", "accelerator configuration preset"),
+                Param("max_k", int, 4, "router slots (most experts a token may choose)"))),
 ]

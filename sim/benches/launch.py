@@ -65,6 +65,7 @@ REGRESSION = [
           seeds=(1,)),
     Entry("exec_gemv-tiny", "exec_gemv", dict(preset="tiny"), quick=True, seeds=(1,)),
     Entry("exec_gemv-tiny-lanes3", "exec_gemv", dict(preset="tiny", lanes=3), seeds=(2,)),
+    Entry("exec_context-tiny", "exec_context", dict(preset="tiny", max_k=4), quick=True, seeds=(1, 2)),
     Entry("core-tiny", "core", dict(preset="tiny", max_k=4), quick=True, seeds=(1,)),
     Entry("core-small-lanes2", "core", dict(preset="small", lanes=2), seeds=(1,)),
     Entry("core-small", "core", dict(preset="small"), seeds=(1,)),
@@ -73,6 +74,7 @@ REGRESSION = [
 BENCHES = {
     "core": "elmoe3d.sim.benches.tb_core",
     "exec_gemv": "elmoe3d.sim.benches.tb_exec_gemv",
+    "exec_context": "elmoe3d.sim.benches.tb_exec_context",
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
