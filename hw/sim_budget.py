@@ -19,9 +19,10 @@ from ..errors import UserError
 # Measured Verilator builds of the core through the cocotb runner (`-O0` C++, as the core's
 # benches build it): (preset, lanes, MACs, CPU seconds of the build, peak resident bytes of its
 # largest process). Written by `python -m elmoe3d.hw.sim_budget` (docs/results/scale_sim.md).
+# Measured 2026-12-02 on the shared 2-core machine (load 8-11; CPU time is the steadier figure).
 CALIBRATION = (
-    ("tiny", 4, 64, 60.0, 600 * 2**20),
-    ("small", 16, 1024, 240.0, 1200 * 2**20),
+    ("tiny", 4, 64, 85.0, 432 * 2**20),
+    ("small", 16, 1024, 167.0, 592 * 2**20),
 )
 # The longest build a command starts unasked: an hour of CPU.
 MAX_BUILD_S = 3600.0
