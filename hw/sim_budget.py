@@ -58,7 +58,7 @@ def check_core_simulation(config, what, available=None, max_seconds=MAX_BUILD_S)
         raise UserError(
             f"{what}: simulating the {config.name} core ({a.rows}x{a.cols} array, {a.lanes} lanes, "
             f"{core_macs(config)} MACs) needs a Verilator build of about {seconds / 3600:.1f} CPU hours "
-            f"and {fmt_bytes(need)} of memory (estimate from measured builds, elmoe3d/hw/sim_budget.py); "
+            f"and {fmt_bytes(need)} of memory (estimate from measured builds, hw/sim_budget.py); "
             f"the limits here are {max_seconds / 3600:.1f} hours and {fmt_bytes(have)}: use a smaller "
             f"preset or --lanes")
     return seconds, need
