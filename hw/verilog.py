@@ -58,8 +58,6 @@ def icarus_start(text):
 # {module name: Verilog text} of the leaf modules of the conversion in progress (None: none).
 _LEAVES = contextvars.ContextVar("elmoe3d_leaves", default=None)
 _TOP_ATTR = re.compile(r"^\(\* top =\s*1\s*\*\)\n", re.M)
-# Leaf module texts already converted in this process, by module name (the name encodes the key).
-_LEAF_TEXT = {}
 
 
 def leaf_name(kind, key):
@@ -90,15 +88,16 @@ def leaf(m, name, build, kind, key, ports):
             m.d.comb += value.eq(ports[port]) if member.flow == wiring.In else ports[port].eq(value)
         return
     module = leaf_name(kind, key)
-    if module not in _LEAF_TEXT:
+    # converted once per conversion (not cached across conversions: the generator's code may
+    # differ between two conversions of one process, as in a test that patches it)
+    if module not in leaves:
         block = build()
         text = verilog.convert(block, name=module, emit_src=False)
         dirs = {"__".join(map(str, path)): "i" if member.flow == wiring.In else "o"
                 for path, member, value in block.signature.flatten(block)}
         # one module of the file is the top: the leaf drops Yosys's `top` attribute
-        _LEAF_TEXT[module] = (_TOP_ATTR.sub("", text), dirs)
-    text, dirs = _LEAF_TEXT[module]
-    leaves[module] = text
+        leaves[module] = (_TOP_ATTR.sub("", text), dirs)
+    text, dirs = leaves[module]
     present = _header_ports(text, module)
     args = {}
     if "clk" in present:
@@ -133,7 +132,7 @@ def convert(component, name):
     with _collect_leaves() as leaves:
         text = verilog.convert(component, name=name, emit_src=False)
     for module in sorted(leaves):
-        text += "\n" + leaves[module]
+        text += "\n" + leaves[module][0]
     return icarus_start(text)
 
 

@@ -5,9 +5,9 @@ error stops; plus its buffer block alone, its configuration refusals and ``gener
 The cocotb bench (``sim/benches/tb_core.py``) runs each case twice on one Verilator build: once
 without stalls (cycles checked against ``elmoe3d/spec/timing.py`` through the ISS) and once with
 random stalls on every memory interface and out-of-order HB bursts (results and cache decisions
-checked). The default run uses the ``small`` preset with 2 lanes (W = 8), one layer shape and
-one seed; the ``tiny`` preset, more shapes and seeds, and the shipped model's Elastic-SD on the
-RTL are ``slow``.
+checked). These runs, with Python memory models at about 2 000 cycles/s, are all ``slow`` now:
+the default run checks the same passes on the native-speed bench (``tests/test_sim_native.py``,
+HDL memory models around the same core).
 """
 
 import json

@@ -145,6 +145,7 @@ def test_the_error_bench_is_registered():
         run_top_bench("pe", {}, "/nonexistent", module="elmoe3d.sim.benches.tb_core_errors")
 
 
+@pytest.mark.slow     # its own core build (about 3 CPU minutes); the default run covers error stops on the native bench
 def test_core_stops_where_the_iss_stops(tmp_path):
     """Every error kind and a truncation once, INPUT from the three edge mutations (13 short
     streams), every other one with random stalls: every Status hit in RTL, with the ISS's

@@ -32,8 +32,10 @@ def _kinds(records):
     return {(r["draft"], r["choice"], r["k"]) for r in records}
 
 
-@pytest.mark.parametrize("params, seeds, shapes", [(SMALL2, (1, 2), 2), (TINY, (1, 2, 3), 1)],
-                         ids=["small-lanes2", "tiny"])
+@pytest.mark.parametrize("params, seeds, shapes", [
+    (SMALL2, (1, 2), 2),
+    pytest.param(TINY, (1, 2, 3), 1, marks=pytest.mark.slow),     # a second build: -m slow
+], ids=["small-lanes2", "tiny"])
 def test_native_core_matches_the_iss_on_every_pass_kind(params, seeds, shapes, tmp_path):
     """Seeds x layer shapes (small: two, one of them with a shared expert) x every pass kind (verify, draft MSB +
     augmentation, draft full bits, cached choice, k = 1) at batch 1, 4 and 16, without and
@@ -48,6 +50,7 @@ def test_native_core_matches_the_iss_on_every_pass_kind(params, seeds, shapes, t
     assert ratios and all(0.9 <= q <= 1.1 for q in ratios), ratios
 
 
+@pytest.mark.slow     # the Python models run at ~2 000 cycles/s; one minute of the default budget
 def test_native_and_python_memory_models_give_the_same_cycles(tmp_path):
     """Batch 1, 4 and 16 through tb_core.py's Python models and through the HDL models on one
     build: equal results (each checked against the ISS) and cycles within 1 %."""
