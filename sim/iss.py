@@ -51,7 +51,7 @@ import numpy as np
 
 from ..spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block, plane_sections,
                           signed_nibbles, tiled_bytes, token_scale_offset, untile_plane)
-from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update
+from ..spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update
 from ..spec.timing import CoreTiming
 from .expert_cache import ExpertCache, Key
 from .expert_cache import Op as CacheOp
@@ -60,14 +60,6 @@ from .dispatch import LOOP_OPS, DispatchModel, MachineError, StreamEnd
 from .int_moe import (GATE_FRAC, MANT_BITS, OUT_BITS, XE_MAX, combine, expert_output, gate_weights, sat,
                       select_experts, swiglu)
 
-# The registers each executor command needs: any of them never set gives REGISTER, before any
-# other check (the core checks them in one cycle when the command arrives).
-NEEDS = {Op.LOADX: (Reg.TOKENS, Reg.D_MODEL, Reg.D_FFN, Reg.X_ADDR),
-         Op.LOADP: (Reg.N_EXPERTS, Reg.D_MODEL, Reg.P_ADDR),
-         Op.ROUTE: (Reg.N_EXPERTS, Reg.TOP_K, Reg.LAYER),
-         Op.FETCH: (Reg.LAYER, Reg.PLANE_LINES, Reg.E_ADDR, Reg.E_STRIDE, Reg.HB_BASE),
-         Op.LOADM: (Reg.E_ADDR, Reg.E_STRIDE, Reg.PLANE_LINES),
-         Op.STOREY: (Reg.Y_ADDR,)}
 # Commands that act on the current expert: only inside a loop body (ORDER otherwise).
 BODY_OPS = (Op.FETCH, Op.LOADM, Op.GEMV, Op.SWIGLU, Op.COMBINE)
 

@@ -130,6 +130,15 @@ REG_SUMMARY = {
     Reg.HB_BASE: "HB line of slot 0; slot s at HB_BASE + s * PLANE_LINES",
 }
 
+# The registers each executor command needs: any of them never set gives REGISTER, before any
+# other check (the core checks them in one cycle when the command arrives).
+NEEDS = {Op.LOADX: (Reg.TOKENS, Reg.D_MODEL, Reg.D_FFN, Reg.X_ADDR),
+         Op.LOADP: (Reg.N_EXPERTS, Reg.D_MODEL, Reg.P_ADDR),
+         Op.ROUTE: (Reg.N_EXPERTS, Reg.TOP_K, Reg.LAYER),
+         Op.FETCH: (Reg.LAYER, Reg.PLANE_LINES, Reg.E_ADDR, Reg.E_STRIDE, Reg.HB_BASE),
+         Op.LOADM: (Reg.E_ADDR, Reg.E_STRIDE, Reg.PLANE_LINES),
+         Op.STOREY: (Reg.Y_ADDR,)}
+
 @dataclass(frozen=True)
 class Field:
     name: str

@@ -47,7 +47,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...errors import UserError
-from ...spec.isa import Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
+from ...spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
 from ...spec.image import MULT_BYTES, MULTIPLIER, SCALAR_BYTES, SCALARS, SILU_BYTES, SILU_ENTRY_BYTES, TOKEN_SCALE
 from ...sim.int_moe import GATE_FRAC, MANT_BITS, XE_MAX
 from ..command_processor import StatusShape, done_layout, exec_layout, regs_layout
@@ -60,7 +60,7 @@ from ..vector_common import COMBINE_ACC, OutBits
 from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine, arm_signature, hb_port, off_port
-from .ports import Dest, record_layout
+from .ports import Dest, record_layout, request_register
 
 
 
@@ -248,13 +248,7 @@ class Executor(wiring.Component):
 
         # -- request registers of the memory ports -------------------------------------------------
         def req_reg(port, name):
-            v = Signal(name=f"{name}_v")
-            base = Signal.like(port.payload.base, name=f"{name}_base")
-            length = Signal.like(port.payload.length, name=f"{name}_len")
-            m.d.comb += [port.valid.eq(v), port.payload.base.eq(base), port.payload.length.eq(length)]
-            with m.If(port.valid & port.ready):
-                m.d.sync += v.eq(0)
-            return v, base, length
+            return request_register(m, port, name)
         # off-chip port 0: the GEMV engine's plane requests or the loads' (never both at once)
         seq_rd0 = seq_port(self.off_port, "rd0")
         rd0_v, rd0_base, rd0_len = req_reg(seq_rd0.req, "rd0")
@@ -285,14 +279,8 @@ class Executor(wiring.Component):
         # ==========================================================================================
         T_ = r.tokens[:max(1, T.bit_length())]
         E_ = r.n_experts
-        need = {Op.LOADX: (Reg.TOKENS, Reg.D_MODEL, Reg.D_FFN, Reg.X_ADDR),
-                Op.LOADP: (Reg.N_EXPERTS, Reg.D_MODEL, Reg.P_ADDR),
-                Op.ROUTE: (Reg.N_EXPERTS, Reg.TOP_K, Reg.LAYER),
-                Op.FETCH: (Reg.LAYER, Reg.PLANE_LINES, Reg.E_ADDR, Reg.E_STRIDE, Reg.HB_BASE),
-                Op.LOADM: (Reg.E_ADDR, Reg.E_STRIDE, Reg.PLANE_LINES),
-                Op.STOREY: (Reg.Y_ADDR,)}
         missing = Signal()
-        for o_, regs_ in need.items():
+        for o_, regs_ in NEEDS.items():
             with m.If(op == o_):
                 m.d.comb += missing.eq(~Cat(*[self.regs_set[int(x)] for x in regs_]).all())
 

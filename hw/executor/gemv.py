@@ -30,7 +30,7 @@ from ..mux import pick
 from ..protocols import ReadPort, request_layout
 from ..stream_fifo import StreamFifo
 from ..width_adapter import WidthAdapter
-from .ports import Dest, gemv_job_layout, token_list_layout
+from .ports import Dest, gemv_job_layout, request_register, token_list_layout
 
 # Deep enough that the feed (buffer read, then FIFO latency 2) keeps one beat per cycle (DRAFT).
 ACT_DEPTH = 8
@@ -104,13 +104,7 @@ class GemvEngine(wiring.Component):
 
         # -- request registers of the memory ports -----------------------------------------------
         def req_reg(port, name):
-            v = Signal(name=f"{name}_v")
-            base = Signal.like(port.payload.base, name=f"{name}_base")
-            length = Signal.like(port.payload.length, name=f"{name}_len")
-            m.d.comb += [port.valid.eq(v), port.payload.base.eq(base), port.payload.length.eq(length)]
-            with m.If(port.valid & port.ready):
-                m.d.sync += v.eq(0)
-            return v, base, length
+            return request_register(m, port, name)
         msb_v, msb_base, msb_len = req_reg(self.msb.req, "msb")
         lsb_v, lsb_base, lsb_len = req_reg(self.lsb.req, "lsb")
         hb_v, hb_base, hb_len = req_reg(self.hb.req, "hbr")

@@ -8,7 +8,7 @@
   ROUTE and GEMV hand it; every field is in words of W elements or in tier lines).
 """
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -90,3 +90,15 @@ def record_layout(record):
     gives, the record ``8 * record.size`` bits wide (the rest is padding)."""
     return data.FlexibleLayout(8 * record.size, {name: data.Field(unsigned(width), offset)
                                                  for name, (offset, width) in record.bits().items()})
+
+
+def request_register(m, port, name):
+    """Registers ``(valid, base, length)`` driving the request stream ``port`` of a memory port
+    (``{name}_v``, ``{name}_base``, ``{name}_len``); ``valid`` clears when the request is taken."""
+    v = Signal(name=f"{name}_v")
+    base = Signal.like(port.payload.base, name=f"{name}_base")
+    length = Signal.like(port.payload.length, name=f"{name}_len")
+    m.d.comb += [port.valid.eq(v), port.payload.base.eq(base), port.payload.length.eq(length)]
+    with m.If(port.valid & port.ready):
+        m.d.sync += v.eq(0)
+    return v, base, length
