@@ -157,6 +157,8 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
               "opt_clean",
               f"tee -o stat.txt stat -liberty {lib}",
               f"tee -q -o stat.json stat -json -liberty {lib}",
+              # the mapped design with its hierarchy, for per-block power (synth/power.py)
+              "write_verilog -noattr -noexpr -simple-lhs netlist_hier.v",
               "flatten",
               "setundef -zero",                      # x constants would only puzzle OpenSTA
               "opt_clean -purge",
