@@ -38,6 +38,7 @@ from ..spec.sd import check_dense_bits, check_gamma, check_k_d
 from ..spec.timing import gemv_cycles
 from . import acceptance as acc
 from . import routing as rt
+from .systems import runtime_seconds
 
 KV_BITS = 16
 
@@ -233,6 +234,11 @@ def run_pass(system, model, settings, route, batch, positions, kind, prefetched=
     f = system.pass_overhead.get("target" if kind == "target" else "draft", 1.0)
     if f != 1.0:
         p.time *= f
+        p.energy["static"] = system.static_w * p.time
+    sw = runtime_seconds(system, model, p.unique_experts)
+    if sw:
+        p.busy["runtime"] = sw
+        p.time += sw
         p.energy["static"] = system.static_w * p.time
     return p
 

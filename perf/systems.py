@@ -113,6 +113,9 @@ class System:
     # speculative systems with an expert cache ("int8"): the experts the round's draft passes fetched
     # stay resident for its verification pass (SpecMoE-style prefetch reuse); off for every shipped system
     draft_reuse: bool = False
+    # per-pass software cost of an offloading runtime, serial with the pass's transfers and compute
+    # (see :func:`runtime_seconds`): {"s_per_moe_layer", "s_per_expert", "s_per_moe_layer_extra": {model: s}}
+    runtime: dict = field(default_factory=dict)
 
     def __post_init__(self):
         owner = f"system {self.name}"
@@ -142,6 +145,7 @@ class System:
         for mode, v in self.pj_per_mac.items():
             _number(owner, f"pj_per_mac[{mode}]", v, lo_open=False)
         _number(owner, "static_w", self.static_w, lo_open=False)
+        check_runtime(owner, self.runtime)
 
     def peak_macs(self, mode="full"):
         """Peak MAC/s in a mode (a GPU runs every mode at one rate)."""
@@ -156,6 +160,38 @@ class System:
 
     def to_dict(self):
         return asdict(self)
+
+
+RUNTIME_KEYS = {"s_per_moe_layer", "s_per_expert", "s_per_moe_layer_extra", "source"}
+
+
+def check_runtime(owner, runtime):
+    """Refuse a malformed ``runtime`` table (see :func:`runtime_seconds`)."""
+    if not isinstance(runtime, dict):
+        raise UserError(f"{owner}: runtime must be a table, got {type(runtime).__name__}")
+    unknown = sorted(set(runtime) - RUNTIME_KEYS)
+    if unknown:
+        raise UserError(f"{owner}: unknown runtime field(s) {', '.join(unknown)}")
+    for key in ("s_per_moe_layer", "s_per_expert"):
+        if key in runtime:
+            _number(owner, f"runtime {key}", runtime[key], lo_open=False, hi=1.0)
+    extra = runtime.get("s_per_moe_layer_extra", {})
+    if not isinstance(extra, dict):
+        raise UserError(f"{owner}: runtime s_per_moe_layer_extra must be a table keyed by model")
+    for model, v in extra.items():
+        _number(owner, f"runtime s_per_moe_layer_extra[{model}]", v, lo_open=False, hi=1.0)
+
+
+def runtime_seconds(system, model, unique_experts):
+    """Software time an offloading runtime adds to one pass, serially: per MoE layer its routing and
+    dispatch (``s_per_moe_layer``, plus ``s_per_moe_layer_extra`` of the model where its MoE block has
+    one more step) and per unique expert of the layer one expert call (``s_per_expert``). 0 for a
+    system without ``runtime`` or a pass without experts (a separate dense draft)."""
+    rt = system.runtime
+    if not rt or not unique_experts:
+        return 0.0
+    per_layer = rt.get("s_per_moe_layer", 0.0) + rt.get("s_per_moe_layer_extra", {}).get(model.name, 0.0)
+    return model.moe_layers * (per_layer + unique_experts * rt.get("s_per_expert", 0.0))
 
 
 def _constants():
@@ -199,7 +235,7 @@ def accel_defaults():
 
 
 SYSTEM_KEYS = {"label", "based_on", "decoding", "cache", "weight_bits", "overlap", "compute", "offchip", "hb",
-               "array", "static_w", "static_source", "kv_tier", "own_footing"}
+               "array", "static_w", "static_source", "kv_tier", "own_footing", "runtime"}
 TIER_KEYS = {"gbps", "efficiency", "pj_per_bit", "capacity_gib", "source"}
 ARRAY_KEYS = {"kind", "rows", "cols", "lanes", "arrays", "clock_mhz", "pipeline", "source"}
 COMPUTE_KEYS = {"macs_per_s", "pj_per_mac", "source"}
@@ -281,7 +317,7 @@ def system_from_dict(name, raw, table=None, overrides=None):
                       weight_bits=raw.get("weight_bits", 8), overlap=raw.get("overlap", "max"), offchip=off, hb=hb,
                       array=array, macs_per_s=None if array is not None else macs, pj_per_mac=pj,
                       static_w=raw.get("static_w", 0.0), sources=sources, kv_tier=raw.get("kv_tier", "offchip"),
-                      own_footing=raw.get("own_footing", ""))
+                      own_footing=raw.get("own_footing", ""), runtime=raw.get("runtime") or {})
     except TypeError as exc:
         raise UserError(f"system {name}: {exc}") from None
 

@@ -225,6 +225,10 @@ def test_cli_refusals(capsys, tmp_path, argv, msg):
     ('{"gpus": {}}', ".json", "unknown top-level key(s) gpus"),
     ('{"models": {"m": {"d_model": 8}}}', ".json", "model m: missing field(s)"),
     ('{"systems": {"y": {"based_on": "xpu", "turbo": 1}}}', ".json", "system y: unknown field(s) turbo"),
+    ('{"systems": {"r": {"based_on": "offload", "runtime": {"s_per_expert": -1}}}}', ".json",
+     "system r: runtime s_per_expert must be >= 0 and <= 1, got -1"),
+    ('{"systems": {"r": {"based_on": "offload", "runtime": {"per_token": 1}}}}', ".json",
+     "system r: unknown runtime field(s) per_token"),
 ])
 def test_cli_refuses_bad_config_files(capsys, tmp_path, text, suffix, msg):
     cfg = tmp_path / f"c{suffix}"

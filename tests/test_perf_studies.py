@@ -193,11 +193,34 @@ def test_validation_covers_issue_18_item_8():
 def test_offloaded_decoding_against_moe_infinity():
     cases = {c["model"]: c for c in studies.offload_cases(S, M)}
     assert set(cases) == {"deepseek-v2-lite", "mixtral-8x7b", "qwen3-30b-a3b"}
-    # PCIe-bound Mixtral (352 MB experts) within the bar
-    assert abs(cases["mixtral-8x7b"]["error"]) <= GPU_TOLERANCE
-    # small-expert models: the model is a lower bound on latency (software overheads it does not carry)
+    # with the runtime's measured per-layer and per-expert software cost all three are within the bar
+    for m, c in cases.items():
+        assert abs(c["error"]) <= GPU_TOLERANCE, c
+    # without it, the small-expert models fall far below the measurement (the mechanism issue 18 asked for):
+    # PCIe-bound Mixtral (352 MB experts) barely moves, DeepSeek-V2-Lite and Qwen3-30B-A3B are lower bounds
+    bare = dict(S, offload=replace(S["offload"], runtime={}))
+    plain = {c["model"]: c for c in studies.offload_cases(bare, M)}
     for m in ("deepseek-v2-lite", "qwen3-30b-a3b"):
-        assert cases[m]["error"] < 0
+        assert plain[m]["error"] < -GPU_TOLERANCE
+    assert abs(plain["mixtral-8x7b"]["error"]) <= GPU_TOLERANCE
+
+
+def test_offload_runtime_cost_is_the_profiles_ranges_by_hand():
+    """The runtime cost of one batch-1 pass against hand arithmetic from MoE-Infinity's NVTX ranges
+    (A5000 profile: routing 95.0 + dispatch 24.8 us per MoE layer, 154.7 us per expert call,
+    DeepSeekPrepare 272.2 us per layer of DeepSeek's block)."""
+    from elmoe3d.perf.systems import runtime_seconds
+    off = S["offload"]
+    assert runtime_seconds(off, M["qwen3-30b-a3b"], 8) == pytest.approx(48 * (119.8e-6 + 8 * 154.7e-6))
+    assert runtime_seconds(off, M["deepseek-v2-lite"], 6) == pytest.approx(26 * (119.8e-6 + 272.2e-6 + 6 * 154.7e-6))
+    assert runtime_seconds(off, M["mixtral-8x7b"], 0) == 0.0          # a pass without experts
+    assert runtime_seconds(S["xpu"], M["mixtral-8x7b"], 2) == 0.0       # only the offloading runtime states one
+    # charged serially: the pass takes the bandwidth model's time plus the runtime's
+    st = Settings(context=512)
+    with_rt = run_round(off, M["qwen3-30b-a3b"], st, 1)
+    without = run_round(replace(off, runtime={}), M["qwen3-30b-a3b"], st, 1)
+    extra = runtime_seconds(off, M["qwen3-30b-a3b"], with_rt["target_unique_experts"])
+    assert 1 / with_rt["tokens_per_s"] == pytest.approx(1 / without["tokens_per_s"] + extra)
 
 
 def test_specmoe_in_its_setting_gains_little_without_prefetch_reuse():
