@@ -321,6 +321,8 @@ def _finish(p, system, model, tokens, U, dense_mode, expert_mode, k_eff=None):
     else:
         p.busy["compute"] = sum(m / system.peak_macs(mode) for mode, m in p.macs.items())
     p.energy["compute"] = sum(m * system.mac_pj(mode) * 1e-12 for mode, m in p.macs.items())
+    if system.onchip_pj_per_byte:
+        p.energy["onchip"] = sum(p.bytes.values()) * system.onchip_pj_per_byte * 1e-12
     p.time = max(p.busy.values()) if system.overlap == "max" else sum(p.busy.values())
     p.energy["static"] = system.static_w * p.time
     return p

@@ -188,11 +188,16 @@ def validation_table(gpu, rtl):
         out.append(f"  {c['name']:<62} batch {c.get('batch', 1):>2}  measured {c['measured']:>7.2f} tok/s  "
                    f"model {c['predicted']:>7.2f}  {c['error'] * 100:+6.1f} %  (efficiency {c['efficiency']:.3f})")
     out.append("Accelerator cycle model against cycles measured in the RTL (Verilator). PE-array commands and HB "
-               "streams: the model's formulas; the shipped expert-layer pass: a composition of those measurements; "
-               "RTL core rows: the core's own cycles against the memory floor perf charges for a pass "
-               "(--rtl-overhead applies their ratios):")
+               "streams: the model's formulas; RTL core rows (a bench-core result): the core's own cycles on a "
+               "shipped-model layer pass against perf's estimate of the same pass (slowest of memory and PE array; "
+               "--rtl-overhead applies their ratios):")
     for c in rtl:
-        out.append(f"  {c['what']:<58} RTL {c['measured']:>7.0f}  model {c['model']:>8.1f}  {c['error'] * 100:+6.2f} %")
+        if c.get("skipped"):
+            out.append(f"  {c['what']}")
+            continue
+        extra = (f"  (memory {c['memory_cycles']:.0f}, array {c['compute_cycles']:.0f})" if "memory_cycles" in c else "")
+        out.append(f"  {c['what']:<58} RTL {c['measured']:>7.0f}  model {c['model']:>8.1f}  {c['error'] * 100:+6.2f} %"
+                   + extra)
     return "\n".join(out)
 
 

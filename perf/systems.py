@@ -116,6 +116,9 @@ class System:
     # per-pass software cost of an offloading runtime, serial with the pass's transfers and compute
     # (see :func:`runtime_seconds`): {"s_per_moe_layer", "s_per_expert", "s_per_moe_layer_extra": {model: s}}
     runtime: dict = field(default_factory=dict)
+    # energy per byte streamed into the accelerator core (buffers, interfaces), pJ; 0 = not modelled
+    # (set from a bench-core result, :mod:`.bench_core`)
+    onchip_pj_per_byte: float = 0.0
 
     def __post_init__(self):
         owner = f"system {self.name}"
@@ -146,6 +149,7 @@ class System:
             _number(owner, f"pj_per_mac[{mode}]", v, lo_open=False)
         _number(owner, "static_w", self.static_w, lo_open=False)
         check_runtime(owner, self.runtime)
+        _number(owner, "onchip_pj_per_byte", self.onchip_pj_per_byte, lo_open=False)
 
     def peak_macs(self, mode="full"):
         """Peak MAC/s in a mode (a GPU runs every mode at one rate)."""

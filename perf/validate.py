@@ -12,14 +12,20 @@
 - cycles the project's RTL measured in Verilator: PE-array GEMV commands (16 x 16, DRAFT and
   FULL, ``k`` = 128, 256, 4096) and HB-interface plane streams at ``HBConfig()``'s defaults. The
   accelerator model (:func:`.decode.gemv_tile_cycles` for compute; bytes / (peak x efficiency)
-  for HB) must agree within 10 %, per command and for a whole expert-layer pass of the shipped
-  model (gate, up, down of one expert plus the stream of its two planes).
+  for HB) must agree within 10 % per command;
+- the layer pass: the RTL core's own cycles on passes of a shipped-model layer, read from a
+  bench-core result (:mod:`.bench_core`), against perf's estimate of the same pass
+  (:func:`core_checks`). No composition of block measurements stands in for it: without a
+  bench-core result the check says it was skipped.
 """
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
+
+from ..errors import UserError
 
 from .decode import Settings, gemv_tile_cycles, run_round
 from .models import builtin_models
@@ -87,44 +93,95 @@ def rtl_checks():
     for r in hb["measured"]:
         out.append({"what": f"HB stream, {r['planes']} plane(s) of {r['lines'] // r['planes']} lines",
                     "measured": r["cycles"], "model": hb_model_cycles(r["lines"], hb_eff)})
-    # one expert of the shipped model, FULL mode, one 16x16 array, one token: gate and up are
-    # 256 x 128 (16 row tiles of k = 128), down 128 x 256 (8 tiles of k = 256); its two planes
-    # (48 KiB each) stream over HB while the array computes (overlap), so the layer takes the max
-    m = builtin_models()["shipped"]
-    tiles_gu = math.ceil(m.d_expert / pe["rows"])
-    tiles_d = math.ceil(m.d_model / pe["rows"])
-    rtl_compute = 2 * tiles_gu * measured_cmd[("full", m.d_model)] + tiles_d * measured_cmd[("full", m.d_expert)]
-    model_compute = (2 * tiles_gu * gemv_tile_cycles(pe["rows"], m.d_model, pe["rows"], pe["cols"], 2, pe["pipeline"])
-                     + tiles_d * gemv_tile_cycles(pe["rows"], m.d_expert, pe["rows"], pe["cols"], 2, pe["pipeline"]))
-    one_plane = next(r for r in hb["measured"] if r["planes"] == 1)
-    rtl_stream = 2 * one_plane["cycles"]
-    model_stream = hb_model_cycles(2 * one_plane["lines"], hb_eff)
-    out.append({"what": "shipped expert, FULL: PE-array cycles (gate, up, down)", "measured": rtl_compute,
-                "model": model_compute})
-    out.append({"what": "shipped expert: HB stream of its MSB and LSB planes", "measured": rtl_stream,
-                "model": model_stream})
-    out.append({"what": "shipped expert-layer pass, overlapped (max of the two)",
-                "measured": max(rtl_compute, rtl_stream), "model": max(model_compute, model_stream)})
     for r in out:
         r["error"] = r["model"] / r["measured"] - 1
     return out
 
 
-def core_checks():
-    """``[{what, measured, model, error}]``: the RTL core's cycles per pass of a shipped-model layer
-    against the memory-bound floor, which is what perf charges for a pass (its slowest resource)."""
+PASS_K = re.compile(r"k_d\s*=\s*(\d+)")
+
+
+def _core_config(preset):
+    """The :class:`~elmoe3d.config.AccelConfig` a bench-core run names (``small``, ``small-lanes2``)."""
+    from dataclasses import replace as _replace
+
+    from .. import config
+    base, _, lanes = preset.partition("-lanes")
+    if base not in config.PRESETS or (lanes and not lanes.isdigit()):
+        return None
+    cfg = config.PRESETS[base]
+    return _replace(cfg, array=_replace(cfg.array, lanes=int(lanes))) if lanes else cfg
+
+
+def pass_kind(row):
+    """``(draft, k)`` of a bench-core pass row: its ``draft`` and ``k`` fields, else its name
+    (``draft k_d=1 MSB+aug``; a verify pass uses the model's top-k)."""
+    draft = row["draft"] if isinstance(row.get("draft"), bool) else "draft" in row["name"].lower()
+    k = row.get("k") if isinstance(row.get("k"), int) and row.get("k") > 0 else None
+    if k is None:
+        m = PASS_K.search(row["name"])
+        k = int(m.group(1)) if m else None
+    return draft, k
+
+
+def layer_pass_estimate(cfg, model, tokens, draft, k, route, memory_cycles):
+    """perf's own cycle estimate of one MoE-layer pass on the core ``cfg``: the slowest busy resource,
+    as for a whole decode pass (:mod:`.decode`) - the memory term ``memory_cycles`` (bytes per tier /
+    line bytes, the tiers in parallel) against the PE array (:func:`.decode.gemv_tile_cycles`: the
+    router GEMV over both planes, then each unique expert of the pass - the routing model's count -
+    running its routed tokens in groups of ``lanes``, gate and up ``d_expert x d`` and down
+    ``d x d_expert``, DRAFT or FULL). Per-command latencies and handshakes are not in it."""
+    a = cfg.array
+    k = min(k or model.top_k, model.top_k)
+    groups = math.ceil(tokens / a.lanes)
+    router = groups * gemv_tile_cycles(model.n_experts, model.d_model, a.rows, a.cols, 2, a.pipeline)
+    u = route.unique(model.n_experts, k, tokens, 1)
+    per_expert_groups = math.ceil(max(tokens * k / u, 1.0) / a.lanes)
+    ph = 1 if draft else 2
+    one = (2 * gemv_tile_cycles(model.d_expert, model.d_model, a.rows, a.cols, ph, a.pipeline)
+           + gemv_tile_cycles(model.d_model, model.d_expert, a.rows, a.cols, ph, a.pipeline))
+    compute = router + u * per_expert_groups * one
+    return max(memory_cycles, compute), compute, u
+
+
+def core_checks(data=None):
+    """``[{what, measured, model, error, kind}]``: the RTL core's cycles per pass of a shipped-model layer
+    (a bench-core result, :mod:`.bench_core`) against perf's own estimate of the same pass
+    (:func:`layer_pass_estimate`). Without a bench-core result one row says the check was skipped."""
+    if not data or not data.get("passes"):
+        return [{"what": "RTL core layer passes: SKIPPED (no bench-core result with passes; run elmoe3d bench-core "
+                         "or give --bench-core FILE)", "skipped": True}]
+    cfg = _core_config(data["preset"])
+    if cfg is None:
+        return [{"what": f"RTL core layer passes: SKIPPED (bench-core ran preset {data['preset']!r}, which this "
+                         "configuration does not define)", "skipped": True}]
+    model = builtin_models()["shipped"]
+    from .routing import calibrate
+    route = calibrate()
     out = []
-    for r in load()["rtl_core"]["passes"]:
-        out.append({"what": f"RTL core, {r['name']}, {r['tokens']} token(s)", "measured": r["core_cycles"],
-                    "model": r["floor_cycles"], "error": r["floor_cycles"] / r["core_cycles"] - 1, "kind": r["kind"]})
+    for r in data["passes"]:
+        draft, k = pass_kind(r)
+        if "offchip_bytes" in r and "hb_bytes" in r:
+            mem = max(math.ceil(r["offchip_bytes"] / cfg.offchip.line_bytes), math.ceil(r["hb_bytes"] / cfg.hb.line_bytes))
+        else:
+            mem = r["floor"]
+        est, compute, u = layer_pass_estimate(cfg, model, int(r["tokens"]), draft, k, route, mem)
+        out.append({"what": f"RTL core ({data['preset']}), {r['name']}, {int(r['tokens'])} token(s)",
+                    "measured": r["core"], "model": est, "error": est / r["core"] - 1,
+                    "kind": "draft" if draft else "target", "memory_cycles": mem, "compute_cycles": compute,
+                    "unique_experts": u, "iss": r.get("iss")})
     return out
 
 
-def core_overheads():
-    """``{"target": f, "draft": f}``: mean core / floor cycles of the RTL core's verify and draft passes."""
-    rows = load()["rtl_core"]["passes"]
+def core_overheads(data):
+    """``{"target": f, "draft": f}``: mean core cycles / perf's estimate over the RTL core's verify and
+    draft passes (``--rtl-overhead``); refused without a bench-core result holding both kinds."""
+    rows = [r for r in core_checks(data) if not r.get("skipped")]
     out = {}
     for kind in ("target", "draft"):
-        ratios = [r["core_cycles"] / r["floor_cycles"] for r in rows if r["kind"] == kind]
+        ratios = [r["measured"] / r["model"] for r in rows if r["kind"] == kind]
+        if not ratios:
+            raise UserError("--rtl-overhead needs the RTL core's verify and draft passes: run elmoe3d bench-core "
+                            "(its result goes to results/bench_core/bench_core.json) or give --bench-core FILE")
         out[kind] = sum(ratios) / len(ratios)
     return out

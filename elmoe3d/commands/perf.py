@@ -54,9 +54,14 @@ def add_arguments(p):
                    help="TOML or JSON file adding or overriding systems and models")
     p.add_argument("--bench-pe", type=existing_file, metavar="FILE",
                    help="a bench-pe --json report: the PE arrays' pJ/MAC from its Nangate 45 rows")
+    p.add_argument("--bench-core", metavar="FILE",
+                   help="a bench-core result (bench_core.json, or the folder bench-core -o wrote): the accelerators' "
+                        "clock, bit-sliced pJ/MAC and on-chip energy from its Nangate 45 synthesis, and the RTL core's "
+                        "layer passes for the validation (default: results/bench_core/bench_core.json when it exists; "
+                        "'none' ignores it)")
     p.add_argument("--rtl-overhead", action="store_true",
-                   help="scale the accelerators' passes by the RTL core's measured cycles over its memory floor "
-                        "(perf/data/validation.json rtl_core: verify and draft passes of a shipped-model layer)")
+                   help="scale the accelerators' passes by the RTL core's measured cycles over perf's estimate of "
+                        "the same pass (verify and draft passes of a shipped-model layer; needs a bench-core result)")
     p.add_argument("--no-sensitivity", action="store_true",
                    help="skip the sensitivity table, the claim ranges and the sweeps")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
@@ -85,7 +90,8 @@ def run(args):
     from ..paths import output_dir, output_file, write_text
     from ..perf import config_file, report, studies, validate
     from ..perf.decode import Settings, sweep
-    from ..perf.systems import array_pj_per_mac, bench_pe_pj
+    from ..perf import bench_core
+    from ..perf.systems import _constants, array_pj_per_mac, bench_pe_pj
     from ..spec.sd import GAMMA_MAX
 
     t0 = time.perf_counter()
@@ -100,8 +106,12 @@ def run(args):
         for name, s in list(systems_all.items()):
             if s.array is not None:
                 systems_all[name] = replace(s, pj_per_mac=array_pj_per_mac(s.array.kind, pe))
+    core_path = bench_core.resolve(args.bench_core)
+    core_data = bench_core.load(core_path) if core_path is not None else None
+    if core_data is not None:
+        systems_all = bench_core.apply(systems_all, core_data, _constants()["node_energy_scale"]["value"])
     if args.rtl_overhead:
-        over = validate.core_overheads()
+        over = validate.core_overheads(core_data)
         for name, s in list(systems_all.items()):
             if s.array is not None:
                 systems_all[name] = replace(s, pass_overhead=dict(over))
@@ -139,7 +149,7 @@ def run(args):
     sens = report.sensitivity(footed, models, settings, batches, objective, free) if not args.no_sensitivity else {}
     ranges, grid = (studies.claim_ranges(systems_all, big, settings, args.objective) if studies_ok else ([], {}))
     sw = studies.sweeps(systems_all, big, settings, args.objective) if studies_ok else {}
-    gpu, rtl = validate.gpu_cases(), validate.rtl_checks() + validate.core_checks()
+    gpu, rtl = validate.gpu_cases(), validate.rtl_checks() + validate.core_checks(core_data)
     off = studies.offload_cases(systems_all, models_all) if "offload" in systems_all else []
     spec_ok = {"offload", "specmoe"} <= set(systems_all) and big
     spec = studies.specmoe_setting(systems_all, big, settings, args.objective) if spec_ok else {}
@@ -148,6 +158,7 @@ def run(args):
     from ..perf.acceptance import acceptance_table
     sections = [
         report.inputs_table(footed, models, settings, route, args.footing),
+        bench_core.describe(core_path, core_data),
         acceptance_table(),
         report.main_table(rows),
         studies.choices_table(rows) if "elmoe3d" in have and objective else "",
@@ -170,7 +181,9 @@ def run(args):
                "models": {m.name: m.to_dict() for m in models}, "rows": rows,
                "claims": report.claims(rows) if big else [], "claim_ranges": ranges, "claim_grid": grid,
                "ladder": lad, "sweeps": sw, "sensitivity": sens,
-               "validation": {"gpu": gpu, "rtl": rtl, "offload": off}, "specmoe_setting": spec, "specmoe_setting_reuse": spec_reuse,
+               "validation": {"gpu": gpu, "rtl": rtl, "offload": off},
+               "rtl_inputs": {"bench_core": str(core_path) if core_path else None,
+                              **bench_core.accelerator_inputs(core_data)}, "specmoe_setting": spec, "specmoe_setting_reuse": spec_reuse,
                "sweep_s": t_sweep, "total_s": t_all}
     blob = json.dumps(payload, indent=1, default=str)
     write_text(out / "perf.json", blob)
