@@ -467,6 +467,14 @@ PERF_CASES = [
     ("bench-pe report that is not one", lambda t: ["--bench-pe", _perf_config(t, "pe.json", b"[1, 2]")],
      "is not a bench-pe --json report"),
     ("negative gamma", lambda t: ["--gamma", "-1"], "--gamma -1: a draft length is 0 to 16"),
+    ("bench-core result that is missing", lambda t: ["--bench-core", str(t / "nowhere")],
+     "no bench-core result there"),
+    ("bench-core result that is not JSON", lambda t: ["--bench-core", _perf_config(t, "bench_core.json", b"\x00\xff")],
+     "is not a bench-core result (not JSON)"),
+    ("bench-core result of another schema", lambda t: ["--bench-core", _perf_config(t, "bc.json", b'{"passes": 3}')],
+     "is not a bench-core result: 'passes' must be a list"),
+    ("rtl-overhead without a bench-core result", lambda t: ["--bench-core", "none", "--rtl-overhead"],
+     "--rtl-overhead needs the RTL core's verify and draft passes"),
 ]
 
 
