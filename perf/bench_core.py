@@ -12,8 +12,12 @@ and ``--bench-core none`` ignores it. From the file perf takes
 
 - the accelerators' clock: the core's Fmax in Nangate 45 (:data:`LIB`), as measured, not scaled
   to 7 nm (a 7 nm implementation would clock higher; the model does not assume it);
-- the bit-sliced arrays' pJ/MAC and the on-chip energy per byte streamed into the core, Nangate 45
-  figures times the one node rule of the data file (``constants.node_energy_scale``, 45 -> 7 nm);
+- the bit-sliced arrays' pJ/MAC per mode: the synthesized core's whole energy per MAC of its
+  simulated passes (``synth/power.py``: every block, so its on-chip buffers and interfaces are
+  inside it), Nangate 45 figures times the one node rule of the data file
+  (``constants.node_energy_scale``, 45 -> 7 nm). The file's ``pj_per_byte_onchip`` is a part of
+  that energy and is not added again; only where the file has no ``pj_per_mac`` (the arrays keep
+  bench-pe's array-only figure) is it charged per byte streamed into the core;
 - the RTL core's cycles per pass, which the "layer pass" validation compares with perf's own cycle
   estimate of the same pass (:func:`.validate.core_checks`) and ``--rtl-overhead`` applies.
 
@@ -107,8 +111,9 @@ def _problem(data):
             return f"synthesis[{lib}] power must be an object"
         pj = power.get("pj_per_mac")
         if pj is not None:
-            if not isinstance(pj, dict) or not all(_positive(pj.get(m)) for m in ("draft", "full")):
-                return f"synthesis[{lib}] power pj_per_mac must hold positive draft and full figures"
+            if (not isinstance(pj, dict) or not pj or set(pj) - {"draft", "full"}
+                    or not all(_positive(v) for v in pj.values())):
+                return f"synthesis[{lib}] power pj_per_mac must map draft and/or full to positive figures"
         if "pj_per_byte_onchip" in power and not _positive(power["pj_per_byte_onchip"]):
             return f"synthesis[{lib}] power pj_per_byte_onchip must be a positive number"
     return None
@@ -121,7 +126,7 @@ def accelerator_inputs(data):
     power = syn.get("power", {}) if isinstance(syn.get("power", {}), dict) else {}
     pj = power.get("pj_per_mac")
     return {"fmax_mhz": syn.get("fmax_mhz") if _positive(syn.get("fmax_mhz")) else None,
-            "pj_per_mac_45nm": {"draft": float(pj["draft"]), "full": float(pj["full"])} if pj else None,
+            "pj_per_mac_45nm": {m: float(v) for m, v in pj.items()} if pj else None,
             "pj_per_byte_onchip_45nm": power.get("pj_per_byte_onchip"),
             "lib": LIB if syn else None, "commit": (data or {}).get("commit"),
             "other_libs": sorted(set((data or {}).get("synthesis", {})) - {LIB})}
@@ -138,12 +143,19 @@ def describe(path, data):
     parts = []
     parts.append(f"clock = the core's Fmax in {LIB}, {a['fmax_mhz']:.0f} MHz (not scaled to 7 nm)" if a["fmax_mhz"]
                  else "clock 1000 MHz (assumption; the file has no " + LIB + " Fmax)")
-    parts.append(f"bit-sliced pJ/MAC draft {a['pj_per_mac_45nm']['draft']:.3g} / full {a['pj_per_mac_45nm']['full']:.3g} "
-                 f"at 45 nm x the node rule" if a["pj_per_mac_45nm"]
-                 else "pJ/MAC from bench-pe (the file has no " + LIB + " pj_per_mac)")
+    pj = a["pj_per_mac_45nm"] or {}
+    for mode in ("draft", "full"):
+        parts.append(f"bit-sliced {mode} pJ/MAC {pj[mode]:.3g} at 45 nm (the whole core's, on-chip buffers included) "
+                     "x the node rule" if mode in pj
+                     else f"bit-sliced {mode} pJ/MAC from bench-pe (the file has no {LIB} {mode} figure)")
     parts.append("INT8 array pJ/MAC from bench-pe (the core has no INT8 array)")
-    parts.append(f"on-chip {a['pj_per_byte_onchip_45nm']:.3g} pJ/B at 45 nm x the node rule" if a["pj_per_byte_onchip_45nm"]
-                 else "no on-chip energy term (the file has no " + LIB + " pj_per_byte_onchip)")
+    if pj:
+        parts.append("on-chip energy inside the core's pJ/MAC" + (
+            f" (its on-chip part, {a['pj_per_byte_onchip_45nm']:.3g} pJ/B, not added again)"
+            if a["pj_per_byte_onchip_45nm"] else ""))
+    else:
+        parts.append(f"on-chip {a['pj_per_byte_onchip_45nm']:.3g} pJ/B at 45 nm x the node rule per byte into the core"
+                     if a["pj_per_byte_onchip_45nm"] else "no on-chip energy term (the file has no " + LIB + " power)")
     if a["other_libs"]:
         parts.append(f"{', '.join(a['other_libs'])} rows not used (the node rule scales from 45 nm)")
     n = len(data.get("passes", []))
@@ -163,8 +175,8 @@ def apply(systems, data, node_scale):
         if a["fmax_mhz"]:
             s = replace(s, array=replace(s.array, clock_mhz=float(a["fmax_mhz"])))
         if a["pj_per_mac_45nm"] and s.array.kind == "bit_sliced":
-            s = replace(s, pj_per_mac={m: v * node_scale for m, v in a["pj_per_mac_45nm"].items()})
-        if a["pj_per_byte_onchip_45nm"]:
+            s = replace(s, pj_per_mac={**s.pj_per_mac, **{m: v * node_scale for m, v in a["pj_per_mac_45nm"].items()}})
+        elif a["pj_per_byte_onchip_45nm"] and not a["pj_per_mac_45nm"]:
             s = replace(s, onchip_pj_per_byte=float(a["pj_per_byte_onchip_45nm"]) * node_scale)
         out[name] = s
     return out

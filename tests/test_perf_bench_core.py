@@ -97,13 +97,24 @@ def test_synthesis_figures_replace_the_constants():
     assert el.array.clock_mhz == hb.array.clock_mhz == 400.0                     # Nangate 45 Fmax, not sky130's
     assert el.pj_per_mac == {"draft": pytest.approx(2.0 * SCALE), "full": pytest.approx(4.0 * SCALE)}
     assert hb.pj_per_mac == S["hb3d"].pj_per_mac                                  # no INT8 array in the core
-    assert el.onchip_pj_per_byte == pytest.approx(3.0 * SCALE) and xpu == S["xpu"]
-    # the on-chip energy is every byte the pass streams into the core times pJ/B
-    r = run_round(el, M["mixtral-8x7b"], Settings(), 4)
-    per_tok = sum(r["bytes_per_token"].values()) * el.onchip_pj_per_byte * 1e-12
-    assert r["energy_per_token"]["onchip"] == pytest.approx(per_tok)
+    # the core's pJ/MAC holds its on-chip buffers: their pJ/B is not added again
+    assert el.onchip_pj_per_byte == 0.0 and xpu == S["xpu"]
     text = bench_core.describe("x.json", data)
     assert "400 MHz" in text and "sky130hd rows not used" in text and "INT8 array pJ/MAC from bench-pe" in text
+    assert "not added again" in text
+    # a file with only the on-chip figure: the arrays keep bench-pe's array-only pJ/MAC, plus pJ/B per byte
+    only = _result()
+    del only["synthesis"]["nangate45"]["power"]["pj_per_mac"]
+    el2 = bench_core.apply(dict(S), only, SCALE)["elmoe3d"]
+    assert el2.pj_per_mac == S["elmoe3d"].pj_per_mac and el2.onchip_pj_per_byte == pytest.approx(3.0 * SCALE)
+    r = run_round(el2, M["mixtral-8x7b"], Settings(), 4)
+    per_tok = sum(r["bytes_per_token"].values()) * el2.onchip_pj_per_byte * 1e-12
+    assert r["energy_per_token"]["onchip"] == pytest.approx(per_tok)
+    # one mode measured: that mode from the file, the other from bench-pe
+    half = _result()
+    half["synthesis"]["nangate45"]["power"]["pj_per_mac"] = {"draft": 2.0}
+    el3 = bench_core.apply(dict(S), half, SCALE)["elmoe3d"]
+    assert el3.pj_per_mac["draft"] == pytest.approx(2.0 * SCALE) and el3.pj_per_mac["full"] == S["elmoe3d"].pj_per_mac["full"]
     # a file without synthesis keeps the constants and says so
     bare = _result()
     del bare["synthesis"]
@@ -120,7 +131,7 @@ def test_synthesis_figures_replace_the_constants():
     ({"preset": "small", "passes": [{"name": "v", "tokens": 1, "core": 5}]}, "neither floor nor bytes per tier"),
     ({"passes": [{"name": "v", "tokens": 1, "core": 5, "floor": 3}]}, "need the 'preset'"),
     ({"synthesis": {"nangate45": {"fmax_mhz": -1}}}, "fmax_mhz must be a positive number"),
-    ({"synthesis": {"nangate45": {"power": {"pj_per_mac": {"draft": 1}}}}}, "pj_per_mac must hold positive draft and full"),
+    ({"synthesis": {"nangate45": {"power": {"pj_per_mac": {"draft": -1}}}}}, "pj_per_mac must map draft and/or full to positive"),
 ])
 def test_malformed_results_are_refused_in_one_line(tmp_path, data, msg):
     f = _write(tmp_path, data)
