@@ -66,7 +66,12 @@ SCENARIOS = {
                   "authors' draft head is public as huggingface.co/yuhuili/EAGLE-mixtral-instruct-8x7B): average "
                   "acceptance length 3.25 and per-position acceptance 0.61-0.67 as quoted in issue 18 (alpha = 0.64, "
                   "their mid-point). QUOTED, not verified: the paper's Mixtral table was not found in the stored "
-                  "copies searched (abstracts and summaries only)"},
+                  "copies searched (abstracts and AI summaries of arXiv 2401.15077 only; verified in this session: "
+                  "the abstract names Mixtral 8x7B Instruct, and the SafeAILab/EAGLE README lists the 0.28 B "
+                  "draft head for Mixtral-8x7B-Instruct-v0.1). The two quoted figures do not fit one chain: at "
+                  "alpha 0.64 a chain yields at most 1 / (1 - 0.64) = 2.78 tokens per round at any gamma, below "
+                  "3.25, because EAGLE drafts a tree; used as a chain acceptance, 0.64 is pessimistic for "
+                  "speculation"},
     "mtp-deepseek": {
         "alpha": 0.875, "status": "verified",
         "source": "DeepSeek-V3 technical report (arXiv 2412.19437, section 5.4.3): the second token predicted "
