@@ -218,8 +218,10 @@ def array_pj_per_mac(kind, measured=None):
 def accel_defaults():
     """Array parameters the project's configuration fixes (``elmoe3d.config``), which replace the
     data file's for the built-in accelerators: rows, cols, lanes and pipeline of the Mixtral-class
-    preset ``PRESETS["mixtral"]`` (else the default ``AccelConfig``), the clock of its HB
-    interface. Empty when the configuration has none of them.
+    preset ``PRESETS["mixtral"]`` (else the default ``AccelConfig``). The clock is not one of them:
+    the preset has no measured Fmax, so the clock is the data file's stated assumption, or the
+    RTL core's Fmax from a bench-core result (:mod:`.bench_core`). Empty when the configuration
+    has none of them.
     """
     from .. import config
     out = {}
@@ -232,9 +234,6 @@ def accel_defaults():
         v = getattr(array, key, None)
         if isinstance(v, int) and not isinstance(v, bool):
             out[key] = v
-    hb = getattr(accel, "hb", None) or (config.HBConfig() if hasattr(config, "HBConfig") else None)
-    if hb is not None:
-        out["clock_mhz"] = float(hb.clock_mhz)
     return out
 
 
