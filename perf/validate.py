@@ -4,7 +4,8 @@
 
 - published decode measurements of MoE models on GPUs: five batch-1 Mixtral-8x7B cases on
   A100-80GB (gpt-fast INT8 on one GPU and BF16 on 2/4/8 with tensor parallelism, TensorRT-LLM
-  INT8 on one), Mixtral-8x7B at batch 8 on two H200 (vLLM's nightly latency test) and
+  INT8 on one), Mixtral-8x7B at batch 8 on two A100, two H100 and two H200 (vLLM's nightly latency
+  test, one build per GPU, each with its Llama-3.1-8B reference) and
   Qwen3-30B-A3B at batch 1 on one A100 (tt-inference-server's GPU reference). The xPU model
   predicts each with the efficiency the same software reaches on a *dense* model on the same GPU
   (stated, or computed from a ``dense_reference``: bytes per step / (step time x peak)), so the
