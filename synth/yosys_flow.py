@@ -139,7 +139,9 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
     lines = [f"read_verilog {_q(v)}" for v in verilog_files]
     lines += [f"hierarchy -check -top {_q(top)}",
               # -noabc: ABC runs once below, with ABC_SCRIPT
-              f"synth -top {_q(top)} -noabc" + (" -flatten" if flatten else ""),
+              # -extra-map kogge-stone: adders as Kogge-Stone prefix trees (ABC keeps their depth; Yosys'
+              # default Brent-Kung came out as 3 ns carry chains on 64-bit sums in Nangate 45)
+              f"synth -top {_q(top)} -noabc -extra-map +/choices/kogge-stone.v" + (" -flatten" if flatten else ""),
               "delete t:$scopeinfo"]            # Amaranth's scope markers: no area, no function
     if liberty is None:
         lines += [f'abc -script "{ABC_SCRIPT}"', "opt -fast", "opt_clean",
