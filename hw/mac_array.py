@@ -49,9 +49,9 @@ class MacArray(GemvArrayBase):
     def _weight_members(self):
         return {"i_weight": In(stream.Signature(int8_tile_layout(self.rows, self.cols)))}
 
-    def _weights(self, m, running, act_valid, mode, clear):
+    def _weights(self, m, running, act_valid, mode, restart, may_end):
         w = self.i_weight
-        fire = running & act_valid & w.valid
+        fire = running & act_valid & w.valid & may_end
         m.d.comb += w.ready.eq(fire)
         operands = [w.payload[r] for r in range(self.rows)]
         return fire, fire, operands, None

@@ -29,10 +29,11 @@ the inputs and the accumulator; each depth adds one cut to the previous one::
 - ``operand_bits = 5`` is the bit-sliced PE (operand ``m`` or ``c``, SPEC section 2);
   ``operand_bits = 8`` is the plain INT8 MAC of the baseline array (no nesting shift). Both are
   built by this one class, so the baseline differs only in what the bit slicing changes.
-- ``i_clear`` zeroes the accumulator ``pipeline`` cycles later, like a term (the array raises
-  it when it accepts a command, with ``i_valid`` low); a term that follows the clear is added
-  after it. Registering it per PE keeps the array's clear net at one load per PE. Data
-  registers have no reset (``valid`` guards them); ``valid`` and ``clear`` registers do.
+- ``i_clear`` restarts the accumulator ``pipeline`` cycles later, like a term: alone it zeroes
+  it; together with ``i_valid`` the sum restarts at that cycle's term (the array raises it with
+  the first term of each command, so one command's terms follow the last one's without a gap
+  cycle). Registering it per PE keeps the array's clear net at one load per PE. Data registers
+  have no reset (``valid`` guards them); ``valid`` and ``clear`` registers do.
 
 With ``terms = 1`` this is the single MAC that ``tests/test_formal_pe.py`` proves: in FULL mode
 (an MSB cycle then an LSB cycle) it adds exactly ``a * q``; in DRAFT mode ``8 * a * m``.
@@ -43,7 +44,7 @@ Overflow rule: every nested term of one weight obeys ``|8am| <= 15240`` and ``|8
 otherwise, naming the narrowest width that would do.
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -125,7 +126,8 @@ class PE(wiring.Component):
     i_operand : In(ArrayLayout(signed(operand_bits), terms))
     i_valid : In(1)       accumulate this cycle's term
     i_shift : In(1)       (5-bit operands only) the term is a draft term: shift it by 3
-    i_clear : In(1)       zero the accumulator ``pipeline`` cycles later
+    i_clear : In(1)       restart the accumulator ``pipeline`` cycles later (at this cycle's
+                          term when ``i_valid``, else at zero)
     o_acc : Out(signed(acc_bits))  the accumulator, ``pipeline + 1`` cycles after the last term
 
     Raises
@@ -139,9 +141,9 @@ class PE(wiring.Component):
     INTERFACE_NOTES = (
         "No stream and no command: each cycle with `i_valid` high adds the sum of the {terms} "
         "products `i_act[t] * i_operand[t]` (shifted left by 3 when `i_shift` is high, 5-bit "
-        "operands only) to the accumulator that `o_acc` shows; `i_clear` zeroes it. Both take "
-        "effect after the PE's register stages (`pipeline`); a term that follows a clear is added "
-        "after it.",
+        "operands only) to the accumulator that `o_acc` shows; `i_clear` restarts it (at that "
+        "cycle's term when `i_valid` is high, else at zero). Both take effect after the PE's "
+        "register stages (`pipeline`).",
         "Ranges: every int8 activation (-128 included) and every operand value is computed as "
         "its two's-complement value. The {acc_bits}-bit accumulator holds any {max_k} weights' "
         "terms exactly and wraps modulo 2**{acc_bits} beyond that, with no flag.",
@@ -185,8 +187,8 @@ class PE(wiring.Component):
         p = self.pipeline
         act, operand = self.i_act, self.i_operand
         shift = self.i_shift if self.nested else None
-        # A clear wins over a term of the same cycle; from here on valid and clear travel together.
-        valid, clear = self.i_valid & ~self.i_clear, self.i_clear
+        # valid and clear travel together; a clear with a term restarts the sum at that term
+        valid, clear = self.i_valid, self.i_clear
 
         def stage(name, value, *, reset_less=True):
             """A pipeline register named ``name`` loaded every cycle with ``value``."""
@@ -227,7 +229,7 @@ class PE(wiring.Component):
 
         acc = Signal(signed(self.acc_bits), name="acc")
         with m.If(clear):
-            m.d.sync += acc.eq(0)
+            m.d.sync += acc.eq(Mux(valid, term, 0))
         with m.Elif(valid):
             m.d.sync += acc.eq(acc + term)
         m.d.comb += self.o_acc.eq(acc)

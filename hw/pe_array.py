@@ -12,10 +12,11 @@ every weight fetch)::
     i_cmd {k, mode}  --> control FSM                  nest shift, accumulator)
                                                    --> o_result (lanes x rows accumulators)
 
-- **Command.** ``i_cmd`` carries ``k`` (inputs, 0 .. ``max_k``) and the mode. Accepting it
-  clears the accumulators. The array then consumes ``ceil(k / cols)`` activation beats; on the
-  last beat the columns at or beyond ``k`` are masked to zero, so the producers may pad a
-  partial beat with anything.
+- **Command.** ``i_cmd`` carries ``k`` (inputs, 0 .. ``max_k``) and the mode. The array then
+  consumes ``ceil(k / cols)`` activation beats; the first term restarts the accumulators (the
+  PEs' ``i_clear`` with the term); on the last beat the columns at or beyond ``k`` are masked
+  to zero, so the producers may pad a partial beat with anything. The next command is taken
+  in the cycle of the last beat, so the beats of consecutive commands follow one another.
 - **DRAFT.** Each beat takes one activation beat and one MSB-plane beat in the same cycle; the
   operand is ``m = {h, 1}`` and the term enters the accumulator shifted by 3:
   result ``draft_gemv(h, a) = 8 * sum a*m``. The LSB stream is never read.
@@ -24,8 +25,13 @@ every weight fetch)::
   unshifted term; the activation beat transfers here). The accumulator thus nests the draft
   term of every weight inside the full result: ``8*sum(a*m) + sum(a*c) = sum(a*q) =
   full_gemv(q, a)``. FULL has half the MAC rate of DRAFT and reads twice the weight bytes.
-- **Result.** After the pipeline drains, ``o_result`` offers all ``lanes x rows`` accumulators in
-  one beat and holds them until the transfer; then the array accepts the next command.
+- **Result (double-buffered).** A capture marker issued with the last term travels beside the
+  PEs' pipeline; when the term has landed it copies every accumulator into the result register,
+  which ``o_result`` offers in one beat (``lanes x rows`` accumulators) and holds until the
+  transfer, while the next command's beats already stream into the accumulators. The last
+  beat of a command waits only while an earlier marker is in flight or the result register is
+  still full, so a result is never overwritten; with the consumer always ready a command costs
+  ``max(beats, pipeline + 3)`` cycles in a run of commands (:func:`gemv_cycles`).
 - **Fan-out.** The operand selects of a row (5 per weight) and its PEs' nesting shift hang on
   that row's own copy of the phase register, and each PE registers the clear in its pipeline,
   so no control net spans the whole array (the synthesis flow inserts no buffers).
@@ -76,7 +82,8 @@ class GemvArrayBase(wiring.Component):
     """Shared generator of the bit-sliced array and the INT8 baseline (not a top by itself).
 
     Subclasses provide ``OPERAND_BITS``, ``_weight_members()``, ``_command_has_mode`` and
-    ``_weights(m, running, act_valid, mode)``.
+    ``_weights(m, running, act_valid, mode, restart, may_end)`` (``may_end``: the cycle that
+    completes a beat may fire).
     """
 
     OPERAND_BITS = OPERAND_BITS
@@ -87,9 +94,11 @@ class GemvArrayBase(wiring.Component):
         "Command: a transfer on `i_cmd` clears the accumulators and starts a GEMV of `k` inputs. "
         "The array then takes ceil(k / {cols}) activation beats on `i_act`, each together with "
         "its weight beat (`i_msb` in DRAFT; `i_msb` then `i_lsb`, two cycles, in FULL; "
-        "`i_weight` on the INT8 baseline, whose command has no `mode`), offers all lanes x rows "
-        "accumulators in one `o_result` beat and takes the next command only after that beat's "
-        "transfer. Columns at or beyond `k` on the last beat are masked to zero, so a partial "
+        "`i_weight` on the INT8 baseline, whose command has no `mode`) and offers all lanes x rows "
+        "accumulators in one `o_result` beat, held until its transfer. The next command is taken "
+        "in the cycle of the last beat and its beats stream while the result waits (double-"
+        "buffered result register); a last beat waits while the previous result is not yet taken. "
+        "Columns at or beyond `k` on the last beat are masked to zero, so a partial "
         "beat may be padded with anything; `k = 0` takes no beat and returns zeros.",
         "Ranges: the `k` field carries 0 .. 2**width - 1 (its width is that of max_k = {max_k}). "
         "A `k` above max_k is computed like any other and cannot overflow: the {acc_bits}-bit "
@@ -98,8 +107,9 @@ class GemvArrayBase(wiring.Component):
         "never makes -128; the hardware does not saturate it). No input value is refused and no "
         "flag is raised; `elmoe3d.sim.gemv.array_gemv` is the golden definition (DRAFT "
         "8*sum(a*m) with m = 2*(q >> 4) + 1; FULL and INT8 sum(a*q)).",
-        "Cycles per command without stalls: `elmoe3d.hw.pe_array.gemv_cycles` (accept, beats, "
-        "pipeline drain, result transfer).",
+        "Cycles without stalls: `elmoe3d.hw.pe_array.gemv_cycles` (a run of commands: the first "
+        "accept, max(beats, pipeline + 3) per command, the last one's drain, capture and result "
+        "transfer).",
     )
 
     def __init__(self, *, rows, cols, lanes=1, acc_bits=ACC_BITS, max_k=DEFAULT_MAX_K,
@@ -126,17 +136,36 @@ class GemvArrayBase(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cmd, act, res = self.i_cmd, self.i_act, self.o_result
+        p = self.pipeline
 
         remaining = Signal(k_shape(self.max_k), name="remaining")   # inputs still to come
         mode = Signal(Mode, name="mode")
-        running = Signal(name="running")
-        clear = Signal(name="clear")
+        running = Signal(name="running")          # a command with beats left
+        zero = Signal(name="zero_pending")        # a k = 0 command whose (zero) result is due
+        first = Signal(name="first")              # the next term is the command's first: restart
         last_beat = Signal(name="last_beat")
         m.d.comb += last_beat.eq(remaining <= self.cols)
 
+        # -- the result double buffer: one capture marker per command, issued with its last
+        # term (or, k = 0, alone), travels beside the PEs' pipeline and copies the accumulators
+        # into the result register when that term has landed; the next command's terms stream
+        # meanwhile. A marker is issued only when none is in flight and the result register is
+        # empty, so a capture never overwrites a result that was not taken.
+        cap = [Signal(name=f"cap_{i}") for i in range(p + 1)]
+        cap_zero = [Signal(name=f"cap_zero_{i}") for i in range(p + 1)]
+        res_full = Signal(name="res_full")
+        res_reg = Signal(self.result_layout, name="res_reg", reset_less=True)
+        slot_ok = Signal(name="slot_ok")
+        m.d.comb += slot_ok.eq(~Cat(*cap).any() & ~res_full)
+
+        may_end = Signal(name="may_end")          # a beat may complete (the last one only into a free slot)
+        m.d.comb += may_end.eq(~last_beat | slot_ok)
+        restart = Signal(name="restart")          # a command accepted (the phase starts at MSB)
         # operands[row]: that row's operand vector; shift[row]: its nesting shift (or None)
-        pe_valid, beat_done, operands, shift = self._weights(m, running, act.valid, mode, clear)
+        pe_valid, beat_done, operands, shift = self._weights(m, running, act.valid, mode, restart, may_end)
         m.d.comb += act.ready.eq(beat_done)
+        clear = Signal(name="clear")
+        m.d.comb += clear.eq(first & pe_valid)
 
         # Columns at or beyond k on the last beat read as zero activations: one keep bit per
         # column, shared by every lane, and one masked activation vector per lane, shared by the
@@ -157,43 +186,44 @@ class GemvArrayBase(wiring.Component):
             return PE(terms=self.cols, operand_bits=self.OPERAND_BITS, acc_bits=self.acc_bits,
                       max_k=self.max_k, pipeline=self.pipeline)
 
+        accs = Signal(self.result_layout, name="accs")
         for r in range(self.rows):
             for lane in range(self.lanes):
                 ports = {"i_act": masked[lane], "i_operand": operands[r], "i_valid": pe_valid,
-                         "i_clear": clear, "o_acc": res.payload[lane][r]}
+                         "i_clear": clear, "o_acc": accs[lane][r]}
                 if shift is not None:
                     ports["i_shift"] = shift[r]
                 leaf(m, f"pe_{r}_{lane}", build_pe, "pe", pe_key, ports)
 
-        with m.FSM(name="ctrl"):
-            with m.State("IDLE"):
-                m.d.comb += [cmd.ready.eq(1), clear.eq(cmd.valid)]
-                with m.If(cmd.valid):
-                    m.d.sync += remaining.eq(cmd.payload.k)
-                    if self._command_has_mode:
-                        m.d.sync += mode.eq(cmd.payload.mode)
-                    with m.If(cmd.payload.k == 0):
-                        m.next = "DRAIN" if self.pipeline else "DONE"   # the clear is pipelined
-                    with m.Else():
-                        m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += running.eq(1)
-                with m.If(beat_done):
-                    m.d.sync += remaining.eq(remaining - self.cols)
-                    with m.If(last_beat):
-                        m.next = "DRAIN" if self.pipeline else "DONE"
-            if self.pipeline:
-                # The last term (or the clear) is in the PEs' pipeline for `pipeline` cycles.
-                drain = Signal(range(self.pipeline), name="drain")
-                with m.State("DRAIN"):
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == self.pipeline - 1):
-                        m.d.sync += drain.eq(0)
-                        m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += res.valid.eq(1)
-                with m.If(res.ready):
-                    m.next = "IDLE"
+        # -- commands: taken when idle or in the cycle of the last beat (or of a k = 0 marker)
+        zfire = Signal(name="zero_fire")
+        m.d.comb += zfire.eq(zero & slot_ok)
+        finish = Signal(name="finish")            # this cycle issues the command's capture marker
+        m.d.comb += finish.eq((beat_done & last_beat) | zfire)
+        m.d.comb += [cmd.ready.eq((~running & ~zero) | finish), restart.eq(cmd.valid & cmd.ready)]
+        with m.If(pe_valid):
+            m.d.sync += first.eq(0)
+        with m.If(beat_done):
+            m.d.sync += remaining.eq(remaining - self.cols)
+            with m.If(last_beat):
+                m.d.sync += running.eq(0)
+        with m.If(zfire):
+            m.d.sync += zero.eq(0)
+        with m.If(restart):
+            m.d.sync += [remaining.eq(cmd.payload.k), first.eq(1), running.eq(cmd.payload.k != 0),
+                         zero.eq(cmd.payload.k == 0)]
+            if self._command_has_mode:
+                m.d.sync += mode.eq(cmd.payload.mode)
+
+        # -- capture markers and the result register
+        m.d.sync += [cap[0].eq(finish), cap_zero[0].eq(zfire)]
+        m.d.sync += [cap[i].eq(cap[i - 1]) for i in range(1, p + 1)]
+        m.d.sync += [cap_zero[i].eq(cap_zero[i - 1]) for i in range(1, p + 1)]
+        m.d.comb += [res.valid.eq(res_full), res.payload.eq(res_reg)]
+        with m.If(cap[p]):
+            m.d.sync += [res_full.eq(1), res_reg.eq(Mux(cap_zero[p], 0, accs.as_value()))]
+        with m.Elif(res.ready):
+            m.d.sync += res_full.eq(0)
         return m
 
 
@@ -235,21 +265,21 @@ class PEArray(GemvArrayBase):
         plane = plane_layout(self.rows, self.cols)
         return {"i_msb": In(stream.Signature(plane)), "i_lsb": In(stream.Signature(plane))}
 
-    def _weights(self, m, running, act_valid, mode, clear):
+    def _weights(self, m, running, act_valid, mode, restart, may_end):
         msb, lsb = self.i_msb, self.i_lsb
         phase = Signal(Plane, name="phase")
         full = mode == Mode.FULL
         msb_fire = Signal(name="msb_fire")
         lsb_fire = Signal(name="lsb_fire")
-        m.d.comb += [
-            msb_fire.eq(running & act_valid & msb.valid & (phase == Plane.MSB)),
-            lsb_fire.eq(running & act_valid & lsb.valid & (phase == Plane.LSB)),
+        m.d.comb += [   # the cycle that completes a beat (DRAFT: MSB, FULL: LSB) waits for may_end
+            msb_fire.eq(running & act_valid & msb.valid & (phase == Plane.MSB) & (full | may_end)),
+            lsb_fire.eq(running & act_valid & lsb.valid & (phase == Plane.LSB) & may_end),
             msb.ready.eq(msb_fire),
             lsb.ready.eq(lsb_fire),
         ]
         with m.If(msb_fire & full):
             m.d.sync += phase.eq(Plane.LSB)
-        with m.If(lsb_fire | clear):
+        with m.If(lsb_fire | restart):
             m.d.sync += phase.eq(Plane.MSB)
 
         operands, shifts = [], []
@@ -260,7 +290,7 @@ class PEArray(GemvArrayBase):
             phase_r = Signal(Plane, name=f"phase_{r}")
             with m.If(msb_fire & full):
                 m.d.sync += phase_r.eq(Plane.LSB)
-            with m.If(lsb_fire | clear):
+            with m.If(lsb_fire | restart):
                 m.d.sync += phase_r.eq(Plane.MSB)
             operand = Signal(data.ArrayLayout(OPERAND, self.cols), name=f"operand_{r}")
             shift = Signal(name=f"shift_{r}")

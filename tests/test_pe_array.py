@@ -116,18 +116,21 @@ def test_layouts_round_trip():
     assert list(data.Const(result_layout(2, 1, 32), res)[0]) == [-(2**31), 2**31 - 1]
 
 
+# beats + (tiles - 1) * max(beats, pipeline + 3) + pipeline + 3 (accept, capture, transfer)
 @pytest.mark.parametrize("k, cols, mode, pipeline, n, rows, cycles", [
-    (0, 4, "draft", 1, None, None, 3),
-    (0, 4, "full", 0, None, None, 2),
-    (1, 4, "draft", 1, None, None, 4),
-    (16, 4, "draft", 1, None, None, 7),
-    (16, 4, "full", 1, None, None, 11),
-    (17, 4, "full", 0, None, None, 12),
-    (4096, 16, "full", 1, 64, 16, 4 * (1 + 512 + 1 + 1)),
-    (4096, 16, "int8", 1, None, None, 259),
-    (4096, 16, "draft", 3, None, None, 261),
-    (4096, 16, "full", 2, 64, 16, 4 * (1 + 512 + 2 + 1)),
-    (0, 4, "full", 3, None, None, 5),
+    (0, 4, "draft", 1, None, None, 1 + 1 + 3),          # k = 0 counts one beat (its marker)
+    (0, 4, "full", 0, None, None, 1 + 0 + 3),
+    (1, 4, "draft", 1, None, None, 1 + 1 + 3),
+    (16, 4, "draft", 1, None, None, 4 + 1 + 3),
+    (16, 4, "full", 1, None, None, 8 + 1 + 3),
+    (17, 4, "full", 0, None, None, 10 + 0 + 3),
+    (4096, 16, "full", 1, 64, 16, 4 * 512 + 1 + 3),     # long tiles: beats back to back
+    (4096, 16, "int8", 1, None, None, 256 + 1 + 3),
+    (4096, 16, "draft", 3, None, None, 256 + 3 + 3),
+    (4096, 16, "full", 2, 64, 16, 4 * 512 + 2 + 3),
+    (0, 4, "full", 3, None, None, 1 + 3 + 3),
+    (4, 4, "draft", 3, 12, 4, 1 + 2 * (3 + 3) + 3 + 3),  # short tiles: one per pipeline + 3 cycles
+    (8, 4, "draft", 3, 0, 4, 0),                         # no outputs, no command
 ])
 def test_cycle_model(k, cols, mode, pipeline, n, rows, cycles):
     assert gemv_cycles(k=k, cols=cols, mode=mode, pipeline=pipeline, n=n, rows=rows) == cycles
@@ -143,7 +146,7 @@ def test_cycle_model_refuses_unknown_mode():
 def test_default_depth_follows_the_generator():
     """The model's default depth is the generator's: one source for both."""
     a = PEArray(rows=2, cols=2)
-    assert gemv_cycles(k=8, cols=2, mode="draft") == a.cycles(8, "draft") == 1 + 4 + 3 + 1
+    assert gemv_cycles(k=8, cols=2, mode="draft") == a.cycles(8, "draft") == 4 + 3 + 3
 
 
 def test_registry_entry():

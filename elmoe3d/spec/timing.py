@@ -7,10 +7,15 @@ interface pages quote them, and ``perf`` builds its PE-array time from :func:`ge
 
 PE array (``hw/pe_array.py``)
 -----------------------------
-One GEMV command is ``1`` (accept, clear) ``+ phases * ceil(k / cols)`` (beats; 2 phases in
-FULL, 1 in DRAFT and on the INT8 baseline) ``+ pipeline`` (drain: the PEs' register stages)
-``+ 1`` (result transfer) cycles, from one command transfer to the next; a GEMV of ``n`` outputs
-is ``ceil(n / rows)`` such row tiles. Batch lanes cost nothing extra.
+A GEMV of ``n`` outputs is ``ceil(n / rows)`` row-tile commands, each of ``beats = phases *
+ceil(k / cols)`` beats (2 phases in FULL, 1 in DRAFT and on the INT8 baseline; a ``k = 0``
+command counts one). The result register is double-buffered: the next command is taken in the
+cycle of the last beat and its beats stream while the last result drains, so a run of ``T``
+commands costs ``1`` (accept) ``+ beats + (T - 1) * max(beats, pipeline + 3) + pipeline`` (drain)
+``+ 2`` (capture, result transfer) cycles, from the first command transfer to the last result
+transfer, with a consumer that is always ready. ``pipeline + 3`` is the shortest period: a
+command's last beat waits until the previous result has been captured and taken. Batch lanes
+cost nothing extra.
 
 Vector router (``hw/vector_router.py``)
 ---------------------------------------
@@ -36,13 +41,20 @@ core's micro-architecture (``hw/executor/``), so the core bench can hold the RTL
   queue, output register);
 - every command the executor runs costs a fixed handshake and state overhead (``*_FIXED``,
   measured on the RTL and named per command);
-- a GEMV streams its weights once per lane group of ``lanes`` tokens, the groups pipelined: the
-  first stream's latency is paid once, then each group costs the slower of the PE array
-  (:func:`gemv_cycles` of its row tiles) and the weight stream (the lines it reads; two planes of
-  the same tier share that tier's one line per cycle);
+- a GEMV streams its weights once per lane group of ``lanes`` tokens, the groups pipelined and
+  their row tiles back to back on the array: the first stream's latency is paid once, then the
+  slower of the PE array (:func:`gemv_cycles` of all the groups' row tiles) and the weight
+  streams (the lines every group reads; two planes of the same tier share that tier's one line
+  per cycle);
 - ``ROUTE``: the router planes' GEMV as above (both planes off-chip), then the router block
   token by token (``router_cycles`` plus one cycle per word of logits read);
 - the SiLU table has one write port: ``LOADP`` writes its 256 entries one per cycle;
+- multipliers are loaded ahead (``hw/executor/loads.py``): after ``ROUTE`` the first expert of its
+  mask and after each ``LOADM`` the next one are read on the loads unit's port while the
+  commands go on (:meth:`CoreTiming.mult_load` from that point); ``LOADM`` waits only for what
+  is left of that load, or loads its own when it was not the one loaded ahead; the load's lines
+  share the off-chip bus with the next GEMV that streams off-chip (the ISS adds them to its
+  off-chip stream);
 - the vector steps take one word of ``width`` elements per cycle plus their pipeline depth;
 - the first body command of an expert (a new loop iteration) first builds the expert's token
   list, one token of the group per cycle.
@@ -57,7 +69,8 @@ MODES = ("draft", "full", "int8")
 MAX_PIPELINE = 3
 DEFAULT_PIPELINE = 3     # the timing-closed default (1 before issue 11)
 PIPELINE_CHOICES = tuple(range(MAX_PIPELINE + 1))
-ARRAY_TILE_OVERHEAD = 2  # accept + result transfer per row tile
+ARRAY_OVERHEAD = 3       # accept, result capture, result transfer: once per run of row tiles
+                         # (+ pipeline: also the shortest period of one tile in a run)
 
 
 def check_pipeline(pipeline):
@@ -73,14 +86,18 @@ def phases(mode):
 
 
 def gemv_cycles(*, k, cols, mode, pipeline=DEFAULT_PIPELINE, n=None, rows=None):
-    """Clock cycles of a GEMV with no stalls (what the benches measure): one row tile of ``k``
-    inputs, or with ``n`` and ``rows`` the whole GEMV of ``ceil(n / rows)`` row tiles."""
+    """Clock cycles of a GEMV with no stalls (what the benches measure), from the first command
+    transfer to the last result transfer: one row tile of ``k`` inputs, or with ``n`` and
+    ``rows`` the whole GEMV of ``ceil(n / rows)`` row tiles issued back to back."""
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     check_pipeline(pipeline)
-    per_tile = phases(mode) * _ceil(k, cols) + pipeline + ARRAY_TILE_OVERHEAD
     tiles = 1 if n is None else _ceil(n, rows)
-    return tiles * per_tile
+    if tiles == 0:
+        return 0
+    beats = max(1, phases(mode) * _ceil(k, cols))
+    period = max(beats, pipeline + ARRAY_OVERHEAD)
+    return beats + (tiles - 1) * period + pipeline + ARRAY_OVERHEAD
 
 
 # -- vector router ----------------------------------------------------------------------------
@@ -108,7 +125,8 @@ def read_cycles(latency, lines):
 # -- the core, per command --------------------------------------------------------------------
 LOADX_FIXED = 10
 LOADP_FIXED = 10
-LOADM_FIXED = 8
+LOADM_FIXED = 8          # LOADM itself: check, tag compare, take the load
+MULT_LOAD_FIXED = 2      # a multiplier load (hw/executor/loads.py): job to request, last line to done
 STOREY_FIXED = 11
 FETCH_FIXED = 9          # + 1 for a LOOKUP (the cache's response is one stage later than a probe's)
 SWIGLU_FIXED = 15        # read, two requantizers, SwiGLU pipeline, write
@@ -145,8 +163,17 @@ class CoreTiming:
         return (LOADP_FIXED + self.read("offchip", SCALARS.size) +
                 read_cycles(self.config.offchip.latency, SILU_ENTRIES))
 
-    def loadm(self, d, f):
-        return LOADM_FIXED + self.read("offchip", MULTIPLIER.size * (2 * f + d))
+    def mult_load(self, d, f):
+        """The loads unit's multiplier load of one expert (``hw/executor/loads.py``), from its job
+        to its last line written: one off-chip read on its own port."""
+        return MULT_LOAD_FIXED + self.read("offchip", MULTIPLIER.size * (2 * f + d))
+
+    def loadm(self, d, f, ahead=None):
+        """``LOADM`` when the load it needs was started ahead and still needs ``ahead`` cycles
+        (0: complete), or (``ahead=None``) when it starts its own load."""
+        if ahead is None:
+            return LOADM_FIXED + self.mult_load(d, f)
+        return LOADM_FIXED + max(0, ahead)
 
     def storey(self, tokens, d):
         return STOREY_FIXED + self.lines("offchip", OUT_ELEMENT_BYTES * tokens * d)
@@ -166,14 +193,18 @@ class CoreTiming:
 
     def gemv(self, n_tokens, n, k, full, streams):
         """A GEMV of ``n`` outputs over ``k`` inputs for ``n_tokens`` tokens; ``streams`` maps a
-        tier to the bytes one lane group reads from it."""
+        tier to the bytes one lane group reads from it. The lane groups' row tiles run back to
+        back on the array (double-buffered results), so the GEMV costs the slower of the array
+        (:func:`gemv_cycles` of every group's tiles) and the weight streams (the lines of every
+        group, then the last tile's drain, capture and transfer)."""
         a = self.config.array
         groups = _ceil(n_tokens, a.lanes)
+        tiles = groups * _ceil(n, a.rows)
         compute = gemv_cycles(k=k, cols=a.cols, mode="full" if full else "draft", pipeline=a.pipeline,
-                              n=n, rows=a.rows)
-        memory = max(self.lines(t, b) for t, b in streams.items())
+                              n=tiles * a.rows, rows=a.rows)
+        memory = groups * max(self.lines(t, b) for t, b in streams.items()) + a.pipeline + ARRAY_OVERHEAD
         latency = max(self.read(t, 0) for t in streams)
-        return GEMV_FIXED + latency + groups * max(compute, memory)
+        return GEMV_FIXED + latency + max(compute, memory)
 
     def route(self, tokens, n_experts, d, counts, cached, plane_bytes):
         """Router GEMV (both planes off-chip) and the router block per token (``counts``: experts

@@ -6,7 +6,8 @@ Configuration (``bench_config()``): the generator ``params`` (``terms``, ``acc_b
 
 A case is a dot product of ``k`` weights with ``k`` activations (padded with zero activations to
 whole beats of ``terms``). DRAFT drives one MSB cycle per beat (operand ``m``, ``i_shift`` high);
-FULL drives an MSB cycle then an LSB cycle (operand ``c``) per beat. Operands come from the
+FULL drives an MSB cycle then an LSB cycle (operand ``c``) per beat. The clear comes alone before
+the first term or, at random, with it (the sum restarts at that term). Operands come from the
 golden model (``sim/slices.augment`` / ``correction``) and are packed through ``hw/layouts``;
 the accumulator is compared with ``draft_gemv`` / ``full_gemv``.
 """
@@ -71,11 +72,14 @@ class TB:
         ap = np.concatenate([a, np.zeros(pad, np.int8)]).astype(int).tolist()
         m = augment(msb_slice(qp)).tolist()
         c = correction(lsb_slice(qp)).tolist()
-        await self.drive(ap[:self.terms], m[:self.terms], valid=0, shift=0, clear=1)
+        # the clear alone, or with the first term (the sum restarts at that term), at random
+        merged = self.rng.random() < 0.5
+        if not merged:
+            await self.drive(ap[:self.terms], m[:self.terms], valid=0, shift=0, clear=1)
         for b in range(nbeats):
             sl = slice(b * self.terms, (b + 1) * self.terms)
             await self.idle()
-            await self.drive(ap[sl], m[sl], valid=1, shift=1)
+            await self.drive(ap[sl], m[sl], valid=1, shift=1, clear=int(merged and b == 0))
             if mode == "full":
                 await self.idle()
                 await self.drive(ap[sl], c[sl], valid=1, shift=0)

@@ -8,7 +8,8 @@ Every result is compared bit-exactly with the golden model (``sim/gemv.py``): ``
 DRAFT mode, ``full_gemv`` in FULL mode, ``int8_gemv`` on the baseline. Beats are packed and
 unpacked through the layouts of ``hw/layouts.py``. A mismatch prints the command, weights and
 activations that produced it. ``test_cycles`` runs without stalls and checks the measured
-cycles per command against :func:`elmoe3d.hw.pe_array.gemv_cycles`; it writes them to
+cycles of a GEMV (one and three row tiles back to back) against
+:func:`elmoe3d.hw.pe_array.gemv_cycles`; it writes them to
 ``cycles.json`` in the build folder for ``elmoe3d bench-pe``.
 """
 
@@ -227,29 +228,30 @@ async def test_random(dut):
 
 @cocotb.test()
 async def test_cycles(dut):
-    """No stalls: cycles from one command transfer to the next equal the analytical model."""
+    """No stalls: the cycles of a GEMV (one row tile, and three tiles back to back), from the first
+    command transfer to the last result transfer, equal the analytical model."""
     cfg = bench_config()
     tb = TB(dut, cfg, idle=0.0, stall=0.0, seed=cfg["seeds"][0])
     await tb.start()
-    ks = cfg.get("cycle_ks") or [tb.cols * 4, tb.cols * 4 + 1]
+    ks = cfg.get("cycle_ks") or [tb.cols * 4, tb.cols * 4 + 1, tb.cols]
     ks = [k for k in ks if k <= tb.max_k]
-    cases = []
+    rows, mismatches = [], []
     for mode in tb.modes():
         for k in ks:
-            cases.append(Case(np.ones((tb.rows, k), np.int8), np.ones((tb.lanes, k), np.int8), mode))
-    cases.append(cases[-1])             # a command after the last measured one closes its period
-    await tb.run(cases)
-    starts = tb.cmd.transfer_cycles
-    rows, mismatches = [], []
-    for i, case in enumerate(cases[:-1]):
-        measured = starts[i + 1] - starts[i]
-        model = gemv_cycles(k=case.k, cols=tb.cols, mode=case.mode, pipeline=tb.pipeline)
-        rows.append({"mode": case.mode, "k": case.k, "measured": measured, "model": model})
-        if measured != model:
-            mismatches.append(rows[-1])
+            for tiles in (1, 3):
+                case = Case(np.ones((tb.rows, k), np.int8), np.ones((tb.lanes, k), np.int8), mode)
+                first = len(tb.cmd.transfer_cycles)
+                await tb.run([case] * tiles)
+                measured = tb.res.transfer_cycles[-1] - tb.cmd.transfer_cycles[first] + 1
+                model = gemv_cycles(k=k, cols=tb.cols, mode=mode, pipeline=tb.pipeline, n=tiles * tb.rows,
+                                    rows=tb.rows)
+                rows.append({"mode": mode, "k": k, "tiles": tiles, "measured": measured, "model": model})
+                if measured != model:
+                    mismatches.append(rows[-1])
+                await ClockCycles(dut.clk, 2)
     out = Path(cfg.get("cycles_json", "cycles.json"))
     out.write_text(json.dumps({"params": cfg["params"], "kind": cfg["kind"], "rows": rows}, indent=2))
     for r in rows:
-        dut._log.info("cycles per command: mode %-5s k %5d measured %6d model %6d",
-                      r["mode"], r["k"], r["measured"], r["model"])
+        dut._log.info("cycles of a GEMV: mode %-5s k %5d tiles %d measured %6d model %6d",
+                      r["mode"], r["k"], r["tiles"], r["measured"], r["model"])
     assert not mismatches, f"cycle count differs from the model: {mismatches}"
