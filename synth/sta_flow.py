@@ -57,16 +57,18 @@ def input_ports(netlist):
 
 
 def sta_script(netlist, liberty, top, clock_ns, activity, clock_port="clk", has_clock_port=True,
-               static_ports=()):
+               static_ports=(), extra_liberty=()):
     """The OpenSTA Tcl script; markers ``@@name`` separate the sections of its output.
 
     ``static_ports`` (such as the reset) keep activity 0 in the power analysis.
+    ``extra_liberty``: more Liberty files read after ``liberty`` (SRAM macros).
     """
     clock_src = f" [get_ports {clock_port}]" if has_clock_port else ""
     inputs = (f"[delete_from_list [all_inputs] [get_ports {clock_port}]]" if has_clock_port
               else "[all_inputs]")
     return "\n".join([
         f"read_liberty {_tcl_path(liberty)}",
+        *(f"read_liberty {_tcl_path(x)}" for x in extra_liberty),
         "set_cmd_units -time ns",
         f"read_verilog {_tcl_path(netlist)}",
         f"link_design {top}",
@@ -128,7 +130,7 @@ def _number(text):
 
 
 def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock_port="clk",
-            static_ports=("rst",), idle_ports=(), log=None):
+            static_ports=("rst",), idle_ports=(), extra_liberty=(), log=None):
     """Timing and power of a gate-level netlist; returns a dict of figures.
 
     ``static_ports`` present in the design (by default the synchronous reset, held inactive while
@@ -161,7 +163,8 @@ def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock
             raise UserError(f"--idle {pattern}: no input port of {top} matches; its inputs: {', '.join(inputs)}")
         static += [p for p in matched if p not in static]
     script = out_dir / "sta.tcl"
-    script.write_text(sta_script(netlist, liberty, top, clock_ns, activity, clock_port, has_clock, static))
+    script.write_text(sta_script(netlist, liberty, top, clock_ns, activity, clock_port, has_clock, static,
+                                 [Path(x).resolve() for x in extra_liberty]))
     if log:
         log(f"running OpenSTA at {clock_ns:g} ns, input activity {activity:g} ...")
     start = time.monotonic()
