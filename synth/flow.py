@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from . import macros as sram_macros
 from . import sta_flow, yosys_flow
 
 NO_LIBERTY = ("Timing and power need a Liberty file: pass --liberty FILE "
@@ -111,7 +112,7 @@ def resolve_liberty(liberty):
 
 
 def synthesize(top_name, params, out_dir, liberty=None, clock_ns=5.0, activity=0.2, *,
-               flatten=False, idle_ports=(), log=_stderr_log):
+               flatten=False, idle_ports=(), macros=True, log=_stderr_log):
     """Synthesize a registered top with ``params`` (a dict; missing ones take defaults)."""
     from ..hw.tops import get_top
     _check_settings(clock_ns, activity)
@@ -124,11 +125,12 @@ def synthesize(top_name, params, out_dir, liberty=None, clock_ns=5.0, activity=0
     macs = top.macs_per_cycle(**params) if top.macs_per_cycle else None
     return synthesize_component(component, top_name, out_dir, params=params, macs_per_cycle=macs,
                                 liberty=lib, clock_ns=clock_ns, activity=activity, flatten=flatten,
-                                idle_ports=idle_ports, log=log)
+                                idle_ports=idle_ports, macros=macros, log=log)
 
 
 def synthesize_component(component, name, out_dir, *, params=None, macs_per_cycle=None, liberty=None,
-                         clock_ns=5.0, activity=0.2, flatten=False, idle_ports=(), log=_stderr_log):
+                         clock_ns=5.0, activity=0.2, flatten=False, idle_ports=(), macros=True,
+                         log=_stderr_log):
     """Synthesize an Amaranth component as Verilog module ``name``.
 
     ``macs_per_cycle`` (``{mode: MACs per cycle}``) adds energy per MAC to the report.
@@ -148,7 +150,7 @@ def synthesize_component(component, name, out_dir, *, params=None, macs_per_cycl
     seconds = time.monotonic() - start
     report = synthesize_verilog([v_path], name, out_dir, params=params, macs_per_cycle=macs_per_cycle,
                                 liberty=lib, clock_ns=clock_ns, activity=activity, flatten=flatten,
-                                idle_ports=idle_ports, log=log)
+                                idle_ports=idle_ports, macros=macros, log=log)
     report["runtime_s"]["verilog"] = round(seconds, 2)
     _write_reports(report, out_dir)
     return report
@@ -156,11 +158,13 @@ def synthesize_component(component, name, out_dir, *, params=None, macs_per_cycl
 
 def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cycle=None, liberty=None,
                        clock_ns=5.0, activity=0.2, flatten=False, dont_use=None, idle_ports=(),
-                       log=_stderr_log):
+                       macros=True, log=_stderr_log):
     """Synthesize Verilog files (a path or a list) with top module ``top``; see the module doc.
 
     ``idle_ports``: name patterns of input ports held still (activity 0) in the power analysis,
     for example ``["i_lsb__*"]`` for a mode that never uses the LSB planes.
+    ``macros``: map the memories onto the library's SRAM macros (:mod:`.macros`) when it has a
+    set and its files are present; ``False`` keeps them as flip-flops. The report says which.
     """
     _check_settings(clock_ns, activity)
     lib = resolve_liberty(liberty)
@@ -168,11 +172,14 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
     if isinstance(verilog_files, (str, Path)):
         verilog_files = [verilog_files]
     runtime = {}
+    notes = []
+    macro_files, memories = _macro_files(lib, macros, out_dir)
+    if memories:
+        notes.append(memories)
     start = time.monotonic()
     area = yosys_flow.synthesize_verilog(verilog_files, top, out_dir, liberty=lib, clock_ns=clock_ns,
-                                         dont_use=dont_use, flatten=flatten, log=log)
+                                         dont_use=dont_use, flatten=flatten, macros=macro_files, log=log)
     runtime["yosys"] = round(time.monotonic() - start, 2)
-    notes = []
     timing = power = energy = None
     if lib is None:
         notes.append(NO_LIBERTY)
@@ -185,7 +192,8 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
                          + "; timing and power ignore them.")
         start = time.monotonic()
         sta = sta_flow.run_sta(area["netlist"], lib, top, out_dir, clock_ns=clock_ns,
-                               activity=activity, idle_ports=idle_ports, log=log)
+                               activity=activity, idle_ports=idle_ports,
+                               extra_liberty=area.get("macro_liberty", ()), log=log)
         runtime["sta"] = round(time.monotonic() - start, 2)
         timing = {k: sta[k] for k in ("clock_ns", "clock_port", "worst_slack_ns", "wns_ns", "tns_ns", "met",
                                       "fmax_mhz", "timing_report")}
@@ -223,6 +231,32 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
     return report
 
 
+def _macro_files(lib, macros, out_dir):
+    """``(MacroFiles or None, a sentence for the report's notes)``: the library's SRAM macros
+    prepared in ``out_dir``, or why the memories stay flip-flops."""
+    if lib is None:
+        return None, None
+    key = sram_macros.macro_set_for(yosys_flow.library_name(lib))
+    if not macros:
+        return None, ("Memories as flip-flops (--no-macros)"
+                      + (f"; this library has the {key} SRAM macro set." if key else "."))
+    if key is None:
+        return None, "Memories as flip-flops: this library has no SRAM macro set (Nangate 45 and sky130 hd do)."
+    if not sram_macros.available(key):
+        return None, (f"Memories as flip-flops: the {key} SRAM macros are missing from "
+                      f"{sram_macros.SRAM_DIR}.")
+    files = sram_macros.prepare(key, out_dir)
+    names = ", ".join(m.name for m in files.macros)
+    note = (f"Memories on SRAM macros ({key}: {names}): memory_libmap tiles each memory from the macro "
+            "shapes (least macro area, leftover rounded up to whole macros); a memory's contents at reset are "
+            "taken as unused (macros power up undefined). Macro figures are those of their Liberty files"
+            + (" (fakeram45: CACTI estimates, not silicon)" if key == "nangate45" else "") + ".")
+    if any(m.ports == "1rw" for m in files.macros):
+        fmax = sram_macros.double_pump_fmax_mhz(key)
+        note += " Rule: " + sram_macros.DUAL_PORT_RULE + (f" ({fmax:.0f} MHz here)." if fmax else ".")
+    return files, note
+
+
 def energy_per_mac(power_mw, clock_ns, macs_per_cycle):
     """``{"per_cycle_pj", "macs_per_cycle", "per_mac_pj": {mode: pJ}}``.
 
@@ -250,11 +284,12 @@ def module_groups(area):
     for name, mod in area["modules"].items():
         key = re.sub(r"\d+", "*", name)
         g = groups.setdefault(key, {"module": key, "instances": 0, "own_area": 0.0, "area": 0.0,
-                                    "sequential_area": 0.0, "cells": 0})
+                                    "sequential_area": 0.0, "macro_area": 0.0, "cells": 0})
         k = mod["instances"]
         g["instances"] += k
         g["own_area"] += mod["own_area"] * k
         g["area"] += mod["area"] * k
+        g["macro_area"] += mod.get("macro_area", 0.0) * k
         g["sequential_area"] += mod["sequential_area"] * k
         g["cells"] += mod["cells"] * k
     total = area["total"]["area"] or 1.0
@@ -311,7 +346,16 @@ def format_markdown(report):
                    "gates weighted by Nangate 45 nm X1 cell areas over NAND2_X1).")
     out += ["", "| figure | value |", "| --- | --- |"]
     tot = area["total"]
-    out.append(f"| area | {_fmt(tot['area'])} {unit} |")
+    macros = area.get("macros")
+    if macros:
+        out.append(f"| area (logic + macros) | {_fmt(tot['area'])} {unit} |")
+        out.append(f"| logic area | {_fmt(tot['logic_area'])} {unit} |")
+        out.append(f"| macro area | {_fmt(tot['macro_area'])} {unit} ("
+                   + ", ".join(f"{n} x `{c}`" for c, n in sorted(tot["macros"].items())) + ") |")
+    else:
+        out.append(f"| area | {_fmt(tot['area'])} {unit} |")
+    if tech:
+        out.append(f"| memories | {'SRAM macros (' + macros['set'] + ')' if macros else 'flip-flops'} |")
     out.append(f"| sequential area | {_fmt(tot['sequential_area'])} {unit} "
                f"({100 * tot['sequential_share']:.1f} %) |")
     out.append(f"| cells | {tot['cells']} |")
@@ -333,6 +377,9 @@ def format_markdown(report):
                    f"{power['sequential']:.3g}) |")
     if energy:
         out.append(f"| energy per cycle | {energy['per_cycle_pj']:.4g} pJ |")
+    if report.get("runtime_s"):
+        out.append("| wall time per step | " + ", ".join(f"{k} {v:.1f} s" for k, v in report["runtime_s"].items())
+                   + " |")
     if energy and energy["per_mac_pj"]:
         out += ["", "## Energy per MAC", "", "| mode | MACs per cycle | pJ per MAC |", "| --- | ---: | ---: |"]
         for mode, pj in energy["per_mac_pj"].items():
@@ -342,14 +389,18 @@ def format_markdown(report):
     out += ["", "## Area by module", "",
             f"Modules whose names differ only in numbers are summed in one row. Own: cells of the "
             f"module itself; total: with its submodules ({unit}).", "",
-            "| module | instances | own | total | of design | sequential |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+            "| module | instances | own | total | of design | sequential |" + (" of which macros |" if macros else ""),
+            "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if macros else "")]
     groups = area["groups"]
     for g in groups[:MAX_TABLE_ROWS]:
         out.append(f"| `{g['module']}` | {g['instances']} | {_fmt(g['own_area'])} | {_fmt(g['area'])} | "
-                   f"{100 * g['share_of_design']:.1f} % | {100 * g['sequential_share']:.1f} % |")
+                   f"{100 * g['share_of_design']:.1f} % | {100 * g['sequential_share']:.1f} % |"
+                   + (f" {_fmt(g.get('macro_area', 0.0))} |" if macros else ""))
     if len(groups) > MAX_TABLE_ROWS:
-        out.append(f"| ... {len(groups) - MAX_TABLE_ROWS} more in report.json | | | | | |")
+        out.append(f"| ... {len(groups) - MAX_TABLE_ROWS} more in report.json | | | | | |" + (" |" if macros else ""))
+    if macros:
+        out += ["", "Macros: " + "; ".join(f"`{n}` {d['words']} x {d['bits']} {d['ports']}, {_fmt(d['area_um2'])} um^2"
+                                           for n, d in macros["macros"].items()) + "."]
     cells = area.get("cells_by_type", {})
     if cells:
         shown = list(cells.items())[:12]

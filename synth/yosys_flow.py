@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from .macros import LOGIC_COST_PER_BIT
 
 # Cells a real sky130 flow keeps out of synthesis (../shared/pdk/README.md).
 SKY130_DONT_USE = ("*lpflow*", "*probe*", "*clkbuf*", "*clkdly*", "*dlygate*", "*dlymetal*",
@@ -124,7 +125,7 @@ def library_name(liberty):
 
 
 def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=None, flatten=False,
-                 constr=None):
+                 constr=None, macros=None):
     """The Yosys script text (file names are written into it as given).
 
     Give file names relative to the folder Yosys runs in: the WebAssembly sandbox maps ``/tmp``
@@ -135,19 +136,33 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
     area only for the top); otherwise hierarchy is kept for the per-module area and the mapped
     netlist is flattened only for OpenSTA. ``constr`` names ABC's constraint file (driving cell
     and output load): ABC then buffers and sizes (:data:`ABC_LIBERTY_SCRIPT`).
+
+    ``macros`` (with a Liberty file): ``{"memlib": ..., "techmap": ..., "liberty": [...]}`` (names
+    as for the other files, see :mod:`.macros`): the macros' Liberty files are read as black boxes
+    (``read_liberty -lib``; their Verilog models have specify blocks Yosys does not parse), ``memory_libmap`` maps the memories onto them between ``synth``'s coarse
+    and fine steps, ``techmap`` swaps in the macro instances, and ``stat`` reads their Liberty
+    files beside the library.
     """
-    lines = [f"read_verilog {_q(v)}" for v in verilog_files]
-    lines += [f"hierarchy -check -top {_q(top)}",
-              # -noabc: ABC runs once below, with ABC_SCRIPT
-              # -extra-map kogge-stone: adders as Kogge-Stone prefix trees (ABC keeps their depth; Yosys'
-              # default Brent-Kung came out as 3 ns carry chains on 64-bit sums in Nangate 45)
-              f"synth -top {_q(top)} -noabc -extra-map +/choices/kogge-stone.v" + (" -flatten" if flatten else ""),
-              "delete t:$scopeinfo"]            # Amaranth's scope markers: no area, no function
+    lines = [f"read_liberty -lib {_q(v)}" for v in (macros or {}).get("liberty", ())]
+    lines += [f"read_verilog {_q(v)}" for v in verilog_files]
+    # -extra-map kogge-stone: adders as Kogge-Stone prefix trees (ABC keeps their depth; Yosys'
+    # default Brent-Kung came out as 3 ns carry chains on 64-bit sums in Nangate 45)
+    synth = f"synth -top {_q(top)} -noabc -extra-map +/choices/kogge-stone.v" + (" -flatten" if flatten else "")   # -noabc: ABC runs once below
+    lines.append(f"hierarchy -check -top {_q(top)}")
+    if macros and liberty is not None:
+        lines += [f"{synth} -run :fine",
+                  f"memory_libmap -lib {_q(macros['memlib'])} -logic-cost-ram {LOGIC_COST_PER_BIT}",
+                  f"techmap -map {_q(macros['techmap'])}",
+                  f"{synth} -run fine:"]
+    else:
+        lines.append(synth)
+    lines.append("delete t:$scopeinfo")                  # Amaranth's scope markers: no area, no function
     if liberty is None:
         lines += [f'abc -script "{ABC_SCRIPT}"', "opt -fast", "opt_clean",
                   "tee -o stat.txt stat", "tee -q -o stat.json stat -json"]
         return "\n".join(lines) + "\n"
     lib = _q(liberty)
+    stat_libs = lib + "".join(f" -liberty {_q(m)}" for m in (macros or {}).get("liberty", ()))
     if dont_use is None:
         dont_use = SKY130_DONT_USE if is_sky130(liberty) else ()
     du = "".join(f" -dont_use {_q(p)}" for p in dont_use)
@@ -157,8 +172,8 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
               + (f' -constr {_q(constr)} -script "{ABC_LIBERTY_SCRIPT}"' if constr else f' -script "{ABC_SCRIPT}"')
               + du,
               "opt_clean",
-              f"tee -o stat.txt stat -liberty {lib}",
-              f"tee -q -o stat.json stat -json -liberty {lib}",
+              f"tee -o stat.txt stat -liberty {stat_libs}",
+              f"tee -q -o stat.json stat -json -liberty {stat_libs}",
               # the mapped design with its hierarchy, for per-block power (synth/power.py)
               "write_verilog -noattr -noexpr -simple-lhs netlist_hier.v",
               "flatten",
@@ -237,7 +252,7 @@ def run_yosys(script_text, out_dir, log=None):
     return log_path
 
 
-def parse_stat_json(path, liberty=True):
+def parse_stat_json(path, liberty=True, macro_areas=None):
     """Per-module figures from ``stat -json``.
 
     Returns ``{"top", "modules": {name: {...}}, "total": {...}}`` where each module has
@@ -245,7 +260,12 @@ def parse_stat_json(path, liberty=True):
     / ``own_sequential_area`` (its own cells only) and ``area`` / ``sequential_area`` (with its
     submodules). With ``liberty=False`` the areas are NAND2 equivalents computed with
     :func:`nand2_weight`, and ``unweighted_cells`` lists cell types without a weight.
+
+    ``macro_areas`` (``{macro cell: um^2}``): SRAM macro cells, whose area is counted apart as
+    ``own_macro_area`` / ``macro_area`` and ``macros`` (``{cell: instances}`` with submodules);
+    ``logic_area`` is ``area - macro_area`` (the standard cells).
     """
+    macro_areas = macro_areas or {}
     data = json.loads(Path(path).read_text())
     raw = {name.lstrip("\\"): mod for name, mod in data["modules"].items()}
     children = {name: {c.lstrip("\\"): n for c, n in mod.get("num_cells_by_type", {}).items()
@@ -255,9 +275,10 @@ def parse_stat_json(path, liberty=True):
     unweighted = {}
     for name, mod in raw.items():
         cells = {c: n for c, n in mod.get("num_cells_by_type", {}).items() if c.lstrip("\\") not in raw}
-        if liberty:
-            own[name] = {"cells": sum(cells.values()), "cell_types": cells}
-        else:
+        own[name] = {"cells": sum(cells.values()), "cell_types": cells}
+        own[name]["own_macro_area"] = sum(n * macro_areas[c.lstrip("\\")] for c, n in cells.items()
+                                          if c.lstrip("\\") in macro_areas)
+        if not liberty:
             area = seq = 0.0
             for cell, n in cells.items():
                 weight, sequential = nand2_weight(cell)
@@ -266,8 +287,7 @@ def parse_stat_json(path, liberty=True):
                     continue
                 area += weight * n
                 seq += sequential * n
-            own[name] = {"cells": sum(cells.values()), "cell_types": cells,
-                         "own_area": area, "own_sequential_area": seq}
+            own[name].update({"own_area": area, "own_sequential_area": seq})
 
     # Yosys 0.70 gives a module's "area" including its submodules; older versions gave only its
     # own cells. Tell them apart by the sums and derive both.
@@ -313,12 +333,29 @@ def parse_stat_json(path, liberty=True):
                          "own_sequential_area": own[name]["own_sequential_area"],
                          "area": total(name, "own_area"),
                          "sequential_area": total(name, "own_sequential_area"),
+                         "own_macro_area": own[name]["own_macro_area"],
+                         "macro_area": total(name, "own_macro_area"),
+                         "logic_area": total(name, "own_area") - total(name, "own_macro_area"),
                          "submodules": dict(children[name]),
                          "cell_types": own[name]["cell_types"]}
     cells_total = sum(m["cells"] * m["instances"] for m in modules.values())
+    macro_counts = {}
+
+    def macros_in(name):                      # macro instances of a module, with its submodules
+        if name not in macro_counts:
+            counts = {c.lstrip("\\"): n for c, n in own[name]["cell_types"].items() if c.lstrip("\\") in macro_areas}
+            for c, k in children[name].items():
+                for cell, n in macros_in(c).items():
+                    counts[cell] = counts.get(cell, 0) + k * n
+            macro_counts[name] = counts
+        return macro_counts[name]
+
+    for name in modules:
+        modules[name]["macros"] = macros_in(name)
     result = {"top": top, "modules": modules,
               "total": {"area": modules[top]["area"], "sequential_area": modules[top]["sequential_area"],
-                        "cells": cells_total}}
+                        "macro_area": modules[top]["macro_area"], "logic_area": modules[top]["logic_area"],
+                        "macros": modules[top]["macros"], "cells": cells_total}}
     if not liberty:
         result["unweighted_cells"] = unweighted
     return result
@@ -347,11 +384,13 @@ def unmapped_cells(cells_json):
 
 
 def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.0, dont_use=None,
-                       flatten=False, log=None):
+                       flatten=False, macros=None, log=None):
     """Run Yosys on Verilog files; returns the area figures (see :func:`parse_stat_json`).
 
     With a Liberty file the result also holds ``netlist`` (the flat gate-level Verilog) and
     ``unmapped`` (Yosys cells the library could not implement; empty when all went well).
+    ``macros`` (a :class:`.macros.MacroFiles`, with a Liberty file) maps the memories onto SRAM
+    macros; the area then splits into ``logic_area`` and ``macro_area``.
     """
     out_dir = Path(out_dir).resolve()
     files = [Path(v).resolve() for v in ([verilog_files] if isinstance(verilog_files, (str, Path))
@@ -372,11 +411,19 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
             constr = "abc.constr"
             (out_dir / constr).write_text(f"set_driving_cell {driver}\nset_load {ABC_OUTPUT_LOAD}\n")
     # Relative names: the sandbox reaches every folder through "..", but its /tmp is private.
+    if liberty is None:
+        macros = None
+    rel = {}
+    if macros is not None:
+        rel = {"liberty": [os.path.relpath(v, out_dir) for v in macros.liberty],
+               "memlib": os.path.relpath(macros.memlib, out_dir),
+               "techmap": os.path.relpath(macros.techmap, out_dir)}
     script = yosys_script([os.path.relpath(v, out_dir) for v in files], top,
                           liberty=None if liberty is None else os.path.relpath(liberty, out_dir),
-                          clock_ns=clock_ns, dont_use=dont_use, flatten=flatten, constr=constr)
+                          clock_ns=clock_ns, dont_use=dont_use, flatten=flatten, constr=constr, macros=rel)
     run_yosys(script, out_dir, log=log)
-    area = parse_stat_json(out_dir / "stat.json", liberty=liberty is not None)
+    area = parse_stat_json(out_dir / "stat.json", liberty=liberty is not None,
+                           macro_areas=macros.areas() if macros else None)
     area["unit"] = "um^2" if liberty else "NAND2 eq."
     area["yosys_log"] = str(out_dir / "yosys.log")
     if liberty:
@@ -385,4 +432,6 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
         area["library"] = library_name(liberty)
         area["dont_use"] = list(dont_use)
         area["driving_cell"] = driver
+        area["macros"] = macros.describe() if macros else None
+        area["macro_liberty"] = [str(p) for p in macros.liberty] if macros else []
     return area

@@ -21,6 +21,9 @@ def add_arguments(p):
     p.add_argument("--idle", action="append", default=[], metavar="PORT",
                    help="hold input ports matching this pattern still in the power analysis (activity "
                         "0), e.g. 'i_lsb__*' for the power of a mode that leaves them idle; repeatable")
+    p.add_argument("--no-macros", action="store_true",
+                   help="keep memories as flip-flops (default: memories on the library's SRAM macros, "
+                        "fakeram45 for nangate45, the OpenRAM sky130 macro for sky130hd)")
     p.add_argument("--flatten", action="store_true",
                    help="synthesize flat (optimizes across modules; area only for the whole design)")
     p.add_argument("--verilog", metavar="FILE", nargs="+", type=existing_file,
@@ -45,7 +48,7 @@ def run(args):
     liberty = flow.resolve_liberty(args.liberty)          # a bad Liberty is refused before any work
     out = output_dir(args.out)
     settings = dict(liberty=liberty, clock_ns=args.clock_ns, activity=args.activity,
-                    flatten=args.flatten, idle_ports=args.idle)
+                    flatten=args.flatten, idle_ports=args.idle, macros=not args.no_macros)
     if args.verilog:
         report = flow.synthesize_verilog(args.verilog, args.top, out, **settings)
     else:
