@@ -167,7 +167,7 @@ def _synth(out, facts):
     cfg = synth_config()
     _say(f"synthesis of the core ({cfg.name} configuration: {cfg.array.rows}x{cfg.array.cols} array, "
          f"{cfg.array.lanes} lanes) in {SYNTH_LIBERTY} at {SYNTH_CLOCK_NS} ns (minutes)")
-    syn = synthesize_blocks(SYNTH_LIBERTY, SYNTH_CLOCK_NS, out / "synth")
+    syn = synthesize_blocks(SYNTH_LIBERTY, SYNTH_CLOCK_NS, out / "synth", macros=False)   # as before: flip-flops
     facts["synth"] = {k: syn[k] for k in ("clock_ns", "area_um2", "fmax_mhz", "blocks")}
     facts["synth"]["config"] = cfg.name
     print(f"core ({cfg.name}): {syn['area_um2']:,.0f} um^2, Fmax {syn['fmax_mhz']:.0f} MHz", flush=True)
