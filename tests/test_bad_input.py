@@ -538,6 +538,9 @@ NEW_COMMAND_CASES = [
     (["bench-core", "--layer", "-1", "--no-synth", "-o", "P"], "expected an integer >= 0, got '-1'"),
     (["bench-core", "--lanes", "17", "--no-synth", "-o", "P"], "lanes must be in [1, 16]"),
     (["bench-core", "--no-rtl", "--liberty", "nosuch", "-o", "P"], "Liberty file not found: nosuch"),
+    (["bench-core", "--no-rtl", "--synth-config", "nosuch", "-o", "P"], "invalid choice: 'nosuch'"),
+    (["bench-core", "--no-rtl", "--no-macros=yes", "-o", "P"], "ignored explicit argument 'yes'"),
+    (["synth", "--top", "pe", "--no-macros", "yes", "-o", "P"], "unrecognized arguments: yes"),
     # generate / regress / synth of the new tops
     (["generate", "--top", "stream_fifo", "--width", "1000000000", "-o", "P"], "--width 1000000000: at most 32768"),
     (["generate", "--top", "stream_fifo", "--width", "0", "-o", "P"], "--width 0: at least 1"),

@@ -7,6 +7,7 @@ fraction, and area per block, Fmax and power of the core in sky130 hd and Nangat
 """
 
 import json
+import re
 import time
 
 HELP = ("the RTL core on a shipped-model layer: cycles of verify and draft passes in Verilator "
@@ -50,17 +51,35 @@ def add_arguments(p):
     p.add_argument("--no-synth", action="store_true", help="skip synthesis")
     p.add_argument("--liberty", nargs="+", default=["sky130hd", "nangate45"],
                    help="Liberty files or names for synthesis (default: sky130hd nangate45)")
+    p.add_argument("--synth-config", default=SYNTH_DEFAULT, choices=synth_config_names(),
+                   help="core configuration synthesized (default %(default)s: the default preset's whole core; "
+                        f"'{CUT_DOWN}': a cut-down core that synthesizes in minutes; or another preset)")
+    p.add_argument("--no-macros", action="store_true",
+                   help="keep the memories as flip-flops (default: SRAM macros where the library has a set)")
     p.add_argument("-o", "--out", default="results/bench_core", help="output folder (default %(default)s)")
 
 
-def synth_config():
-    """The configuration synthesized: the tiny preset's array, vector unit, cache and memory
-    interfaces with buffers cut to 4 tokens of d <= 32, F <= 64 (buffers are flip-flops in this
-    flow; an SRAM compiler would replace them)."""
+CUT_DOWN = "synth"             # the cut-down configuration's name
+SYNTH_DEFAULT = "default"      # what bench-core synthesizes by default: the default preset's core
+CUT_DOWN_MAX_K = 4             # router slots of the cut-down core (the presets' cores take 8)
+
+
+def synth_config(name=CUT_DOWN):
+    """A configuration to synthesize: ``"synth"`` is the tiny preset's array, vector unit, cache
+    and memory interfaces with buffers cut to 4 tokens of d <= 32, F <= 64 (a core that
+    synthesizes in minutes); any other name is that preset."""
     from dataclasses import replace
 
     from ..config import BufferConfig, preset
-    return replace(preset("tiny"), name="synth", buffers=BufferConfig(tokens=4, d_max=32, f_max=64))
+    if name == CUT_DOWN:
+        return replace(preset("tiny"), name=CUT_DOWN, buffers=BufferConfig(tokens=4, d_max=32, f_max=64))
+    return preset(name)
+
+
+def synth_config_names():
+    """The ``--synth-config`` choices: the cut-down configuration and the presets."""
+    from ..config import PRESETS
+    return [CUT_DOWN, *PRESETS]
 
 
 def bench_plan(G, verify, draft_pass):
@@ -121,7 +140,7 @@ def floor_cycles(cfg, offchip_bytes, hb_bytes):
 def run(args):
     from ..errors import UserError
     from ..hw.core import core_config
-    from ..paths import output_dir, write_text
+    from ..paths import output_dir
     from ..sim.lm import MoELM
     from .sd import _default_model
     cfg = core_config(args.preset, args.lanes)
@@ -138,8 +157,13 @@ def run(args):
         from ..synth.flow import resolve_liberty
         for lib in args.liberty:
             resolve_liberty(lib)                 # a bad Liberty is refused before any work
+    if not args.no_synth:
+        from ..hw.sim_budget import check_core_generation
+        # a core too large to convert is refused before any work (as synth refuses it)
+        check_core_generation(_synth_core(args.synth_config), "bench-core")
     out = output_dir(args.out)
-    report = {"preset": cfg.name, "layer": args.layer}
+    from ..results_page import commit
+    report = {"commit": commit(), "preset": cfg.name, "layer": args.layer}
     if not args.no_rtl:
         report["passes"] = replay_on_rtl(dict(preset=args.preset, lanes=args.lanes), model, model_path,
                                          args.layer, out)
@@ -147,10 +171,11 @@ def run(args):
         report["synthesis"] = {}
         for lib in args.liberty:
             clock = SYNTH_CLOCK_NS.get(lib, 5.0)
-            print(f"synthesizing the core ({synth_config().name} configuration) with {lib} at {clock} ns...",
+            print(f"synthesizing the core ({args.synth_config} configuration) with {lib} at {clock} ns...",
                   flush=True)
-            report["synthesis"][lib] = synthesize_blocks(lib, clock, out / f"synth_{lib}")
-    write_text(out / "bench_core.json", json.dumps(report, indent=1, default=str) + "\n")
+            report["synthesis"][lib] = synthesize_blocks(lib, clock, out / f"synth_{lib}", config=args.synth_config,
+                                                         macros=not args.no_macros)
+    write_results(out, report)
     print(format_report(cfg, report))
     return 0
 
@@ -190,39 +215,100 @@ def replay_on_rtl(params, model, model_path, layer, out, progress=print, quick_b
     return rows
 
 
-def synthesize_blocks(lib, clock_ns, out_dir):
-    """Area per block of the core (``synth_config``), worst slack / Fmax and power at ``clock_ns``.
+def _synth_core(config):
+    """The core synthesized for ``--synth-config config`` (an Amaranth component)."""
+    from ..hw.core import Core
+    return Core(synth_config(config), max_k=CUT_DOWN_MAX_K if config == CUT_DOWN else 8)
 
-    The whole core's netlist is large: when OpenSTA stops before its power report (it has crashed
-    in ``report_power`` on it), the area and the timing it printed are still reported, with the
-    power marked as missing and why."""
-    import re
+
+def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, power=None, log=None):
+    """Area per block of the core (``synth_config(config)``), worst slack / Fmax and the critical
+    path at ``clock_ns``; one library's entry of ``bench_core.json`` (see :func:`write_results`).
+
+    Area: ``area_um2`` = ``logic_area_um2`` + ``macro_area_um2`` (SRAM macros where the library has
+    a set and ``macros``; flip-flops otherwise, ``memories`` says which); per block (a
+    sub-module of the core) the same split, its share of the core and its sequential share.
+    ``power`` (a hook for synth/power.py): a callable ``power(entry, out_dir)`` returning the
+    ``"power"`` entry (it finds the hierarchical netlist, Liberty files and Fmax in ``entry``);
+    no key when None. When OpenSTA stops before its power report (it has crashed in
+    ``report_power`` on the whole core), the area and the timing it printed are still reported."""
+    from pathlib import Path
 
     from ..errors import UserError
-    from ..hw.core import Core
     from ..synth.flow import synthesize_component
     from ..synth.yosys_flow import parse_stat_json
-    result = {"clock_ns": clock_ns, "config": synth_config().to_dict()}
+    out_dir = Path(out_dir)
+    cfg = synth_config(config)
+    result = {"clock_ns": clock_ns, "config": cfg.to_dict()}
+    kwargs = {"log": log} if log is not None else {}
+    started = time.monotonic()
     try:
-        rep = synthesize_component(Core(synth_config(), max_k=4), "core", out_dir, params={"config": "synth"},
-                                   liberty=lib, clock_ns=clock_ns)
-        result.update(fmax_mhz=rep.get("fmax_mhz") or rep.get("timing", {}).get("fmax_mhz"), report=rep)
+        rep = synthesize_component(_synth_core(config), "core", out_dir, params={"config": cfg.name},
+                                   liberty=lib, clock_ns=clock_ns, macros=macros, **kwargs)
+        timing = rep.get("timing") or {}
+        if timing.get("fmax_mhz"):
+            result["fmax_mhz"] = timing["fmax_mhz"]
+        result["runtime_s"] = rep["runtime_s"]
+        result["notes"] = rep["notes"]
     except UserError as exc:
-        log = (out_dir / "sta.log").read_text() if (out_dir / "sta.log").exists() else ""
-        slack = re.search(r"worst slack\s+(\S+)", log)
+        log_text = (out_dir / "sta.log").read_text() if (out_dir / "sta.log").exists() else ""
+        slack = re.search(r"worst slack\s+(\S+)", log_text)
         if not slack:
             raise
         result["power_missing"] = f"OpenSTA stopped before its power report ({exc})"
         worst = float(slack.group(1))
-        result.update(worst_slack_ns=worst, fmax_mhz=1000.0 / (clock_ns - worst))
-    stat = parse_stat_json(out_dir / "stat.json")
+        result["fmax_mhz"] = 1000.0 / (clock_ns - worst)
+        checks = log_text.split("@@checks", 1)[-1].split("@@slack", 1)[0].strip()
+        if checks:
+            (out_dir / "timing.rpt").write_text(checks + "\n")
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    described = _macro_set(lib) if macros else None
+    macro_areas = {n: d["area_um2"] for n, d in described["macros"].items()} if described else None
+    stat = parse_stat_json(out_dir / "stat.json", macro_areas=macro_areas)
     mods = stat["modules"]
-    total = mods["core"]["area"]
+    top = mods["core"]
+    total = top["area"]
     result["area_um2"] = total
-    result["blocks"] = {name.split(".", 1)[1]: {"area_um2": mods[name]["area"], "share": mods[name]["area"] / total,
-                                                 "sequential": mods[name]["sequential_area"] / max(mods[name]["area"], 1e-9)}
-                        for name in mods["core"]["submodules"]}
+    result["logic_area_um2"] = top["logic_area"]
+    result["macro_area_um2"] = top["macro_area"]
+    result["memories"] = f"SRAM macros ({described['set']})" if described else "flip-flops"
+    if described:
+        result["macros"] = top["macros"]
+        result["macro_set"] = described
+    if (out_dir / "timing.rpt").exists():
+        result["critical_path"] = (out_dir / "timing.rpt").read_text()
+    blocks = {}
+    for name, n in top["submodules"].items():
+        m = mods[name]
+        blocks[name.split(".", 1)[1] if "." in name else name] = {
+            "area_um2": m["area"] * n, "logic_area_um2": m["logic_area"] * n, "macro_area_um2": m["macro_area"] * n,
+            "share": m["area"] * n / total, "sequential": m["sequential_area"] / max(m["area"], 1e-9)}
+    result["blocks"] = blocks
+    result["files"] = {"report": str(out_dir / "report.md"), "netlist": str(out_dir / "netlist.v"),
+                       "netlist_hier": str(out_dir / "netlist_hier.v")}
+    if power is not None:
+        result["power"] = power(result, out_dir)
     return result
+
+
+def _macro_set(lib):
+    """The SRAM macro set the flow maps memories onto with library ``lib`` (its description,
+    :meth:`~elmoe3d.synth.macros.MacroFiles.describe` without the files), or None."""
+    from ..synth import macros as sram
+    from ..synth.flow import resolve_liberty
+    from ..synth.yosys_flow import library_name
+    key = sram.macro_set_for(library_name(resolve_liberty(lib)))
+    if key is None or not sram.available(key):
+        return None
+    return sram.MacroFiles(key, sram.MACRO_SETS[key], None, None, [], []).describe()
+
+
+def write_results(out, report):
+    """``out/bench_core.json``: ``commit``, ``preset``, ``layer``, ``passes`` (the RTL run) and
+    ``synthesis`` ``{library: entry}`` (:func:`synthesize_blocks`), keys a run did not produce
+    absent. The system model (``elmoe3d perf --bench-core``) reads it."""
+    from ..paths import write_text
+    write_text(out / "bench_core.json", json.dumps(report, indent=1, default=str) + "\n")
 
 
 def format_report(cfg, report):
@@ -237,10 +323,23 @@ def format_report(cfg, report):
                          f"{r['core'] / r['floor']:.2f}x | {100 * r['pe_beats'] / r['core']:.1f} % | "
                          f"{'bit-exact' if r.get('golden') else 'DIFFERS'} |")
     for lib, syn in report.get("synthesis", {}).items():
+        fmax = f"Fmax {syn['fmax_mhz']:.1f} MHz" if syn.get("fmax_mhz") else "no Fmax (no OpenSTA)"
+        macros = syn.get("macros")
         lines += ["", f"Core ({syn['config']['name']} configuration) in {lib} at {syn['clock_ns']} ns: "
-                      f"{syn['area_um2']:,.0f} um^2, Fmax {syn['fmax_mhz']:.1f} MHz"
-                      + (f"; power: {syn['power_missing']}" if "power_missing" in syn else ""), "",
-                  "| block | area um^2 | share | sequential |", "| --- | ---: | ---: | ---: |"]
+                      f"{syn['area_um2']:,.0f} um^2 = logic {syn['logic_area_um2']:,.0f} + macros "
+                      f"{syn['macro_area_um2']:,.0f}, {fmax}; memories as {syn['memories']}"
+                      + (" (" + ", ".join(f"{n} x {c}" for c, n in sorted(macros.items())) + ")" if macros else "")
+                      + (f"; power: {syn['power_missing']}" if "power_missing" in syn else "")
+                      + (f"; synthesis wall time {syn['wall_s']:.0f} s" if "wall_s" in syn else ""), "",
+                  "| block | area um^2 | logic | macros | share | sequential |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for name, b in sorted(syn["blocks"].items(), key=lambda kv: -kv[1]["area_um2"]):
-            lines.append(f"| {name} | {b['area_um2']:,.0f} | {100 * b['share']:.1f} % | {100 * b['sequential']:.0f} % |")
+            lines.append(f"| {name} | {b['area_um2']:,.0f} | {b['logic_area_um2']:,.0f} | {b['macro_area_um2']:,.0f} | "
+                         f"{100 * b['share']:.1f} % | {100 * b['sequential']:.0f} % |")
+        if syn.get("macro_set", {}).get("dual_port_rule"):
+            lines += ["", "Rule: " + syn["macro_set"]["dual_port_rule"] + "."]
+        path = syn.get("critical_path", "")
+        ends = re.findall(r"^(Startpoint|Endpoint): (\S+)", path, flags=re.M)
+        if ends:
+            lines += ["", "Critical path: " + " -> ".join(e[1] for e in ends) + " (timing.rpt)"]
     return "\n".join(lines)
