@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.int_moe import GATE_FRAC, OUT_BITS
 from .tops import Param, Top
-from .vector_common import (COMBINE_ACC, COMBINE_BITS, OUT, WEIGHT, check_width, combine_in_layout,
+from .vector_common import (COMBINE_ACC, COMBINE_BITS, OUT, PP_BITS, WEIGHT, check_width, combine_in_layout,
                           combine_out_layout, lockstep, saturate)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width
@@ -34,7 +34,8 @@ class VectorCombine(wiring.Component):
     i_data : In(stream.Signature(StructLayout{w: unsigned(16), first: 1, last: 1, elem: ArrayLayout({y: signed(32), acc: signed(37)}, width)}))
     o_data : Out(stream.Signature(ArrayLayout(signed(37), width)))
 
-    Latency ``LATENCY`` = 3 cycles (product, rounded sum, saturation).
+    Latency ``LATENCY`` = 5 cycles (input register, two 32 x 8 partial products, product,
+    rounded sum, saturation): each stage fits a 2 ns cycle in Nangate 45.
 
     Raises
     ------
@@ -42,7 +43,7 @@ class VectorCombine(wiring.Component):
         ``width`` not an integer in [1, 256].
     """
 
-    LATENCY = 3
+    LATENCY = 5
     COMBINE_BITS = COMBINE_BITS
 
     INTERFACE_NOTES = (
@@ -75,22 +76,29 @@ class VectorCombine(wiring.Component):
         m = Module()
         i, o = self.i_data, self.o_data
         en = lockstep(m, i, o, self.LATENCY)
-        last1, last2 = Signal(name="s1_last"), Signal(name="s2_last")
+        beat = Signal(self.in_layout, name="s0_beat")          # the input register
+        last = [Signal(name=f"s{n}_last") for n in (1, 2, 3)]
         with m.If(en):
-            m.d.sync += [last1.eq(i.payload.last), last2.eq(last1)]
+            m.d.sync += [beat.eq(i.payload), last[0].eq(beat.last), last[1].eq(last[0]), last[2].eq(last[1])]
+        pieces = [(lo, min(lo + PP_BITS, WEIGHT.width)) for lo in range(0, WEIGHT.width, PP_BITS)]
         for lane in range(self.width):
-            e = i.payload.elem[lane]
-            prod = Signal(signed(WEIGHT.width + OUT.width + 1), name=f"elem_{lane}_s1_prod")
-            base = Signal(COMBINE_ACC, name=f"elem_{lane}_s1_acc")
-            total = Signal(COMBINE_ACC, name=f"elem_{lane}_s2_sum")
-            out = Signal(COMBINE_ACC, name=f"elem_{lane}_s3_out")
+            e = beat.elem[lane]
+            pp = [Signal(signed(OUT.width + hi - lo + 1), name=f"elem_{lane}_s1_pp{j}")
+                  for j, (lo, hi) in enumerate(pieces)]
+            base1 = Signal(COMBINE_ACC, name=f"elem_{lane}_s1_acc")
+            prod = Signal(signed(WEIGHT.width + OUT.width + 1), name=f"elem_{lane}_s2_prod")
+            base2 = Signal(COMBINE_ACC, name=f"elem_{lane}_s2_acc")
+            total = Signal(COMBINE_ACC, name=f"elem_{lane}_s3_sum")
+            out = Signal(COMBINE_ACC, name=f"elem_{lane}_s4_out")
             # rshift_round(p, 15) = ((p >> 14) + 1) >> 1
             term = ((prod >> (GATE_FRAC - 1)) + 1) >> 1
             with m.If(en):
-                m.d.sync += [prod.eq(i.payload.w * e.y),
-                             base.eq(Mux(i.payload.first, 0, e.acc)),
-                             total.eq(base + term),        # wraps to COMBINE_BITS
-                             out.eq(Mux(last2, saturate(total, OUT_BITS), total))]
+                m.d.sync += [*(p.eq(beat.w[lo:hi] * e.y) for p, (lo, hi) in zip(pp, pieces)),
+                             base1.eq(Mux(beat.first, 0, e.acc)),
+                             prod.eq(sum(p << lo for p, (lo, _) in zip(pp, pieces))),
+                             base2.eq(base1),
+                             total.eq(base2 + term),        # wraps to COMBINE_BITS
+                             out.eq(Mux(last[2], saturate(total, OUT_BITS), total))]
             m.d.comb += o.payload[lane].eq(out)
         return m
 

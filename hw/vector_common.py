@@ -173,51 +173,52 @@ def requant_stages(m, en, prefix, acc, mant, shift, bits):
 
     Stages (each ends in registers that load on ``en``):
 
-    1. partial products ``acc * mant[:15]`` and ``acc * mant[15:]`` (two 32 x 15 multipliers),
-       and ``s - 1`` of the clamped shift;
-    2. the exact product ``p = lo + (hi << 15)`` (63 bits signed: ``|acc| <= 2**31``, ``mant < 2**30``);
-    3. ``t = p >> (s - 1)`` (arithmetic);
-    4. ``r = (t + 1) >> 1`` which is ``rshift_round(p, s) = (p + 2**(s-1)) >> s``, then ``sat(r, bits)``.
+    1. partial products ``acc * mant[8j:8j + 8]`` (32 x 8 multipliers, :data:`PP_BITS`; four for
+       a 30-bit mantissa, two for a 15-bit one), and ``s - 1`` of the clamped shift;
+    2. the exact product plus the rounding term, ``p = sum(pp_j << 8j) + 2**(s-1)`` (64 bits
+       signed: ``|acc| <= 2**31``, ``mant < 2**30``, ``s <= 62``), and ``s``;
+    3. ``r = p >> s`` (arithmetic), which is ``rshift_round(acc * mant, s)``;
+    4. ``sat(r, bits)`` (comparisons with constants: no carry chain in this stage).
+
+    Each stage's longest carry chain is one 64-bit sum (stage 2): with the 32 x 8 multipliers of
+    stage 1 it fits a 2 ns cycle in Nangate 45 (``docs/vector-unit.md``).
     """
     mw = Shape.cast(mant.shape()).width
-    split = MANT_BITS
-    lo = Signal(signed(len(acc) + split + 1), name=f"{prefix}_s1_lo")
-    hi = Signal(signed(len(acc) + max(1, mw - split) + 1), name=f"{prefix}_s1_hi")
+    pieces = [(lo, min(lo + PP_BITS, mw)) for lo in range(0, mw, PP_BITS)]
+    pp = [Signal(signed(len(acc) + (hi - lo) + 1), name=f"{prefix}_s1_pp{j}") for j, (lo, hi) in enumerate(pieces)]
     sm1_1 = Signal(range(MAX_SHIFT), name=f"{prefix}_s1_sm1")
-    prod = Signal(signed(len(acc) + mw + 1), name=f"{prefix}_s2_prod")
-    sm1_2 = Signal(range(MAX_SHIFT), name=f"{prefix}_s2_sm1")
-    shifted = Signal(signed(len(acc) + mw + 1), name=f"{prefix}_s3_shifted")
+    rnd = Signal(unsigned(MAX_SHIFT), name=f"{prefix}_s2_rnd")        # 2**(s-1), s - 1 <= 61
+    # |acc * mant| < 2**(len(acc) + mw - 1) and the rounding term <= 2**(MAX_SHIFT - 1): their sum fits
+    sum_bits = max(len(acc) + mw, MAX_SHIFT) + 1
+    prod = Signal(signed(sum_bits), name=f"{prefix}_s2_prod")
+    s_2 = Signal(range(MAX_SHIFT + 1), name=f"{prefix}_s2_s")
+    shifted = Signal(signed(sum_bits), name=f"{prefix}_s3_shifted")
     out = Signal(OUT, name=f"{prefix}_s4_out")
     carried = not isinstance(bits, int)          # a per-beat OutBits field, or a fixed width
     if carried:
         bits_1 = Signal(OutBits, name=f"{prefix}_s1_bits")
         bits_2 = Signal(OutBits, name=f"{prefix}_s2_bits")
         bits_3 = Signal(OutBits, name=f"{prefix}_s3_bits")
-    rounded = Signal(signed(len(shifted)), name=f"{prefix}_s4_rounded")
-    m.d.comb += rounded.eq((shifted + 1) >> 1)
-    if carried:
-        sat = Mux(bits_3 == OutBits.B8, saturate(rounded, 8),
-                  Mux(bits_3 == OutBits.B16, saturate(rounded, 16), saturate(rounded, 32)))
+        sat = Mux(bits_3 == OutBits.B8, saturate(shifted, 8),
+                  Mux(bits_3 == OutBits.B16, saturate(shifted, 16), saturate(shifted, 32)))
     else:
-        sat = saturate(rounded, bits)
+        sat = saturate(shifted, bits)
+    m.d.comb += rnd.eq(1 << sm1_1)
     with m.If(en):
         # Amaranth multiplies signed by unsigned exactly (no overflow inside an expression).
-        m.d.sync += [lo.eq(acc * mant[:min(split, mw)]),
+        m.d.sync += [*(p.eq(acc * mant[lo:hi]) for p, (lo, hi) in zip(pp, pieces)),
                      sm1_1.eq(clamp_shift_minus_one(shift)),
-                     prod.eq(lo + (hi << split)),
-                     sm1_2.eq(sm1_1),
-                     shifted.eq(prod >> sm1_2),
+                     prod.eq(sum(p << lo for p, (lo, _) in zip(pp, pieces)) + rnd),
+                     s_2.eq(sm1_1 + 1),
+                     shifted.eq(prod >> s_2),
                      out.eq(sat)]
-        if mw > split:
-            m.d.sync += hi.eq(acc * mant[split:])
-        else:
-            m.d.sync += hi.eq(0)
         if carried:
             m.d.sync += [bits_1.eq(bits), bits_2.eq(bits_1), bits_3.eq(bits_2)]
     return out
 
 
 REQUANT_STAGES = 4
+PP_BITS = 8        # mantissa bits per partial product: 32 x 8 multipliers fit a 2 ns cycle in Nangate 45
 
 
 def lockstep(m, i, o, latency):

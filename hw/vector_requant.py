@@ -5,7 +5,7 @@ run here: each element of a beat carries its own accumulator, mantissa product a
 beat carries one saturation width. Bit-exact with :func:`elmoe3d.sim.int_moe.requant`.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,8 +29,10 @@ class VectorRequant(wiring.Component):
     i_data : In(stream.Signature(StructLayout{bits: OutBits, elem: ArrayLayout({acc: signed(32), m: unsigned(30), e: unsigned(7)}, width)}))
     o_data : Out(stream.Signature(ArrayLayout(signed(32), width)))
 
-    Latency ``LATENCY`` = 4 cycles from an ``i_data`` transfer to ``o_data.valid`` with a
-    consumer that does not stall; throughput one beat per cycle.
+    Latency ``LATENCY`` = 5 cycles from an ``i_data`` transfer to ``o_data.valid`` with a
+    consumer that does not stall (an input register, then :func:`requant_stages`); throughput
+    one beat per cycle. The input register keeps the producer's logic (the core forms ``m`` as a
+    product of two mantissas) out of the multipliers' cycle.
 
     Raises
     ------
@@ -38,7 +40,7 @@ class VectorRequant(wiring.Component):
         ``width`` not an integer in [1, 256].
     """
 
-    LATENCY = REQUANT_STAGES
+    LATENCY = 1 + REQUANT_STAGES
 
     INTERFACE_NOTES = (
         "Function: each element `i` of an `i_data` beat gives `o_data[i] = sat(rshift_round(acc * m, "
@@ -50,7 +52,7 @@ class VectorRequant(wiring.Component):
         "mantissa); `e` is a 7-bit shift that holds a sum of two exponents: `e` above 62 acts as "
         "62 (as in the golden model) and `e = 0`, which the golden model refuses, acts as 1. "
         "`bits` = 3 (not an encoding) saturates like B32. No input is refused and no flag is raised.",
-        "Timing: a pipeline of {LATENCY} register stages (partial products, product, shift, "
+        "Timing: a pipeline of {LATENCY} register stages (input, partial products, product, shift, "
         "round + saturate) that advances as one when its output register is empty or being taken: "
         "`i_data.ready = ~o_data.valid | o_data.ready`. Without stalls a beat leaves {LATENCY} "
         "cycles after its transfer and the block takes one beat per cycle.",
@@ -69,9 +71,12 @@ class VectorRequant(wiring.Component):
         m = Module()
         i, o = self.i_data, self.o_data
         en = lockstep(m, i, o, self.LATENCY)
+        beat = Signal(self.in_layout, name="s0_beat")       # the input register
+        with m.If(en):
+            m.d.sync += beat.eq(i.payload)
         for lane in range(self.width):
-            e = i.payload.elem[lane]
-            out = requant_stages(m, en, f"elem_{lane}", e.acc, e.m, e.e, i.payload.bits)
+            e = beat.elem[lane]
+            out = requant_stages(m, en, f"elem_{lane}", e.acc, e.m, e.e, beat.bits)
             m.d.comb += o.payload[lane].eq(out)
         return m
 
