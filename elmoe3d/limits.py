@@ -48,26 +48,56 @@ def check_memory(what, need, available=None):
     return need
 
 
-# `compile --random D,E,K,F,S` holds a whole random layer several times over while it builds
-# it: float64 weights (8 bytes each) while they are quantized, the int8 copy, the folded integer
-# layer, and the off-chip image of its MSB and LSB planes. Measured peak resident memory
-# (`/usr/bin/time -f %M elmoe3d compile --config mixtral --random ...`): 1024,8,2,2048,0 (50 M
-# weights) 511 MiB, 2048,8,2,2048,0 (101 M) 977 MiB, 256,8,2,512,0 (3 M) 76 MiB: about 9.5 bytes
-# per weight of the experts (routed + shared, 3 matrices of d_model x d_ffn each) and 50 MiB
-# besides. The estimate adds a quarter for safety, so it errs high.
-COMPILE_BYTES_PER_WEIGHT = 12
-COMPILE_FIXED_BYTES = 128 * 2**20
+def free_disk(path):
+    """Bytes free to an ordinary user on the file system that holds ``path`` (or, if it does
+    not exist yet, its nearest existing parent); None where that cannot be read or the file
+    system counts no blocks (sysfs, procfs: writing there fails for other reasons)."""
+    p = os.path.abspath(os.fspath(path))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    try:
+        st = os.statvfs(p)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize if st.f_blocks > 0 else None
+
+
+def check_disk(what, need, path, available=None):
+    """Refuse ``what`` when the files it writes under ``path`` need more than the disk space free
+    there (``available`` defaults to :func:`free_disk`; tests pass their own)."""
+    have = free_disk(path) if available is None else available
+    if have is not None and need > have:
+        raise UserError(f"{what} needs about {fmt_bytes(need)} of disk in {path} (images and scratch files), "
+                        f"more than the {fmt_bytes(have)} free there; make it smaller or write elsewhere (-o)")
+    return need
+
+
+# `compile` keeps a layer's weights and images in files and holds only blocks of them
+# (elmoe3d.spec.image.BLOCK_WEIGHTS weights, or one row band of a plane, at a time; docs/scale.md,
+# "Compiler and ISS memory"), so its memory does not grow with the number of weights: it is the
+# interpreter with numpy and the command line's imports (about 70 MiB), the blocks' temporaries
+# (a float64 block and its quantization or GEMV copies, a few times 8 MiB) and, per expert, the
+# calibration's arrays of 64 tokens x d_ffn. Measured peak resident memory (`/usr/bin/time -v
+# elmoe3d compile --config mixtral --random ...`, figures in docs/scale.md): 76 MiB for
+# 1024,8,2,4096,0 (100 M weights). The estimate is a fixed part with room to spare plus twelve
+# float64 arrays of 64 x max(d_model, d_ffn), so it errs high.
+COMPILE_FIXED_BYTES = 192 * 2**20
+COMPILE_BYTES_PER_FFN = 64 * 8 * 12
 
 
 def compile_random_bytes(d_model, n_experts, d_ffn, n_shared):
-    """Bytes of memory ``compile --random D,E,K,F,S`` needs (an estimate that errs high).
+    """Bytes of memory ``compile --random D,E,K,F,S`` needs (an estimate that errs high): bounded,
+    whatever the number of experts; only the calibration's per-expert arrays grow with
+    ``max(d_model, d_ffn)``."""
+    return COMPILE_FIXED_BYTES + COMPILE_BYTES_PER_FFN * max(d_model, d_ffn)
 
-    Parameters are the layer's sizes (``n_shared`` shared experts beside ``n_experts`` routed
-    ones). The compiler builds the layer in memory at once today; a compiler that streams it
-    (bounded memory) relaxes this function, and every caller follows.
-    """
-    weights = (n_experts + n_shared) * 3 * d_model * d_ffn
-    return COMPILE_FIXED_BYTES + COMPILE_BYTES_PER_WEIGHT * weights
+
+def compile_disk_bytes(offchip_bytes, hb_bytes, weights, fill_bytes):
+    """Bytes of disk ``compile`` writes: the off-chip and HB images it outputs (the HB image is
+    all zero, a sparse file where the file system allows, but counted whole), its scratch copy
+    of a random layer's INT8 weights (``weights`` bytes; 0 for the shipped model) and the ISS's
+    scratch HB (the ``fill_bytes`` its pass can fill). Deleted scratch included, as the peak."""
+    return offchip_bytes + hb_bytes + weights + fill_bytes
 
 
 # A clock period is given in ns; synthesis hands ABC whole picoseconds and OpenSTA reports to

@@ -20,16 +20,18 @@ import numpy as np
 from ..errors import UserError
 from ..sim.int_moe import IntPass
 from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
-from .layout import build_image
+from ..sim.stored import FileImage, create_image
+from .layout import build_image, write_image
 
 
 @dataclass
 class Compiled:
-    """A compiled model: the command set, the off-chip and HB images and the memory map."""
+    """A compiled model: the command set, the off-chip and HB images (uint8 arrays, or
+    :class:`~elmoe3d.sim.stored.FileImage` from :func:`compile_to_files`) and the memory map."""
 
     isa: InstructionSet
-    offchip: np.ndarray
-    hb: np.ndarray
+    offchip: object
+    hb: object
     map: object
 
 
@@ -40,6 +42,17 @@ def compile_model(config, layers):
     offchip, mm = build_image(config, layers)
     hb = np.zeros(mm.hb_lines * mm.line_bytes, dtype=np.uint8)
     return Compiled(InstructionSet(config), offchip, hb, mm)
+
+
+def compile_to_files(config, layers, offchip_path, hb_path):
+    """:func:`compile_model` with the images written to files (byte for byte the same) instead
+    of held in memory: the off-chip image a block at a time (:func:`~.layout.write_image`), the
+    HB image empty (all zero, a sparse file where the file system allows). Its images are
+    :class:`~elmoe3d.sim.stored.FileImage` of those files."""
+    if not layers:
+        raise UserError("a model needs at least one layer")
+    mm = write_image(config, layers, offchip_path)
+    return Compiled(InstructionSet(config), FileImage(offchip_path), create_image(hb_path, mm.hb_lines * mm.line_bytes), mm)
 
 
 def expert_body(isa, moe_pass):

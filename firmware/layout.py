@@ -20,6 +20,12 @@ and token-scale records, the SiLU table, the Y block) is defined once in
 
 HB image: ``cache.entries`` slots of ``PLANE_LINES`` lines from ``HB_BASE = 0``; slot ``s`` holds
 the plane the expert cache maps to ``s`` (:mod:`~elmoe3d.sim.expert_cache`).
+
+:func:`build_image` fills an image in memory; :func:`write_image` writes the same bytes to a file
+a section at a time, the planes a block of row bands at a time
+(:func:`~elmoe3d.spec.image.row_band_blocks`), reading the weights a block at a time too (a
+layer's weights may be :class:`~elmoe3d.sim.stored.StoredMatrix` handles), so its memory does not
+grow with the layer.
 """
 
 from dataclasses import dataclass
@@ -28,9 +34,10 @@ import numpy as np
 
 from ..errors import UserError
 from ..sim.slices import lsb_slice, msb_slice
-from ..spec.image import (MULTIPLIER, OUT_ELEMENT_BYTES, SCALARS, TOKEN_SCALE,
+from ..sim.stored import create_image
+from ..spec.image import (MULTIPLIER, OUT_ELEMENT_BYTES, PROJECTION_SHAPES, SCALARS, TOKEN_SCALE,
                           ceil_div as _ceil, constants_block, expert_block, plane_sections,
-                          tile_plane, tiled_bytes, token_scale_offset)
+                          row_band_blocks, tile_plane, tiled_bytes, token_scale_offset)
 
 
 @dataclass(frozen=True)
@@ -94,57 +101,81 @@ def model_map(config, n_layers, n_experts, n_shared, d, f, top_k):
                     config.cache.entries * plane_lines, scale_offset)
 
 
-def _put(image, line_bytes, addr, data):
-    data = np.frombuffer(bytes(data), dtype=np.uint8)
-    start = addr * line_bytes
-    image[start:start + len(data)] = data
-
-
 def _mults(m, e):
-    return MULTIPLIER.encode(m=m, e=e).tobytes()
+    return MULTIPLIER.encode(m=m, e=e).reshape(-1)
 
 
-def expert_planes(config, expert, d, f):
-    """``(msb_bytes, lsb_bytes)`` of one expert's planes."""
+def expert_plane_blocks(config, expert, d, f):
+    """An expert's planes a block of row bands at a time: ``(byte offset in the plane, MSB
+    bytes, LSB bytes)`` for its gate, up and down matrices in plane order."""
     r, c = config.array.rows, config.array.cols
-    mats = (expert.gate, expert.up, expert.down)
-    msb = b"".join(tile_plane(msb_slice(q), r, c) for q in mats)
-    lsb = b"".join(tile_plane(lsb_slice(q), r, c) for q in mats)
-    return msb, lsb
+    sections, _ = plane_sections(r, c, d, f)
+    for name in PROJECTION_SHAPES:
+        off, (n, k) = sections[name]
+        q = getattr(expert, name)
+        for start, count, at, _ in row_band_blocks(n, k, r, c):
+            rows = np.asarray(q[start:start + count])
+            yield off + at, tile_plane(msb_slice(rows), r, c), tile_plane(lsb_slice(rows), r, c)
 
 
-def build_image(config, layers):
-    """The off-chip image (uint8) and :class:`ModelMap` of a model given as a list of
-    :class:`~elmoe3d.sim.int_moe.IntMoELayer` (all of one shape)."""
+def image_sections(config, layers, mm):
+    """Every written section of the off-chip image of ``layers`` (laid out by ``mm``), in
+    address order: ``(byte offset, uint8 array)``; the bytes between them are zero."""
     first = layers[0]
     d, f, E, S = first.d_model, first.d_ffn, first.n_experts, len(first.shared)
-    mm = model_map(config, len(layers), E, S, d, f, first.top_k)
     L = mm.line_bytes
     r, c = config.array.rows, config.array.cols
-    image = np.zeros(mm.offchip_lines * L, dtype=np.uint8)
     for lm, layer in zip(mm.layers, layers):
         if (layer.d_model, layer.d_ffn, layer.n_experts, len(layer.shared)) != (d, f, E, S):
             raise UserError("every layer of a compiled model must have the same shape")
         a = lm.p_addr
         cb = constants_block(lm.router_lines, L)
-        _put(image, L, a + cb["router_msb"], tile_plane(msb_slice(layer.router), r, c))
-        _put(image, L, a + cb["router_lsb"], tile_plane(lsb_slice(layer.router), r, c))
-        _put(image, L, a + cb["scalars"], SCALARS.encode(router_m=layer.router_m, router_e=layer.router_e,
-                                                         hid_m=layer.hid_m, hid_e=layer.hid_e).tobytes())
-        _put(image, L, a + cb["silu"], layer.silu.astype("<i2").tobytes())
+        yield (a + cb["router_msb"]) * L, tile_plane(msb_slice(layer.router), r, c)
+        yield (a + cb["router_lsb"]) * L, tile_plane(lsb_slice(layer.router), r, c)
+        yield (a + cb["scalars"]) * L, SCALARS.encode(router_m=layer.router_m, router_e=layer.router_e,
+                                                      hid_m=layer.hid_m, hid_e=layer.hid_e).reshape(-1)
+        yield (a + cb["silu"]) * L, layer.silu.astype("<i2").view(np.uint8)
         eb = expert_block(lm.plane_lines, d, f, L)
         for e, ex in enumerate(list(layer.experts) + list(layer.shared)):
             base = lm.e_addr + e * lm.e_stride
-            msb, lsb = expert_planes(config, ex, d, f)
-            _put(image, L, base + eb["msb"], msb)
-            _put(image, L, base + eb["lsb"], lsb)
-            _put(image, L, base + eb["mult"],
-                 _mults(ex.gate_m, ex.gate_e) + _mults(ex.up_m, ex.up_e) + _mults(ex.down_m, ex.down_e))
+            for at, msb, lsb in expert_plane_blocks(config, ex, d, f):
+                yield (base + eb["msb"]) * L + at, msb
+                yield (base + eb["lsb"]) * L + at, lsb
+            yield (base + eb["mult"]) * L, np.concatenate(
+                [_mults(ex.gate_m, ex.gate_e), _mults(ex.up_m, ex.up_e), _mults(ex.down_m, ex.down_e)])
+
+
+def _model_map(config, layers):
+    first = layers[0]
+    return model_map(config, len(layers), first.n_experts, len(first.shared), first.d_model, first.d_ffn,
+                     first.top_k)
+
+
+def build_image(config, layers):
+    """The off-chip image (uint8, in memory) and :class:`ModelMap` of a model given as a list of
+    :class:`~elmoe3d.sim.int_moe.IntMoELayer` (all of one shape)."""
+    mm = _model_map(config, layers)
+    image = np.zeros(mm.offchip_lines * mm.line_bytes, dtype=np.uint8)
+    for at, data in image_sections(config, layers, mm):
+        image[at:at + len(data)] = data
     return image, mm
 
 
+def write_image(config, layers, path):
+    """Write the off-chip image of :func:`build_image` to the file ``path``, byte for byte, a
+    section (a block of a plane) at a time; returns the :class:`ModelMap`."""
+    mm = _model_map(config, layers)
+    create_image(path, mm.offchip_lines * mm.line_bytes)
+    with open(path, "r+b") as out:
+        for at, data in image_sections(config, layers, mm):
+            out.seek(at)
+            out.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+    return mm
+
+
 def write_input(image, mm, x, xm, xe):
-    """Host side: the token group into the X block."""
+    """Host side: the token group into the X block (``image``: a uint8 array or a
+    :class:`~elmoe3d.sim.stored.FileImage`)."""
     T, d = x.shape
     L = mm.line_bytes
     base = mm.x_addr * L

@@ -64,8 +64,9 @@ from ..errors import UserError
 from ..spec.numerics import (BIT_MODES, CHOICES, EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT,  # noqa: F401
                              OUT_BITS, OUT_HEADROOM_BITS, POW2, POW2_ONE, PROJECTIONS, SILU_ENTRIES,
                              SILU_FRAC, UP_BITS, XE_MAX)
+from ..spec import image as image_format
 from .gemv import draft_gemv, full_gemv, int8_gemv
-from .quant import quantize_activations
+from .quant import quantize_activations, quantize_weights
 from .slices import msb_slice
 
 
@@ -219,17 +220,33 @@ def silu_table(s_g):
     return sat(np.rint(y * (1 << SILU_FRAC) / s_g), 16).astype(np.int16)
 
 
-def _calibrated(values, floor=1e-12):
+RANGE_FLOOR = 1e-12
+
+
+def _calibrated(values, floor=RANGE_FLOOR):
     """Calibration range: the largest magnitude seen (never zero)."""
     return max(float(np.max(np.abs(values))) if np.size(values) else 0.0, floor)
+
+
+def _expert_ranges(qe, a, sa):
+    """The largest magnitudes of one expert's gate and up pre-activations, its ``silu(gate) * up``
+    and its output on the calibration tokens ``a`` (INT8, scales ``sa`` (N, 1)), in float."""
+    from .moe_layer import silu as silu_f
+
+    gate = sa * qe.gate.s_w * by_row_blocks(full_gemv, qe.gate.q, a)
+    up = sa * qe.up.s_w * by_row_blocks(full_gemv, qe.up.q, a)
+    hidden = silu_f(gate) * up
+    ha, hs = quantize_activations(hidden)
+    out = hs[:, None] * qe.down.s_w * by_row_blocks(full_gemv, qe.down.q, ha)
+    return [float(np.max(np.abs(v))) if np.size(v) else 0.0 for v in (gate, up, hidden, out)]
 
 
 def calibrate_layer(qweights, calib_x, top_k):
     """Static scales of a layer from calibration tokens ``calib_x`` (N, d) float (normed hidden
     states): ``{"s_r", "S_g", "S_u", "S_h", "S_o"}`` (floats). Every expert sees every
-    calibration token, so the ranges cover tokens the router would not send it too."""
-    from .moe_layer import silu as silu_f
-
+    calibration token, so the ranges cover tokens the router would not send it too. The experts
+    are measured one at a time (only the largest magnitudes are kept), so the weights may be
+    :class:`~.stored.StoredMatrix` handles of a layer that is never in memory whole."""
     calib_x = np.asarray(calib_x, dtype=np.float64)
     if calib_x.ndim != 2 or calib_x.shape[0] == 0:
         raise UserError(f"calibration tokens must be a non-empty (N, d) array, got shape {calib_x.shape}")
@@ -237,17 +254,11 @@ def calibrate_layer(qweights, calib_x, top_k):
     a, s_a = quantize_activations(calib_x)
     sa = s_a[:, None]
     every = list(qweights.experts) + list(qweights.shared)
-    gates = [sa * qe.gate.s_w * full_gemv(qe.gate.q, a) for qe in every]
-    ups = [sa * qe.up.s_w * full_gemv(qe.up.q, a) for qe in every]
-    s_g = _calibrated(np.concatenate(gates)) / 127.0
-    s_u = _calibrated(np.concatenate(ups)) / ((1 << (UP_BITS - 1)) - 1)
-    hidden = [silu_f(g) * u for g, u in zip(gates, ups)]
-    s_h = _calibrated(np.concatenate(hidden)) / 127.0
-    outs = []
-    for qe, hid in zip(every, hidden):
-        ha, hs = quantize_activations(hid)
-        outs.append(hs[:, None] * qe.down.s_w * full_gemv(qe.down.q, ha))
-    s_o = _calibrated(np.concatenate(outs)) * (top_k + len(qweights.shared)) / (1 << OUT_HEADROOM_BITS)
+    g_max, u_max, h_max, o_max = (max(col) for col in zip(*(_expert_ranges(qe, a, sa) for qe in every)))
+    s_g = max(g_max, RANGE_FLOOR) / 127.0
+    s_u = max(u_max, RANGE_FLOOR) / ((1 << (UP_BITS - 1)) - 1)
+    s_h = max(h_max, RANGE_FLOOR) / 127.0
+    s_o = max(o_max, RANGE_FLOOR) * (top_k + len(qweights.shared)) / (1 << OUT_HEADROOM_BITS)
     # Keep every down multiplier below 2**13 (fixed() needs < 2**14) even for tiny experts.
     s_o = max(s_o, s_h * max(float(np.max(qe.down.s_w)) for qe in every) / (1 << (MANT_BITS - 2)))
     return {"s_r": s_r, "S_g": s_g, "S_u": s_u, "S_h": s_h, "S_o": s_o}
@@ -320,9 +331,24 @@ def gate_weights(layer, logits, chosen, xm, xe):
     return (p << GATE_FRAC) // p.sum(axis=1, keepdims=True)
 
 
+def by_row_blocks(gemv, q, x):
+    """``gemv(q, x)`` computed on blocks of at most ``spec.image.BLOCK_WEIGHTS`` weights (whole
+    rows of ``q``, a numpy array or a :class:`~.stored.StoredMatrix`) put side by side: the same
+    integers, with temporaries (the GEMV's float64 operand) bounded whatever the matrix's size."""
+    n, k = q.shape
+    step = max(1, image_format.BLOCK_WEIGHTS // max(k, 1))
+    if n <= step:
+        return gemv(np.asarray(q), x)
+    return np.concatenate([gemv(q[i:i + step], x) for i in range(0, n, step)], axis=-1)
+
+
+def _draft(q, x):
+    return draft_gemv(msb_slice(q), x)
+
+
 def projection(q, x, draft):
     """One bit-nested GEMV: ``draft_gemv`` of the MSB slices in a draft pass, else ``full_gemv``."""
-    return (draft_gemv(msb_slice(q), x) if draft else full_gemv(q, x)).astype(np.int64)
+    return by_row_blocks(_draft if draft else full_gemv, q, x).astype(np.int64)
 
 
 def swiglu(layer, e, acc_gate, acc_up, xm, xe):
@@ -417,6 +443,50 @@ def quantize_tokens(h):
     a, s_a = quantize_activations(np.atleast_2d(h))
     xm, xe = token_scale(s_a)
     return a, xm, xe
+
+
+# -- a random layer, a block of rows at a time ------------------------------------------------------
+CALIBRATION_TOKENS = 64
+
+
+def random_int_layer(shape, seed, store=None, calib_tokens=CALIBRATION_TOKENS):
+    """The integer layer of a random Gaussian layer of :class:`~.moe_layer.MoEShape` ``shape``
+    (what ``elmoe3d compile --random`` compiles), built a block of rows at a time.
+
+    Bit for bit ``fold_layer(qw, calibrate_layer(qw, rng.standard_normal((calib_tokens, d)), k), k)``
+    with ``qw = random_moe(shape, rng).quantized()`` and ``rng = np.random.default_rng(seed)``:
+    the same draws in the same order (a Gaussian block of rows continues the stream exactly
+    where the previous block stopped) and per-output-channel quantization is per row. With
+    ``store`` (a :class:`~.stored.MatrixStore`) the INT8 weights go to its file and the layer
+    holds :class:`~.stored.StoredMatrix` handles: no float or INT8 copy of the whole layer is
+    ever in memory."""
+    from .moe_layer import QExpert, QLinear, QMoEWeights, sample_weights
+
+    rng = np.random.default_rng(seed)
+    d, f = shape.d_model, shape.d_ffn
+    router = sample_weights((d, shape.n_experts), rng)
+
+    def matrix(n, k):
+        step = max(1, image_format.BLOCK_WEIGHTS // k)
+        blocks, scales = [], []
+        if store is not None:
+            store.begin((n, k), np.int8)
+        for start in range(0, n, step):
+            q, s_w = quantize_weights(sample_weights((min(step, n - start), k), rng))
+            scales.append(s_w)
+            if store is None:
+                blocks.append(q)
+            else:
+                store.append(q)
+        return QLinear(np.concatenate(blocks) if store is None else store.end(), np.concatenate(scales))
+
+    def expert():
+        return QExpert(matrix(f, d), matrix(f, d), matrix(d, f))
+
+    experts = [expert() for _ in range(shape.n_experts)]
+    shared = [expert() for _ in range(shape.n_shared)]
+    qw = QMoEWeights(router, experts, shared)
+    return fold_layer(qw, calibrate_layer(qw, rng.standard_normal((calib_tokens, d)), shape.top_k), shape.top_k)
 
 
 # -- the scales file beside a weights file ------------------------------------------------------

@@ -49,8 +49,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block, plane_sections,
-                          signed_nibbles, tiled_bytes, token_scale_offset, untile_plane)
+from ..spec import image as image_format
+from ..spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block,
+                          plane_sections, row_band_blocks, signed_nibbles, tiled_bytes, token_scale_offset,
+                          untile_plane)
 from ..spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update
 from ..spec.timing import CoreTiming
 from .expert_cache import ExpertCache, Key
@@ -107,7 +109,10 @@ class Machine:
     Parameters
     ----------
     config : AccelConfig
-    offchip, hb : uint8 arrays (the images, modified in place by STOREY and fills)
+    offchip, hb : the images, modified in place by STOREY and fills: uint8 arrays, or
+        :class:`~.stored.FileImage` (images in files; read a block at a time, so a layer of any
+        size runs in bounded memory: a FETCH notes where the plane is, a GEMV reads it a block of
+        row bands at a time, a fill copies it a block at a time)
     cache : ExpertCache or None (a fresh one of ``config.cache`` by default)
     """
 
@@ -121,13 +126,22 @@ class Machine:
         self.timing = CoreTiming(config)
 
     # -- memory ----------------------------------------------------------------------------------
-    def _read(self, image, name, addr, nbytes, index, op):
+    def _span(self, image, name, addr, nbytes, index, op):
+        """The first byte of ``nbytes`` from line ``addr`` (ADDRESS if they pass the image's end)."""
         start, end = addr * self.L, addr * self.L + nbytes
         if addr < 0 or end > len(image):
             raise MachineError(Status.ADDRESS, index, Op[op.upper()],
                                f"lines {addr}..{_ceil(end, self.L) - 1} past the {name} image of "
                                f"{len(image) // self.L} lines")
-        return image[start:end]
+        return start
+
+    def _read(self, image, name, addr, nbytes, index, op):
+        start = self._span(image, name, addr, nbytes, index, op)
+        return image[start:start + nbytes]
+
+    def _write(self, image, name, addr, data, index, op):
+        start = self._span(image, name, addr, len(data), index, op)
+        image[start:start + len(data)] = data
 
     def _reg(self, name, index, op):
         if name not in self.regs:
@@ -242,10 +256,8 @@ class Machine:
         elif op == Op.STOREY:
             if not self.x_ok:
                 self._fail(Status.ORDER, i, op, "no layer output (LOADX first)")
-            out = sat(self.acc, OUT_BITS).astype("<i4").tobytes()
-            addr = self._reg(Reg.Y_ADDR, i, name)
-            dst = self._read(self.offchip, "off-chip", addr, len(out), i, name)
-            dst[:] = np.frombuffer(out, dtype=np.uint8)
+            out = sat(self.acc, OUT_BITS).astype("<i4").view(np.uint8).reshape(-1)
+            self._write(self.offchip, "off-chip", self._reg(Reg.Y_ADDR, i, name), out, i, name)
             self.stats.offchip_bytes += len(out)
             self._count(op, self.timing.storey(len(self.x), self.d_model))
 
@@ -350,27 +362,31 @@ class Machine:
         key = Key(layer, c["expert"], f["plane"])
         if f["plane"] == Plane.LSB and f["update"] == Update.LOOKUP:
             self._fail(Status.RANGE, i, name, "an LSB plane is never cached (FETCH lsb takes peek only)")
-        off_addr = self._plane_addr(c["expert"], f["plane"], i, name)
-        off = self._read(self.offchip, "off-chip", off_addr, nbytes, i, name)
+        off = (self.offchip, self._span(self.offchip, "off-chip", self._plane_addr(c["expert"], f["plane"], i, name),
+                                        nbytes, i, name), "offchip")
         hb_base = self._reg(Reg.HB_BASE, i, name)
+
+        def hb(slot):
+            return self.hb, self._span(self.hb, "HB", hb_base + slot * lines, nbytes, i, name), "hb"
         if f["update"] == Update.LOOKUP:
             w = int(c["weights"].max())
             score = min(w >> max(GATE_FRAC - cfg.cache.score_bits, 0), (1 << cfg.cache.score_bits) - 1)
             res = self.cache.apply(CacheOp.LOOKUP, key, score)
             self.stats.cache.append((key, res))
             if res.hit:
-                src, tier = self._read(self.hb, "HB", hb_base + res.slot * lines, nbytes, i, name), "hb"
+                src = hb(res.slot)
             else:
-                src, tier = off, "offchip"
+                src = off
                 if res.fill:        # the fill path: the plane streamed from off-chip is written to HB
-                    self._read(self.hb, "HB", hb_base + res.slot * lines, nbytes, i, name)[:] = off
+                    dst, step = hb(res.slot)[1], image_format.BLOCK_WEIGHTS // 2
+                    for at in range(0, nbytes, step):
+                        n = min(step, nbytes - at)
+                        self.hb[dst + at:dst + at + n] = self.offchip[off[1] + at:off[1] + at + n]
         else:
             slot = self.cache.resident().get(key)
-            if slot is None:
-                src, tier = off, "offchip"
-            else:
-                src, tier = self._read(self.hb, "HB", hb_base + slot * lines, nbytes, i, name), "hb"
-        c[f"plane{f['plane']}"] = (np.asarray(src), tier)
+            src = off if slot is None else hb(slot)
+        # Where the plane is (image, first byte, tier): the GEMVs read it from there, a block at a time.
+        c[f"plane{f['plane']}"] = src
 
     def _loadm(self, i, name):
         c = self.ctx
@@ -404,7 +420,7 @@ class Machine:
             self._fail(Status.ORDER, i, name, f"the {need} of expert {c['expert']} not fetched")
         if proj == Proj.DOWN and "hidden" not in c:
             self._fail(Status.ORDER, i, name, "down projection before swiglu")
-        if bits == Bits.FULL and c["plane1"][1] == "hb":
+        if bits == Bits.FULL and c["plane1"][2] == "hb":
             self._fail(Status.RANGE, i, name, "an LSB plane read from HB (the core streams LSB planes off-chip)")
         r, co = cfg.array.rows, cfg.array.cols
         sections, _ = plane_sections(r, co, self.d_model, self.d_ffn)
@@ -414,13 +430,18 @@ class Machine:
             a = c["hidden"].astype(np.int8)
         else:
             a = self.x[c["tokens"]]
-        msb, msb_tier = c["plane0"]
-        h = signed_nibbles(untile_plane(msb[off:off + size], N, K, r, co))
-        acc = draft_gemv(h, a).astype(np.int64)
+        msb, msb_at, msb_tier = c["plane0"]
+        lsb, lsb_at, lsb_tier = c["plane1"] if bits == Bits.FULL else (None, 0, None)
+        acc = np.empty(a.shape[:-1] + (N,), dtype=np.int64)
+        for row, count, at, nbytes in row_band_blocks(N, K, r, co):
+            at += off
+            h = signed_nibbles(untile_plane(msb[msb_at + at:msb_at + at + nbytes], count, K, r, co))
+            block = draft_gemv(h, a).astype(np.int64)
+            if bits == Bits.FULL:
+                block += correction_gemv(untile_plane(lsb[lsb_at + at:lsb_at + at + nbytes], count, K, r, co), a)
+            acc[..., row:row + count] = block
         streams = {msb_tier: size}
         if bits == Bits.FULL:
-            lsb, lsb_tier = c["plane1"]
-            acc += correction_gemv(untile_plane(lsb[off:off + size], N, K, r, co), a)
             streams[lsb_tier] = streams.get(lsb_tier, 0) + size
         c[proj.name.lower()] = acc
         groups = _ceil(len(c["tokens"]), cfg.array.lanes)

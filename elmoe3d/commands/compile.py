@@ -85,15 +85,14 @@ def parse_random(spec):
     return values
 
 
-def _random_layer(values, seed):
-    import numpy as np
-
-    from ..sim.int_moe import calibrate_layer, fold_layer
-    from ..sim.moe_layer import MoEShape, random_moe
+def _random_layer(values, seed, store=None):
+    """The random layer of ``--random D,E,K,F,S`` (:func:`~elmoe3d.sim.int_moe.random_int_layer`:
+    the same layer as ``random_moe`` + ``quantized`` + ``calibrate_layer`` + ``fold_layer`` with
+    ``default_rng(seed)``), its INT8 weights in ``store``'s file when given."""
+    from ..sim.int_moe import random_int_layer
+    from ..sim.moe_layer import MoEShape
     d, e, k, f, s = values
-    rng = np.random.default_rng(seed)
-    qw = random_moe(MoEShape(d_model=d, n_experts=e, top_k=k, d_ffn=f, n_shared=s), rng).quantized()
-    return [fold_layer(qw, calibrate_layer(qw, rng.standard_normal((64, d)), k), k)]
+    return [random_int_layer(MoEShape(d_model=d, n_experts=e, top_k=k, d_ffn=f, n_shared=s), seed, store)]
 
 
 def _layer_shape(layer):
@@ -107,13 +106,18 @@ def run(args):
     from ..errors import UserError
     from ..firmware.asm import disassemble, listing
     from ..firmware.cheader import c_header
-    from ..firmware.compiler import compile_model, compile_pass
+    import tempfile
+    from pathlib import Path
+
+    from ..firmware.compiler import compile_pass, compile_to_files
     from ..firmware.layout import model_map, read_output, write_input
-    from ..limits import check_memory, compile_random_bytes
+    from ..limits import check_disk, check_memory, compile_disk_bytes, compile_random_bytes
     from ..paths import output_dir, write_text
+    from ..sim.blas_threads import single_threaded
     from ..sim.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
     from ..sim.iss import Machine
     from ..sim.lm import MoELM
+    from ..sim.stored import FileImage, MatrixStore, create_image
 
     # Everything the request can be refused for is checked before the output folder exists.
     cfg = _config(args.config)
@@ -125,7 +129,6 @@ def run(args):
     model = None
     if args.random is not None:
         d, e, k, f, s = parse_random(args.random)
-        check_memory(f"compile --random {args.random}", compile_random_bytes(d, e, f, s))
         shape, layer = (e, s, d, f, k), 0
     else:
         from .sd import _default_model
@@ -140,35 +143,53 @@ def run(args):
         raise UserError(f"--k-d must be at most the layer's top-k {top_k}, got {moe_pass.k}")
     n_layers = 1 if model is None else model.cfg.n_layers
     try:
-        model_map(cfg, n_layers, n_experts, n_shared, d_model, d_ffn, top_k)
+        mm = model_map(cfg, n_layers, n_experts, n_shared, d_model, d_ffn, top_k)
     except UserError as exc:
         raise UserError(f"--config {args.config}: {exc}") from None
+    what = f"compile --random {args.random}" if model is None else f"compile --config {args.config}"
+    if model is None:
+        check_memory(what, compile_random_bytes(d_model, n_experts, d_ffn, n_shared))
+    plane = mm.layers[0].plane_lines * mm.line_bytes
+    weights = (n_experts + n_shared) * 3 * d_model * d_ffn if model is None else 0
+    check_disk(what, compile_disk_bytes(mm.offchip_lines * mm.line_bytes, mm.hb_lines * mm.line_bytes, weights,
+                                        min(cfg.cache.entries, n_experts + n_shared) * plane), args.out)
     out = output_dir(args.out)
 
-    layers = _random_layer((d_model, n_experts, top_k, d_ffn, n_shared), args.seed) if model is None \
-        else model.int_layers
-    comp = compile_model(cfg, layers)
-    words = compile_pass(comp, layer, args.tokens, moe_pass)
-    rng = np.random.default_rng(args.seed)
-    a, xm, xe = quantize_tokens(rng.standard_normal((args.tokens, d_model)))
-    write_input(comp.offchip, comp.map, a, xm, xe)
-    stem = f"layer{layer}_{args.kind}"
-    (out / f"{stem}.bin").write_bytes(comp.isa.to_bytes(words))
-    write_text(out / f"{stem}.asm", disassemble(comp.isa, words))
-    write_text(out / f"{stem}.lst", listing(comp.isa, words))
-    (out / "offchip.img").write_bytes(comp.offchip.tobytes())
-    (out / "hb.img").write_bytes(comp.hb.tobytes())
-    write_text(out / "commands.h", c_header(comp.isa))
-    write_text(out / "config.json", cfg.to_json() + "\n")
-    write_text(out / "memory_map.json", json.dumps(comp.map.to_dict(), indent=1) + "\n")
-    # Run it once on the ISS and check it against the golden layer before reporting. The ISS
-    # starts with an empty expert cache, as the core does after reset: a cached-choice draft
-    # then finds no routed expert resident (the golden layer is told the same: nothing allowed).
-    cached = moe_pass.choice == "cached"
-    allowed = np.zeros(n_experts, bool) if cached else None
-    stats = Machine(cfg, comp.offchip, comp.hb).run(words)
-    want = int_moe(layers[layer], a, xm, xe, moe_pass, allowed)
-    got = read_output(comp.offchip, comp.map, args.tokens)
+    # The layer's INT8 weights (a random layer's, in a scratch file) and the images stay in files;
+    # what is in memory at any time is a block of them (docs/scale.md, "Compiler and ISS memory").
+    # BLAS on one thread: the GEMVs are a few tokens wide, and OpenBLAS's spinning threads only
+    # cost time on a shared machine (sim/blas_threads.py).
+    with tempfile.TemporaryDirectory(prefix=".compile-scratch-", dir=out) as scratch, single_threaded():
+        store = MatrixStore(Path(scratch) / "weights.int8") if model is None else None
+        try:
+            layers = model.int_layers if model is not None else \
+                _random_layer((d_model, n_experts, top_k, d_ffn, n_shared), args.seed, store)
+            comp = compile_to_files(cfg, layers, out / "offchip.img", out / "hb.img")
+            words = compile_pass(comp, layer, args.tokens, moe_pass)
+            rng = np.random.default_rng(args.seed)
+            a, xm, xe = quantize_tokens(rng.standard_normal((args.tokens, d_model)))
+            write_input(comp.offchip, comp.map, a, xm, xe)
+            stem = f"layer{layer}_{args.kind}"
+            (out / f"{stem}.bin").write_bytes(comp.isa.to_bytes(words))
+            write_text(out / f"{stem}.asm", disassemble(comp.isa, words))
+            write_text(out / f"{stem}.lst", listing(comp.isa, words))
+            write_text(out / "commands.h", c_header(comp.isa))
+            write_text(out / "config.json", cfg.to_json() + "\n")
+            write_text(out / "memory_map.json", json.dumps(comp.map.to_dict(), indent=1) + "\n")
+            # Run it once on the ISS and check it against the golden layer before reporting. The
+            # ISS starts with an empty expert cache, as the core does after reset: a cached-choice
+            # draft then finds no routed expert resident (the golden layer is told the same:
+            # nothing allowed). It runs on the written images without changing them: its output
+            # block stays in memory (a private view), its cache fills go to a scratch HB image.
+            cached = moe_pass.choice == "cached"
+            allowed = np.zeros(n_experts, bool) if cached else None
+            offchip = FileImage(out / "offchip.img", private=True)
+            stats = Machine(cfg, offchip, create_image(Path(scratch) / "hb.img", len(comp.hb))).run(words)
+            want = int_moe(layers[layer], a, xm, xe, moe_pass, allowed)
+            got = read_output(offchip, comp.map, args.tokens)
+        finally:
+            if store is not None:
+                store.close()
     same = np.array_equal(got, want.out)
     write_expected(out, stem, comp.map, want.out, stats)
     print(f"{len(words)} commands, off-chip image {len(comp.offchip):,} bytes, HB image {len(comp.hb):,} bytes -> {out}")

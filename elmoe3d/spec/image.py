@@ -146,6 +146,28 @@ def untile_plane(data, n, k, rows, cols):
     return flat.reshape(pn // rows, pk // cols, rows, cols).transpose(0, 2, 1, 3).reshape(pn, pk)[:n, :k]
 
 
+# The compiler, the ISS and the golden layer handle a weight matrix a block of whole rows at a
+# time (of a plane: whole row bands), at most this many weights (nibbles) per block, or one band
+# if a band is larger: a block's float64 GEMV operand is then 8 MiB whatever the layer's size
+# (docs/scale.md, "Compiler and ISS memory"; 4x larger blocks measured no faster, with 3x the
+# system time: allocations past glibc's 32 MiB mmap threshold are page-faulted in afresh each time).
+BLOCK_WEIGHTS = 1 << 20
+
+
+def row_band_blocks(n, k, rows, cols, nibbles=None):
+    """The tiled plane of an ``(n, k)`` slice matrix cut into blocks of whole row bands, in
+    plane order: ``(row_start, row_count, byte_offset, byte_count)`` per block. Row tiles are
+    outermost, so rows ``row_start ..`` of the matrix are the ``byte_count`` bytes from
+    ``byte_offset``: ``tile_plane`` of those rows, and ``untile_plane`` of those bytes with
+    ``row_count`` rows. A block has at most ``max(nibbles, one band)`` nibbles (default
+    :data:`BLOCK_WEIGHTS`)."""
+    _, pk = tiled_shape(n, k, rows, cols)
+    step = max(1, (nibbles or BLOCK_WEIGHTS) // (rows * pk)) * rows
+    for start in range(0, n, step):
+        count = min(step, n - start)
+        yield start, count, start * pk // 2, ceil_div(count, rows) * rows * pk // 2
+
+
 def plane_sections(rows, cols, d, f):
     """``({projection: (byte_offset, (N, K))}, plane_bytes)``: the gate, up and down matrices
     inside an expert plane for a ``rows x cols`` PE array, model width ``d``, expert width ``f``."""
