@@ -517,7 +517,7 @@ NEW_COMMAND_CASES = [
     (["compile", "--random", "8,4,x,16,0", "-o", "P"], "--random takes five integers"),
     (["compile", "--random", "8,0,1,16,0", "-o", "P"], "--random experts must be in [1, 64], got 0"),
     (["compile", "--random", "8,4,8,16,0", "-o", "P"], "--random top-k 8 exceeds the 4 experts"),
-    (["compile", "--random", "4096,64,2,16384,8", "-o", "P"], "needs about"),
+    (["compile", "--random", "4096,64,2,16384,8", "-o", "P"], "cache.expert_bits = 6 holds 64 experts"),
     (["compile", "--random", "8,4,2,16,0", "--layer", "3", "-o", "P"], "give one of them"),
     (["compile", "--layer", "9", "-o", "P"], "--layer must be below 4"),
     (["compile", "--tokens", "17", "-o", "P"], "--tokens must be in [1, 16]"),
@@ -578,22 +578,21 @@ def _made(tmp_path, arg):
 def test_new_commands_refuse_bad_input(capsys, tmp_path, argv, cause):
     """Each refusal: exit 2, one line naming the culprit, no traceback, nothing written."""
     start = time.monotonic()
-    line = refused(capsys, [_made(tmp_path, a) for a in _with(argv, tmp_path / "out")], cause)
+    refused(capsys, [_made(tmp_path, a) for a in _with(argv, tmp_path / "out")], cause)
     assert time.monotonic() - start < 30, f"{argv} took {time.monotonic() - start:.0f} s to refuse"
-    if cause == "needs about":
-        assert "available on this machine" in line and "--random 4096,64,2,16384,8" in line
     assert not (tmp_path / "out").exists(), "refused after the output folder was made"
 
 
 def test_compile_memory_estimate():
-    """The estimate bounds measured runs (peak resident memory of `compile --config mixtral
-    --random ...`: 1024,8,2,2048,0 took 511 MiB, 2048,8,2,2048,0 977 MiB) and refuses one
-    Mixtral-8x7B layer (4096,8,2,14336,0) on a machine with 3 GiB free."""
+    """`compile` keeps a layer's weights and images in files (docs/scale.md), so its estimate does
+    not grow with the experts and stays under 2 GiB for one Mixtral-8x7B layer; a machine with
+    less memory free than the estimate refuses in one line (the disk refusal:
+    tests/test_compile_memory.py)."""
     from elmoe3d.limits import check_memory, compile_random_bytes
-    assert compile_random_bytes(1024, 8, 2048, 0) >= 511 * 2**20
-    assert compile_random_bytes(2048, 8, 2048, 0) >= 977 * 2**20
-    with pytest.raises(paths.UserError, match=r"compile --random 4096,8,2,14336,0 needs about .* GiB of memory"):
-        check_memory("compile --random 4096,8,2,14336,0", compile_random_bytes(4096, 8, 14336, 0), available=3 * 2**30)
+    est = compile_random_bytes(4096, 8, 14336, 0)
+    assert est < 2 * 2**30 and est == compile_random_bytes(4096, 16, 14336, 0)
+    with pytest.raises(paths.UserError, match=r"compile --random 4096,8,2,14336,0 needs about .* MiB of memory"):
+        check_memory("compile --random 4096,8,2,14336,0", est, available=2**28)
 
 
 def test_compile_takes_the_json_generate_writes(capsys, tmp_path):
