@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import macros as sram_macros
-from . import sta_flow, yosys_flow
+from . import hier_timing, sta_flow, yosys_flow
 
 NO_LIBERTY = ("Timing and power need a Liberty file: pass --liberty FILE "
               "(or a shipped library: sky130hd, nangate45).")
@@ -197,6 +197,13 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
         runtime["sta"] = round(time.monotonic() - start, 2)
         timing = {k: sta[k] for k in ("clock_ns", "clock_port", "worst_slack_ns", "wns_ns", "tns_ns", "met",
                                       "fmax_mhz", "timing_report")}
+        if not flatten and len(area["modules"]) > 1 and area.get("netlist_hier"):
+            start = time.monotonic()
+            timing["modules"] = hier_timing.time_modules(
+                area["netlist_hier"], lib, area["top"], out_dir, clock_ns=clock_ns,
+                instances={n: m["instances"] for n, m in area["modules"].items()},
+                extra_liberty=area.get("macro_liberty", ()), log=log)
+            runtime["sta_modules"] = round(time.monotonic() - start, 2)
         power = {"activity": activity, "clock_mhz": 1000.0 / clock_ns, "static_ports": sta["static_ports"],
                  **sta["power_mw"]}
         energy = energy_per_mac(sta["power_mw"]["total"], clock_ns, macs_per_cycle)
@@ -380,6 +387,21 @@ def format_markdown(report):
     if report.get("runtime_s"):
         out.append("| wall time per step | " + ", ".join(f"{k} {v:.1f} s" for k, v in report["runtime_s"].items())
                    + " |")
+    if timing and timing.get("modules"):
+        mods = timing["modules"]
+        out += ["", "## Timing per distinct module", "",
+                "Each distinct module timed once, alone (OpenSTA `link_design` of the module, the same clock, "
+                "zero input/output delays: paths inside the module and between its ports and its registers). "
+                "Paths between modules are timed by the flat run above (its Fmax is the design's).", "",
+                "| module | instances | worst slack ns | Fmax MHz | worst endpoint |", "| --- | ---: | ---: | ---: | --- |"]
+        ranked = sorted(mods.items(), key=lambda kv: (kv[1]["worst_slack_ns"] is None, kv[1]["worst_slack_ns"] or 0))
+        for name, t in ranked[:MAX_TABLE_ROWS]:
+            slack = "-" if t["worst_slack_ns"] is None else f"{t['worst_slack_ns']:.3f}"
+            fmax = "-" if not t["fmax_mhz"] else f"{t['fmax_mhz']:.1f}"
+            out.append(f"| `{name}` | {t['instances'] or '-'} | {slack} | {fmax} | "
+                       f"{('`' + t['endpoint'] + '`') if t['endpoint'] else (t['error'] or '-')} |")
+        if len(ranked) > MAX_TABLE_ROWS:
+            out.append(f"| ... {len(ranked) - MAX_TABLE_ROWS} more in report.json | | | | |")
     if energy and energy["per_mac_pj"]:
         out += ["", "## Energy per MAC", "", "| mode | MACs per cycle | pJ per MAC |", "| --- | ---: | ---: |"]
         for mode, pj in energy["per_mac_pj"].items():

@@ -428,6 +428,7 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
     area["yosys_log"] = str(out_dir / "yosys.log")
     if liberty:
         area["netlist"] = str(out_dir / "netlist.v")
+        area["netlist_hier"] = str(out_dir / "netlist_hier.v")
         area["unmapped"] = unmapped_cells(out_dir / "cells.json")
         area["library"] = library_name(liberty)
         area["dont_use"] = list(dont_use)

@@ -121,6 +121,10 @@ def test_fifo_memory_on_macros(tmp_path, key):
     assert "| memories | SRAM macros" in md and f"{want['count']} x `{want['macro']}`" in md
     if sta_flow.sta_binary():
         assert rep["timing"]["fmax_mhz"] > 0
+        # the top only wires the FIFO: timed alone, the FIFO module has the design's worst path
+        mods = rep["timing"]["modules"]
+        assert list(mods) == ["stream_fifo.fifo"] and mods["stream_fifo.fifo"]["instances"] == 1
+        assert mods["stream_fifo.fifo"]["fmax_mhz"] == pytest.approx(rep["timing"]["fmax_mhz"], rel=0.01)
         assert any(want["macro"] in line for line in (tmp_path / "sta.tcl").read_text().splitlines()
                    if line.startswith("read_liberty"))
 
@@ -143,6 +147,31 @@ def test_fifo_memory_as_flip_flops(tmp_path):
     assert "| memories | flip-flops |" in (tmp_path / "report.md").read_text()
     assert "Memories as flip-flops (--no-macros)" in " ".join(rep["notes"])
     assert yosys_flow.parse_stat_json(tmp_path / "stat.json")["total"]["macro_area"] == 0
+
+
+def test_hierarchical_area_and_timing_per_distinct_module(tmp_path):
+    """A PE array's PE is one Verilog module instanced rows x lanes times: Yosys maps it once,
+    the area counts it per instance, and OpenSTA times it once (issue 21 item 2)."""
+    if shipped_liberty("nangate45") is None:
+        pytest.skip("needs ../shared/pdk")
+    from elmoe3d.synth import flow, sta_flow
+    rows, cols, lanes = 2, 2, 3
+    rep = flow.synthesize("pe_array", {"rows": rows, "cols": cols, "lanes": lanes}, tmp_path, liberty="nangate45",
+                          clock_ns=5.0, log=None)
+    mods = rep["area"]["modules"]
+    pe = [n for n in mods if n.startswith("elmoe3d_pe_")]
+    assert len(pe) == 1 and mods[pe[0]]["instances"] == rows * lanes
+    netlist = (tmp_path / "netlist_hier.v").read_text()
+    assert len(re.findall(rf"^module\s+\\?{pe[0]}\s*\(", netlist, flags=re.M)) == 1    # mapped once
+    top = mods[rep["area"]["top"]]
+    assert top["area"] == pytest.approx(top["own_area"] + sum(mods[c]["area"] * k for c, k in top["submodules"].items()))
+    assert sum(m["own_area"] * m["instances"] for m in mods.values()) == pytest.approx(rep["area"]["total"]["area"])
+    if sta_flow.sta_binary():
+        timed = rep["timing"]["modules"]
+        assert timed[pe[0]]["instances"] == rows * lanes and timed[pe[0]]["fmax_mhz"] > 0
+        # the flat run includes every module's paths: it is not faster than any module alone
+        assert rep["timing"]["fmax_mhz"] <= min(t["fmax_mhz"] for t in timed.values() if t["fmax_mhz"]) * 1.01
+        assert "## Timing per distinct module" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.slow
