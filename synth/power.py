@@ -253,12 +253,14 @@ def _port_words(netlist, module):
 
 
 def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_ACTIVITY,
-                 clock_port="clk", static_ports=("rst",)):
+                 clock_port="clk", static_ports=("rst",), extra_libs=()):
     """OpenSTA script of one block's power: ``rates`` (``{port: (toggles per cycle, duty)}``)
     or, without them, ``activity`` on every input; the clock ideal at ``clock_ns``; the reset
-    and ports missing from ``rates`` at 0."""
+    and ports missing from ``rates`` at 0. ``extra_libs``: more Liberty files (SRAM macros)."""
     ports = _port_words(netlist, module)
-    lines = [f"read_liberty {sta_flow._tcl_path(liberty)}", "set_cmd_units -time ns",
+    lines = [f"read_liberty {sta_flow._tcl_path(liberty)}",
+             *(f"read_liberty {sta_flow._tcl_path(Path(x).resolve())}" for x in extra_libs),
+             "set_cmd_units -time ns",
              f"read_verilog {sta_flow._tcl_path(netlist)}", f"link_design {{{module}}}"]
     if clock_port in ports:
         lines.append(f"create_clock -name clk -period {clock_ns:.6g} [get_ports {clock_port}]")
@@ -282,7 +284,7 @@ def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_A
 
 
 def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, activity=FLAT_ACTIVITY,
-                    tag="sim"):
+                    tag="sim", extra_libs=()):
     """Power of one block (mW: internal, switching, leakage, total) from OpenSTA; ``rates`` as
     :func:`block_script`. Files ``power_<module>_<tag>.tcl/.log`` go into ``out_dir``."""
     binary = sta_flow.sta_binary()
@@ -293,7 +295,7 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
     safe = re.sub(r"[^\w]+", "_", module)
     script = out_dir / f"power_{safe}_{tag}.tcl"
     script.write_text(block_script(Path(netlist).resolve(), Path(liberty).resolve(), module, clock_ns,
-                                   rates, activity))
+                                   rates, activity, extra_libs=extra_libs))
     res = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
                          capture_output=True, text=True)
     text = res.stdout + res.stderr
@@ -330,7 +332,7 @@ def blocks_of(netlist, top):
 
 
 def core_block_power(netlist, liberty, top, out_dir, *, clock_ns, activity=None, scope=None, flat=FLAT_ACTIVITY,
-                     tag="sim"):
+                     tag="sim", extra_libs=()):
     """Power of every block of ``top`` (``{instance: mW dict}``): with ``activity`` (an
     :class:`Activity`) each block's inputs get the rates measured at ``scope/instance`` (the
     simulated top's instance path, ``top`` by default); without it, ``flat`` on every input."""
@@ -343,7 +345,7 @@ def core_block_power(netlist, liberty, top, out_dir, *, clock_ns, activity=None,
             except UserError:
                 rates = {}                # not in the dump (a block the simulated core lacks): idle
         out[inst] = run_block_power(netlist, liberty, module, out_dir, clock_ns=clock_ns, rates=rates,
-                                    activity=flat, tag=tag)
+                                    activity=flat, tag=tag, extra_libs=extra_libs)
     return out
 
 
@@ -361,7 +363,8 @@ def pass_macs(layer, recording_pass):
     return tokens * (d * layer.n_experts + shared) + chosen * 3 * d * layer.d_ffn
 
 
-def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None, onchip_blocks=None):
+def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None, onchip_blocks=None,
+                extra_libs=()):
     """The ``"power"`` entry of ``bench_core.json`` for one library.
 
     ``passes``: ``[{"name", "mode" ("draft"/"full"), "dump" (a SAIF/VCD path) or "activity" (an
@@ -371,7 +374,8 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
     cycles; energy per pass = that pass's power x cycles / Fmax; ``pj_per_mac`` per mode (the
     passes of a mode pooled); ``pj_per_byte_onchip`` = the energy of the ``onchip_blocks``
     (memories and buffers; all blocks when None) over the bytes moved on chip.
-    ``at_activity_0.2`` holds the same figures with every input at 0.2.
+    ``at_activity_0.2`` holds the same figures with every input at 0.2. ``extra_libs``: the SRAM
+    macros' Liberty files when the netlist holds macros.
     """
     if not passes:
         raise UserError("power_entry: no simulated passes")
@@ -383,8 +387,8 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
     for p in passes:
         act = p["activity"] if "activity" in p else load_activity(p["dump"])
         per_pass[p["name"]] = core_block_power(netlist, liberty, top, out_dir, clock_ns=clock_ns, activity=act,
-                                               scope=scope, tag=re.sub(r"\W+", "_", p["name"]))
-    flat = core_block_power(netlist, liberty, top, out_dir, clock_ns=clock_ns, tag="flat")
+                                               scope=scope, tag=re.sub(r"\W+", "_", p["name"]), extra_libs=extra_libs)
+    flat = core_block_power(netlist, liberty, top, out_dir, clock_ns=clock_ns, tag="flat", extra_libs=extra_libs)
 
     def figures(blocks_of_pass):
         cyc = sum(p["cycles"] for p in passes)

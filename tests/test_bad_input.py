@@ -540,6 +540,8 @@ NEW_COMMAND_CASES = [
     (["bench-core", "--no-rtl", "--liberty", "nosuch", "-o", "P"], "Liberty file not found: nosuch"),
     (["bench-core", "--no-rtl", "--synth-config", "nosuch", "-o", "P"], "invalid choice: 'nosuch'"),
     (["bench-core", "--no-rtl", "--no-macros=yes", "-o", "P"], "ignored explicit argument 'yes'"),
+    (["bench-core", "--no-rtl", "--no-power=yes", "-o", "P"], "ignored explicit argument 'yes'"),
+    (["bench-core", "--no-synth", "--no-power", "--lanes", "17", "-o", "P"], "lanes must be in [1, 16]"),
     (["synth", "--top", "pe", "--no-macros", "yes", "-o", "P"], "unrecognized arguments: yes"),
     # generate / regress / synth of the new tops
     (["generate", "--top", "stream_fifo", "--width", "1000000000", "-o", "P"], "--width 1000000000: at most 32768"),

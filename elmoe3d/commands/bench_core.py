@@ -54,6 +54,9 @@ def add_arguments(p):
     p.add_argument("--synth-config", default=SYNTH_DEFAULT, choices=synth_config_names(),
                    help="core configuration synthesized (default %(default)s: the default preset's whole core; "
                         f"'{CUT_DOWN}': a cut-down core that synthesizes in minutes; or another preset)")
+    p.add_argument("--no-power", action="store_true",
+                   help="skip the power from simulated activity (a verify and a draft pass replayed on the "
+                        "core with SAIF dumps, each synthesized block annotated with them in OpenSTA)")
     p.add_argument("--no-macros", action="store_true",
                    help="keep the memories as flip-flops (default: SRAM macros where the library has a set)")
     p.add_argument("-o", "--out", default="results/bench_core", help="output folder (default %(default)s)")
@@ -167,6 +170,12 @@ def run(args):
     if not args.no_rtl:
         report["passes"] = replay_on_rtl(dict(preset=args.preset, lanes=args.lanes), model, model_path,
                                          args.layer, out)
+    passes = None
+    if not (args.no_rtl or args.no_synth or args.no_power):
+        from ._power import simulate_passes
+        print("simulating a verify and a draft pass with SAIF activity dumps...", flush=True)
+        passes = simulate_passes(dict(preset=args.preset, lanes=args.lanes), model, model_path, args.layer,
+                                 out / "activity")
     if not args.no_synth:
         report["synthesis"] = {}
         for lib in args.liberty:
@@ -174,10 +183,24 @@ def run(args):
             print(f"synthesizing the core ({args.synth_config} configuration) with {lib} at {clock} ns...",
                   flush=True)
             report["synthesis"][lib] = synthesize_blocks(lib, clock, out / f"synth_{lib}", config=args.synth_config,
-                                                         macros=not args.no_macros)
+                                                         macros=not args.no_macros, power=_power_hook(lib, passes))
     write_results(out, report)
     print(format_report(cfg, report))
     return 0
+
+
+def _power_hook(lib, passes):
+    """synthesize_blocks' ``power`` hook for ``lib``: the power entry from the simulated passes
+    (``elmoe3d/commands/_power.py``), or None without passes or an Fmax."""
+    if not passes:
+        return None
+    from ._power import power_entry
+
+    def hook(entry, out_dir):
+        if not entry.get("fmax_mhz"):
+            return {"missing": "no Fmax to report power at (OpenSTA did not run)"}
+        return power_entry(out_dir, lib, entry["fmax_mhz"], passes)
+    return hook
 
 
 def replay_on_rtl(params, model, model_path, layer, out, progress=print, quick_build=False, plan=None):
@@ -338,6 +361,20 @@ def format_report(cfg, report):
                          f"{100 * b['share']:.1f} % | {100 * b['sequential']:.0f} % |")
         if syn.get("macro_set", {}).get("dual_port_rule"):
             lines += ["", "Rule: " + syn["macro_set"]["dual_port_rule"] + "."]
+        pw = syn.get("power", {})
+        if "total_mw" in pw:
+            flat = pw.get("at_activity_0.2", {})
+            lines += ["", f"Power at {pw['clock_mhz']:.1f} MHz from simulated activity (per block, OpenSTA): "
+                          f"{pw['total_mw']:.2f} mW (leakage {pw['leakage_mw']:.3f}); at activity 0.2: "
+                          f"{flat.get('total_mw', float('nan')):.2f} mW", "",
+                      "| pass | energy nJ (simulated) | at activity 0.2 |", "| --- | ---: | ---: |"]
+            for name, nj in pw.get("energy_per_pass_nj", {}).items():
+                lines.append(f"| {name} | {nj:.2f} | {flat.get('energy_per_pass_nj', {}).get(name, float('nan')):.2f} |")
+            for mode, pj in pw.get("pj_per_mac", {}).items():
+                lines.append(f"| pJ per MAC, {mode} | {pj:.3f} | {flat.get('pj_per_mac', {}).get(mode, float('nan')):.3f} |")
+            if "pj_per_byte_onchip" in pw:
+                lines.append(f"| pJ per byte moved on chip | {pw['pj_per_byte_onchip']:.3f} | "
+                             f"{flat.get('pj_per_byte_onchip', float('nan')):.3f} |")
         path = syn.get("critical_path", "")
         ends = re.findall(r"^(Startpoint|Endpoint): (\S+)", path, flags=re.M)
         if ends:

@@ -1,0 +1,54 @@
+"""bench-core's power from simulated activity: a verify and a draft pass of the shipped model on
+the simulated core (SAIF dumps, ``sim/benches/activity.py``), each block of the synthesized core
+annotated with them in OpenSTA (``synth/power.py``).
+
+:func:`simulate_passes` records the passes on the ISS and replays them on the core with SAIF
+dumps; :func:`power_entry` fills the ``"power"`` entry of one library's synthesis in
+``bench_core.json`` from them.
+"""
+
+from pathlib import Path
+
+# the blocks that move data between the memory tiers and the core's buffers (pJ per byte moved on chip)
+DATA_MOVEMENT_BLOCKS = ("hbr", "hbw", "off", "fill", "cache")
+
+
+def power_plan(G, verify, draft_pass):
+    """The passes whose activity is measured: a verify pass of ``G`` tokens on a cold cache and a
+    draft (k_d = 1, MSB + augmentation) of the same tokens after it (the cache then warm)."""
+    return [("verify", verify, 0, G), ("draft k_d=1 MSB+aug", draft_pass(1), 0, G)]
+
+
+def simulate_passes(params, model, model_path, layer, out, progress=print):
+    """Per-pass activity on the core of ``params`` (``{"preset", "lanes"}``): ``[{"name",
+    "mode", "activity", "cycles", "macs", "onchip_bytes"}]`` for :func:`elmoe3d.synth.power.power_entry`.
+    The activity of pass ``i`` is the difference of the dumps of the runs that replay passes
+    ``[:i + 1]`` and ``[:i]`` (the bench's set-up cancels out)."""
+    from ..hw.core import core_config
+    from ..sim.benches.activity import replay_activity
+    from ..synth.power import difference, load_activity, pass_macs
+    from .bench_core import record_passes
+    cfg = core_config(params["preset"], params.get("lanes", 0))
+    recording = record_passes(cfg, model, layer, power_plan)
+    runs = replay_activity(params, recording, model_path, Path(out), progress=progress)
+    passes = []
+    for i, rec in enumerate(recording):
+        row = runs[i + 1][1][i]
+        passes.append({"name": rec["name"], "mode": "draft" if rec["pass_"].draft else "full",
+                       "activity": difference(load_activity(runs[i + 1][0]), load_activity(runs[i][0])),
+                       "cycles": row["core"], "macs": pass_macs(model.int_layers[layer], rec),
+                       "onchip_bytes": row["hb_bytes"] + row["offchip_bytes"], "tokens": rec["tokens"]})
+    return passes
+
+
+def power_entry(synth_dir, liberty, fmax_mhz, passes):
+    """The ``"power"`` entry of one library's synthesis (``synth_dir`` holds its
+    ``netlist_hier.v``): :func:`elmoe3d.synth.power.power_entry` at ``fmax_mhz``, the simulated
+    core's instance ``core``, pJ per byte from :data:`DATA_MOVEMENT_BLOCKS`."""
+    from ..synth.flow import resolve_liberty
+    from ..synth.power import power_entry as entry
+    synth_dir = Path(synth_dir)
+    macros = sorted((synth_dir / "macros").glob("*.lib"))       # SRAM macros the flow mapped onto
+    return entry(synth_dir / "netlist_hier.v", resolve_liberty(liberty), "core", synth_dir / "power",
+                 fmax_mhz=fmax_mhz, passes=passes, scope="core", onchip_blocks=DATA_MOVEMENT_BLOCKS,
+                 extra_libs=macros)
