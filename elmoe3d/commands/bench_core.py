@@ -271,6 +271,9 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
         timing = rep.get("timing") or {}
         if timing.get("fmax_mhz"):
             result["fmax_mhz"] = timing["fmax_mhz"]
+        if timing.get("modules"):            # each distinct module timed alone (synth/hier_timing.py)
+            result["timing_per_module"] = {n: {k: t[k] for k in ("instances", "worst_slack_ns", "fmax_mhz", "endpoint")}
+                                           for n, t in timing["modules"].items()}
         result["runtime_s"] = rep["runtime_s"]
         result["notes"] = rep["notes"]
     except UserError as exc:
