@@ -162,8 +162,9 @@ def run(args):
             resolve_liberty(lib)                 # a bad Liberty is refused before any work
     if not args.no_synth:
         from ..hw.sim_budget import check_core_generation
+        core = _synth_core(args.synth_config)
         # a core too large to convert is refused before any work (as synth refuses it)
-        check_core_generation(_synth_core(args.synth_config), "bench-core")
+        check_core_generation(core, "bench-core")
     out = output_dir(args.out)
     from ..results_page import commit
     report = {"commit": commit(), "preset": cfg.name, "layer": args.layer}
@@ -183,7 +184,8 @@ def run(args):
             print(f"synthesizing the core ({args.synth_config} configuration) with {lib} at {clock} ns...",
                   flush=True)
             report["synthesis"][lib] = synthesize_blocks(lib, clock, out / f"synth_{lib}", config=args.synth_config,
-                                                         macros=not args.no_macros, power=_power_hook(lib, passes))
+                                                         macros=not args.no_macros, power=_power_hook(lib, passes),
+                                                         core=core)
     write_results(out, report)
     print(format_report(cfg, report))
     return 0
@@ -244,7 +246,7 @@ def _synth_core(config):
     return Core(synth_config(config), max_k=CUT_DOWN_MAX_K if config == CUT_DOWN else 8)
 
 
-def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, power=None, log=None):
+def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, power=None, log=None, core=None):
     """Area per block of the core (``synth_config(config)``), worst slack / Fmax and the critical
     path at ``clock_ns``; one library's entry of ``bench_core.json`` (see :func:`write_results`).
 
@@ -254,7 +256,8 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
     ``power`` (a hook for synth/power.py): a callable ``power(entry, out_dir)`` returning the
     ``"power"`` entry (it finds the hierarchical netlist, Liberty files and Fmax in ``entry``);
     no key when None. When OpenSTA stops before its power report (it has crashed in
-    ``report_power`` on the whole core), the area and the timing it printed are still reported."""
+    ``report_power`` on the whole core), the area and the timing it printed are still reported.
+    ``core``: the component of ``config`` already built (built here when None)."""
     from pathlib import Path
 
     from ..errors import UserError
@@ -266,7 +269,7 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
     kwargs = {"log": log} if log is not None else {}
     started = time.monotonic()
     try:
-        rep = synthesize_component(_synth_core(config), "core", out_dir, params={"config": cfg.name},
+        rep = synthesize_component(core if core is not None else _synth_core(config), "core", out_dir, params={"config": cfg.name},
                                    liberty=lib, clock_ns=clock_ns, macros=macros, **kwargs)
         timing = rep.get("timing") or {}
         if timing.get("fmax_mhz"):
