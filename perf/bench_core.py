@@ -6,9 +6,10 @@ shipped-model layer (``passes``: ``name``, ``tokens``, ``core`` = cycles measure
 (``synthesis``: ``{LIB: {clock_ns, area_um2, fmax_mhz, ..., power: {pj_per_mac: {draft, full},
 pj_per_byte_onchip, energy_per_pass_nj, ...}}}``). An absent key means not measured.
 
-``elmoe3d perf --bench-core FILE`` (a file or the folder holding ``bench_core.json``) reads it;
-without the option perf reads :data:`DEFAULT_PATH` (bench-core's default output) when it exists,
-and ``--bench-core none`` ignores it. From the file perf takes
+``elmoe3d perf --bench-core FILE`` (a file or the folder holding ``bench_core.json``, e.g.
+:data:`DEFAULT_PATH`, bench-core's default output) reads it; without the option no file is read
+(an implicit default would make perf's figures, and the ``perf --config`` arguments ``elmoe3d
+explore`` prints, depend on what happens to lie in ``results/``). From the file perf takes
 
 - the accelerators' clock: the core's Fmax in Nangate 45 (:data:`LIB`), as measured, not scaled
   to 7 nm (a 7 nm implementation would clock higher; the model does not assume it);
@@ -42,11 +43,8 @@ def _positive(value):
 
 
 def resolve(arg):
-    """The file to read: ``arg`` (a file, or a folder holding ``bench_core.json``), ``None`` for
-    :data:`DEFAULT_PATH` when it exists, or ``None`` when ``arg`` is ``"none"`` or nothing is found."""
+    """The file to read: ``arg`` (a file, or a folder holding ``bench_core.json``); None without one."""
     if arg is None:
-        return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
-    if str(arg) == "none":
         return None
     path = Path(arg)
     if path.is_dir():
@@ -135,9 +133,9 @@ def accelerator_inputs(data):
 def describe(path, data):
     """One paragraph: which accelerator inputs came from the RTL and which are the data file's."""
     if data is None:
-        return ("Accelerator inputs: no bench-core result (looked for " + str(DEFAULT_PATH) + "; --bench-core FILE "
-                "gives one): clock 1000 MHz (assumption), pJ/MAC from bench-pe (perf/data/systems.json), no on-chip "
-                "energy term; the RTL core's layer-pass check is skipped.")
+        return ("Accelerator inputs: no bench-core result given (--bench-core FILE|DIR; bench-core writes "
+                + str(DEFAULT_PATH) + "): clock 1000 MHz (assumption), pJ/MAC from bench-pe (perf/data/systems.json), "
+                "no on-chip energy term; the RTL core's layer-pass check is skipped.")
     a = accelerator_inputs(data)
     head = f"Accelerator inputs from bench-core {path}" + (f" (commit {a['commit']})" if a["commit"] else "") + ":"
     parts = []

@@ -196,7 +196,7 @@ def test_settings_refusals(kw, msg):
 
 
 def _cli(capsys, *argv):
-    code = main(["perf", "--bench-core", "none", *argv])     # hermetic: not the local bench-core result
+    code = main(["perf", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

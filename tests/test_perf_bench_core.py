@@ -150,7 +150,7 @@ def test_cli_reads_a_bench_core_folder_and_says_what_it_used(capsys, tmp_path):
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["rtl_inputs"]["fmax_mhz"] == 400.0 and data["systems"]["elmoe3d"]["array"]["clock_mhz"] == 400.0
     assert data["systems"]["elmoe3d"]["pass_overhead"]["draft"] > 1.0
-    code = main(["perf", "--bench-core", "none", "--rtl-overhead", "--models", "shipped", "--batch", "1", "--no-plot",
+    code = main(["perf", "--rtl-overhead", "--models", "shipped", "--batch", "1", "--no-plot",
                  "--no-sensitivity", "-o", str(tmp_path / "o2")])
     out, err = capsys.readouterr()
     assert code == 2 and "--rtl-overhead needs" in err and err.count("\n") == 1

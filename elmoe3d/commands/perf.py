@@ -57,8 +57,8 @@ def add_arguments(p):
     p.add_argument("--bench-core", metavar="FILE",
                    help="a bench-core result (bench_core.json, or the folder bench-core -o wrote): the accelerators' "
                         "clock, bit-sliced pJ/MAC and on-chip energy from its Nangate 45 synthesis, and the RTL core's "
-                        "layer passes for the validation (default: results/bench_core/bench_core.json when it exists; "
-                        "'none' ignores it)")
+                        "layer passes for the validation (bench-core writes results/bench_core/bench_core.json; "
+                        "default: none read)")
     p.add_argument("--rtl-overhead", action="store_true",
                    help="scale the accelerators' passes by the RTL core's measured cycles over perf's estimate of "
                         "the same pass (verify and draft passes of a shipped-model layer; needs a bench-core result)")
