@@ -473,7 +473,7 @@ PERF_CASES = [
      "is not a bench-core result (not JSON)"),
     ("bench-core result of another schema", lambda t: ["--bench-core", _perf_config(t, "bc.json", b'{"passes": 3}')],
      "is not a bench-core result: 'passes' must be a list"),
-    ("rtl-overhead without a bench-core result", lambda t: ["--bench-core", "none", "--rtl-overhead"],
+    ("rtl-overhead without a bench-core result", lambda t: ["--rtl-overhead"],
      "--rtl-overhead needs the RTL core's verify and draft passes"),
 ]
 
