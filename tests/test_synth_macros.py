@@ -193,3 +193,19 @@ def test_cut_down_core_blocks_split_logic_and_macros(tmp_path, key):
         assert k in syn
     if "fmax_mhz" in syn:
         assert syn["fmax_mhz"] > 0 and "Startpoint" in syn["critical_path"]
+
+
+@pytest.mark.parametrize("slack, fmax", [("0.5000", 1000 / 2.0), ("-1.5000", 1000 / 4.0)])
+def test_timing_kept_when_opensta_stops_before_power(tmp_path, slack, fmax):
+    """OpenSTA has crashed in report_power on the whole core: the slack it printed still gives
+    Fmax and the critical path; a log without a slack re-raises the error."""
+    from elmoe3d.errors import UserError
+    from elmoe3d.synth.flow import _timing_without_power
+    (tmp_path / "sta.log").write_text(f"@@checks\nStartpoint: a\nEndpoint: b\n@@slack\nworst slack {slack}\n"
+                                      "tns 0.0000\n@@power\n")
+    t = _timing_without_power(tmp_path, 2.5, UserError("crashed"))
+    assert t["fmax_mhz"] == pytest.approx(fmax) and t["power_mw"] is None and t["met"] == (float(slack) >= 0)
+    assert "Endpoint: b" in (tmp_path / "timing.rpt").read_text()
+    (tmp_path / "sta.log").write_text("Segmentation fault\n")
+    with pytest.raises(UserError, match="crashed"):
+        _timing_without_power(tmp_path, 2.5, UserError("crashed"))
