@@ -316,7 +316,9 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
     result["files"] = {"report": str(out_dir / "report.md"), "netlist": str(out_dir / "netlist.v"),
                        "netlist_hier": str(out_dir / "netlist_hier.v")}
     if power is not None:
-        result["power"] = power(result, out_dir)
+        entry = power(result, out_dir)
+        if entry is not None:                 # keys a run did not produce are absent
+            result["power"] = entry
     return result
 
 
