@@ -1,9 +1,10 @@
-"""Size limits derived from the machine: refuse work that would exhaust memory, before it starts.
+"""Size limits derived from the machine: refuse work that would exhaust memory or disk, before it starts.
 
 A command estimates the bytes a request needs (its own formula, stated where it is computed)
 and calls :func:`check_memory`, which compares it with the memory this machine has available
-now (``MemAvailable`` of ``/proc/meminfo``, else the physical memory). The refusal names the
-request, the estimate and the limit, so the user knows what to shrink.
+now (``MemAvailable`` of ``/proc/meminfo``, else the physical memory), or :func:`check_disk`
+for the files it writes (the space free where they go). The refusal names the request, the
+estimate and the limit, so the user knows what to shrink.
 """
 
 import os
