@@ -279,6 +279,7 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
                                            for n, t in timing["modules"].items()}
         result["runtime_s"] = rep["runtime_s"]
         result["notes"] = rep["notes"]
+        macro_libs = rep["area"].get("macro_liberty") or []
     except UserError as exc:
         log_text = (out_dir / "sta.log").read_text() if (out_dir / "sta.log").exists() else ""
         slack = re.search(r"worst slack\s+(\S+)", log_text)
@@ -287,6 +288,7 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
         result["power_missing"] = f"OpenSTA stopped before its power report ({exc})"
         worst = float(slack.group(1))
         result["fmax_mhz"] = 1000.0 / (clock_ns - worst)
+        macro_libs = sorted(str(p) for p in (out_dir / "macros").glob("*.lib")) if macros else []
         checks = log_text.split("@@checks", 1)[-1].split("@@slack", 1)[0].strip()
         if checks:
             (out_dir / "timing.rpt").write_text(checks + "\n")
@@ -314,7 +316,8 @@ def synthesize_blocks(lib, clock_ns, out_dir, config=CUT_DOWN, macros=True, powe
             "share": m["area"] * n / total, "sequential": m["sequential_area"] / max(m["area"], 1e-9)}
     result["blocks"] = blocks
     result["files"] = {"report": str(out_dir / "report.md"), "netlist": str(out_dir / "netlist.v"),
-                       "netlist_hier": str(out_dir / "netlist_hier.v")}
+                       "netlist_hier": str(out_dir / "netlist_hier.v"),
+                       "macro_liberty": macro_libs}      # OpenSTA reads these beside the library
     if power is not None:
         entry = power(result, out_dir)
         if entry is not None:                 # keys a run did not produce are absent
