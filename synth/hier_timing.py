@@ -33,16 +33,47 @@ def modules_of(netlist):
     return out
 
 
-def script(netlist, liberty, modules, clock_ns, extra_liberty=(), clock_port="clk"):
-    """The OpenSTA script timing each of ``modules`` (``{name: ports}``) alone."""
+def split_modules(netlist, out_dir):
+    """Write, for each module of ``netlist``, a file with it and the modules it instantiates
+    (transitively) into ``out_dir/modules/``; returns ``{module: path}``. OpenSTA then reads only
+    what each link needs instead of the whole netlist once per module."""
+    text = Path(netlist).read_text()
+    blocks = {m.group(1): m.group(0) for m in
+              re.finditer(r"^module\s+\\?(\S+?)\s*\(.*?^endmodule\s*$", text, flags=re.S | re.M)}
+    uses = {}
+    for name, body in blocks.items():
+        cells = set(re.findall(r"^\s*\\?(\S+)\s+\\?\S+\s*\(", body, flags=re.M))
+        uses[name] = sorted(c for c in cells if c in blocks and c != name)
+
+    def subtree(name, seen):
+        for c in uses[name]:
+            if c not in seen:
+                seen.add(c)
+                subtree(c, seen)
+        return seen
+
+    folder = Path(out_dir) / "modules"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for i, name in enumerate(blocks):
+        path = folder / f"m{i}.v"
+        path.write_text("\n".join(blocks[n] for n in [*sorted(subtree(name, set())), name]) + "\n")
+        paths[name] = path
+    return paths
+
+
+def script(files, liberty, modules, clock_ns, extra_liberty=(), clock_port="clk"):
+    """The OpenSTA script timing each of ``modules`` (``{name: ports}``) alone, reading
+    ``files[name]`` (its netlist with its submodules) before linking it."""
     lines = [f"read_liberty {sta_flow._tcl_path(liberty)}",
              *(f"read_liberty {sta_flow._tcl_path(x)}" for x in extra_liberty),
              "set_cmd_units -time ns"]
     for name, ports in modules.items():
         has_clock = clock_port in ports
         inputs = (f"[delete_from_list [all_inputs] [get_ports {clock_port}]]" if has_clock else "[all_inputs]")
-        # read again before each link: the Debian OpenSTA frees the Verilog modules when it links
-        lines += [f'puts "@@module {name}"', f"read_verilog {sta_flow._tcl_path(netlist)}", f"link_design {{{name}}}",
+        # read before each link: the Debian OpenSTA frees the Verilog modules when it links
+        lines += [f'puts "@@module {name}"', f"read_verilog {sta_flow._tcl_path(files[name])}",
+                  f"link_design {{{name}}}",
                   f"create_clock -name clk -period {clock_ns:.6g}" + (f" [get_ports {clock_port}]" if has_clock else ""),
                   f"set_input_delay 0 -clock clk {inputs}", "set_output_delay 0 -clock clk [all_outputs]",
                   "report_worst_slack -digits 4",
@@ -64,7 +95,8 @@ def time_modules(netlist, liberty, top, out_dir, *, clock_ns, instances=None, ex
     if not mods:
         return {}
     path = out_dir / "sta_modules.tcl"
-    path.write_text(script(Path(netlist).resolve(), Path(liberty).resolve(), mods, clock_ns,
+    files = {n: p.resolve() for n, p in split_modules(netlist, out_dir).items()}
+    path.write_text(script(files, Path(liberty).resolve(), mods, clock_ns,
                            [Path(x).resolve() for x in extra_liberty]))
     if log:
         log(f"running OpenSTA on each of {len(mods)} distinct modules ...")
