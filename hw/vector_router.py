@@ -12,9 +12,9 @@ Micro-architecture (one token at a time)::
       |      logit goes behind every equal one, so ties go to the lower expert)
       v
     WEIGHTS: for each chosen slot j < count = min(k, list length), one per cycle through a
-      |      6-cycle pipeline: D = r[c_1] - r[c_j] (33 bits), D * (xm * rm) (two 33 x 15
-      |      products, then their sum: 63 bits), >> (s - 1), u = (. + 1) >> 1 with
-      |      s = min(xe + re, 62), the POW2 ROM (64 x 17 bits) read at u & 63, p_j = POW2 >>
+      |      6-cycle pipeline: D = r[c_1] - r[c_j] (33 bits), D * (xm * rm) (four 33 x 8
+      |      partial products, then their sum plus 2**(s-1): 63 bits), u = . >> s (which is
+      |      rshift_round) with s = min(xe + re, 62), the POW2 ROM (64 x 17 bits) read at u & 63, p_j = POW2 >>
       |      (u >> 6) or 0 past a shift of 16; S = sum p_j accumulates as the p_j arrive
       v
     DIVIDE: max_k restoring dividers in parallel, one quotient bit per cycle, 16 cycles:
@@ -33,7 +33,7 @@ from ..sim.int_moe import EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, POW2
 from ..spec.timing import DIVIDE_CYCLES, WEIGHT_PIPELINE, router_cycles  # noqa: F401
 from .mux import pick
 from .tops import Param, Top
-from .vector_common import (ACC, POW2_BITS, SHIFT_LIMIT, WEIGHT, clamp_shift_minus_one, count_shape,
+from .vector_common import (ACC, POW2_BITS, PP_BITS, SHIFT_LIMIT, WEIGHT, clamp_shift_minus_one, count_shape,
                           index_shape, router_cmd_layout, router_result_layout)
 
 DEFAULT_MAX_EXPERTS = 64    # CacheConfig().n_experts: the expert field of a cache key
@@ -141,8 +141,11 @@ class VectorRouter(wiring.Component):
         v = [Signal(name=f"w{s}_valid") for s in range(1, 6)]
         tag = [Signal(index_shape(K), name=f"w{s}_slot") for s in range(1, 6)]
         gap = Signal(unsigned(ACC.width + 1), name="w1_gap")
-        lo = Signal(unsigned(len(gap) + MANT_BITS), name="w2_lo")
-        hi = Signal(unsigned(len(gap) + MANT_BITS), name="w2_hi")
+        # the product gap * (xm * rm) as 33 x 8 partial products (w2), their sum with the rounding
+        # term 2**(s-1) of rshift_round (w3), so that w4 is the shift alone: no stage holds more
+        # than one multiplier or one carry chain (2 ns in Nangate 45)
+        pieces = [(b, min(b + PP_BITS, 2 * MANT_BITS)) for b in range(0, 2 * MANT_BITS, PP_BITS)]
+        pp = [Signal(unsigned(len(gap) + hi_ - lo_), name=f"w2_pp{j}") for j, (lo_, hi_) in enumerate(pieces)]
         prod = Signal(unsigned(len(gap) + 2 * MANT_BITS), name="w3_prod")
         shifted = Signal(unsigned(len(prod)), name="w4_shifted")
         over = Signal(name="w5_over")
@@ -151,7 +154,7 @@ class VectorRouter(wiring.Component):
         rom = Memory(shape=unsigned(POW2_BITS), depth=len(POW2), init=[int(x) for x in POW2])
         m.submodules.pow2 = rom
         rd = rom.read_port()
-        m.d.comb += [u.eq((shifted + 1) >> 1), rd.addr.eq(u[:EXP_FRAC])]
+        m.d.comb += [u.eq(shifted), rd.addr.eq(u[:EXP_FRAC])]
         issuing = Signal(name="issuing")
         drained = Signal(name="drained")
         m.d.comb += drained.eq((issue == count) & ~Cat(*v).any())
@@ -163,11 +166,11 @@ class VectorRouter(wiring.Component):
             v[0].eq(issuing), tag[0].eq(issue),
             gap.eq((val[0] - sel_val).as_unsigned()),                 # >= 0: slot 0 is the largest
             v[1].eq(v[0]), tag[1].eq(tag[0]),
-            lo.eq(gap * scale[:MANT_BITS]), hi.eq(gap * scale[MANT_BITS:]),
+            *(q.eq(gap * scale[lo_:hi_]) for q, (lo_, hi_) in zip(pp, pieces)),
             v[2].eq(v[1]), tag[2].eq(tag[1]),
-            prod.eq(lo + (hi << MANT_BITS)),
+            prod.eq(sum(q << lo_ for q, (lo_, _) in zip(pp, pieces)) + (1 << sm1)),   # + 2**(s-1)
             v[3].eq(v[2]), tag[3].eq(tag[2]),
-            shifted.eq(prod >> sm1),
+            shifted.eq(prod >> (sm1 + 1)),                            # rshift_round(gap * scale, s)
             v[4].eq(v[3]), tag[4].eq(tag[3]),
             over.eq((u >> EXP_FRAC) > SHIFT_LIMIT),
             pshift.eq((u >> EXP_FRAC)[:len(pshift)]),
