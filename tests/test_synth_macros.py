@@ -120,7 +120,7 @@ def test_fifo_memory_on_macros(tmp_path, key):
     md = (tmp_path / "report.md").read_text()
     assert "| memories | SRAM macros" in md and f"{want['count']} x `{want['macro']}`" in md
     if sta_flow.sta_binary():
-        assert rep["timing"]["fmax_mhz"] > 0
+        assert rep["timing"]["fmax_mhz"] > 0 and rep["power_mw"]["total"] > 0    # power with the macros
         # the top only wires the FIFO: timed alone, the FIFO module has the design's worst path
         mods = rep["timing"]["modules"]
         assert list(mods) == ["stream_fifo.fifo"] and mods["stream_fifo.fifo"]["instances"] == 1
