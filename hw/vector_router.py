@@ -117,6 +117,7 @@ class VectorRouter(wiring.Component):
         xm = Signal.like(c.xm, name="xm")
         rm = Signal.like(c.rm, name="rm")
         sm1 = Signal(range(MAX_SHIFT), name="shift_minus_one")
+        rnd = Signal(unsigned(MAX_SHIFT), name="round_term")            # 2**(s-1), set with sm1
         scale = Signal(unsigned(2 * MANT_BITS), name="scale")          # xm * rm
         idx = Signal.like(c.n, name="index")                         # the logit now arriving
 
@@ -168,7 +169,7 @@ class VectorRouter(wiring.Component):
             v[1].eq(v[0]), tag[1].eq(tag[0]),
             *(q.eq(gap * scale[lo_:hi_]) for q, (lo_, hi_) in zip(pp, pieces)),
             v[2].eq(v[1]), tag[2].eq(tag[1]),
-            prod.eq(sum(q << lo_ for q, (lo_, _) in zip(pp, pieces)) + (1 << sm1)),   # + 2**(s-1)
+            prod.eq(sum(q << lo_ for q, (lo_, _) in zip(pp, pieces)) + rnd),           # + 2**(s-1)
             v[3].eq(v[2]), tag[3].eq(tag[2]),
             shifted.eq(prod >> (sm1 + 1)),                            # rshift_round(gap * scale, s)
             v[4].eq(v[3]), tag[4].eq(tag[3]),
@@ -194,6 +195,7 @@ class VectorRouter(wiring.Component):
                 with m.If(cmd.valid):
                     m.d.sync += [n.eq(c.n), k.eq(c.k), cached.eq(c.cached), allowed.eq(c.allowed.as_value()),
                                  xm.eq(c.xm), rm.eq(c.rm), sm1.eq(clamp_shift_minus_one(c.xe + c.re)),
+                                 rnd.eq(1 << clamp_shift_minus_one(c.xe + c.re)),
                                  idx.eq(0), filled.eq(0), issue.eq(0), total.eq(0)]
                     m.d.sync += [pj.eq(0) for pj in p]
                     with m.If(c.n == 0):
