@@ -294,16 +294,24 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^\w]+", "_", module)
     script = out_dir / f"power_{safe}_{tag}.tcl"
-    script.write_text(block_script(Path(netlist).resolve(), Path(liberty).resolve(), module, clock_ns,
-                                   rates, activity, extra_libs=extra_libs))
-    res = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
-                         capture_output=True, text=True)
-    text = res.stdout + res.stderr
-    (out_dir / f"power_{safe}_{tag}.log").write_text(text)
-    errors = [ln.strip() for ln in text.splitlines() if ln.startswith("Error")]
-    if errors or res.returncode != 0:
-        raise UserError(f"OpenSTA power of {module} failed (exit {res.returncode}): "
-                        f"{errors[0] if errors else 'see ' + str(out_dir / f'power_{safe}_{tag}.log')}")
+    log = out_dir / f"power_{safe}_{tag}.log"
+    text = block_script(Path(netlist).resolve(), Path(liberty).resolve(), module, clock_ns, rates, activity,
+                        extra_libs=extra_libs)
+    netlist_stamp = f"# netlist {Path(netlist).stat().st_mtime_ns} {Path(netlist).stat().st_size}\n"
+    # a rerun with the same script on the same netlist reuses OpenSTA's finished report
+    if not (script.exists() and script.read_text() == netlist_stamp + text and log.exists()
+            and "@@end" in log.read_text()):
+        script.write_text(netlist_stamp + text)
+        res = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
+                             capture_output=True, text=True)
+        out = res.stdout + res.stderr
+        log.write_text(out)
+        errors = [ln.strip() for ln in out.splitlines() if ln.startswith("Error")]
+        if errors or res.returncode != 0:
+            log.write_text(out.replace("@@end", "@@failed"))
+            raise UserError(f"OpenSTA power of {module} failed (exit {res.returncode}): "
+                            f"{errors[0] if errors else 'see ' + str(log)}")
+    text = log.read_text()
     section = text.split("@@power", 1)[-1]
     for line in section.splitlines():
         parts = line.split()
