@@ -209,8 +209,9 @@ def replay_on_rtl(params, model, model_path, layer, out, progress=print, quick_b
     """Record the passes of ``layer`` on the ISS (:func:`record_passes`), replay them on the RTL
     core of ``params`` (``{"preset", "lanes"}``, as ``generate --top core`` takes them) in
     Verilator, and return one row per pass: its name, tokens, core cycles, ISS estimate, memory
-    floor (:func:`floor_cycles`), bytes per tier, PE-array busy beats and ``golden`` (the ISS's
-    output equals the golden layer's; the bench asserts the core's equals the ISS's). The
+    floor (:func:`floor_cycles`), bytes per tier, PE-array busy beats and their fraction of the
+    cycles (``pe_busy``), and ``golden`` (the ISS's output equals the golden layer's; the bench
+    asserts the core's equals the ISS's). The
     Verilog and the build are in ``out/rtl``; raises ``AssertionError`` when the core differs.
     ``quick_build`` compiles the Verilated model without C++ optimization (a faster build, a
     slower run: right for these few passes). ``plan``: see :func:`record_passes`."""
@@ -236,6 +237,7 @@ def replay_on_rtl(params, model, model_path, layer, out, progress=print, quick_b
         r["name"] = rec["name"]
         r["golden"] = rec["golden"]
         r["floor"] = floor_cycles(cfg, r["offchip_bytes"], r["hb_bytes"])
+        r["pe_busy"] = r["pe_beats"] / max(r["core"], 1)       # fraction of cycles the array takes a weight beat
     progress(f"RTL run: {time.time() - t0:.0f} s", flush=True)
     return rows
 
