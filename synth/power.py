@@ -274,10 +274,11 @@ def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_A
         elif rates is None:
             a, d = activity, 0.5
         else:
-            a, d = rates.get(name, (0.0, 0.0))
+            # a port Yosys renamed (``done__ready$486``) has the activity of the RTL net it carries
+            a, d = rates.get(name, rates.get(name.split("$")[0], (0.0, 0.0)))
         a = min(max(a, 0.0), 2.0)
         d = min(max(d, 0.0), 1.0)
-        target = f"{{{name}[*]}}" if width else f"{{{name}}}"
+        target = f"{{{name}[*]}}" if width else f"{{{name}}}"      # braces: no Tcl substitution
         lines.append(f"set_power_activity -input_ports [get_ports {target}] -activity {a:.6g} -duty {d:.6g}")
     lines += ['puts "@@power"', "report_power -digits 6", 'puts "@@end"', "exit"]
     return "\n".join(lines) + "\n"
