@@ -54,7 +54,7 @@ from ..command_processor import StatusShape, done_layout, exec_layout, regs_layo
 from ..expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
 from ..expert_cache import OpCode as CacheOp
 from ..layouts import ArrayOf, Mode
-from ..mux import pick
+from ..mux import pick, select
 from ..protocols import WritePort
 from ..vector_common import COMBINE_ACC, OutBits
 from .buffers import Buffers, Dims
@@ -568,7 +568,7 @@ class Executor(wiring.Component):
                 m.d.sync += [fi.eq(fi + 1), q.eq(0)]
                 m.next = "RT_LOGIT"
             with m.State("RT_LOGIT"):
-                word = pick([da_r.rdata[t].as_value() for t in range(T)], li)
+                word = select(m, "rt_word", [da_r.rdata[t].as_value() for t in range(T)], li)
                 lg = pick([word[32 * k_:32 * k_ + 32] for k_ in range(W)], q)
                 m.d.comb += [rt.i_logit.valid.eq(1), rt.i_logit.payload.eq(lg)]
                 with m.If(rt.i_logit.ready):
@@ -741,8 +741,8 @@ class Executor(wiring.Component):
                             m.d.sync += fi.eq(fi + 1)
                 for s in range(4):
                     m.d.comb += [mrd_a[s].en.eq(adv), mrd_b[s].en.eq(adv)]
-                gword = pick([ga_r.rdata[t].as_value() for t in range(T)], s1_tok)
-                uword = pick([ua_r.rdata[t].as_value() for t in range(T)], s1_tok)
+                gword = select(m, "sw_gword", [ga_r.rdata[t].as_value() for t in range(T)], s1_tok)
+                uword = select(m, "sw_uword", [ua_r.rdata[t].as_value() for t in range(T)], s1_tok)
                 m.d.comb += [rqg.i_data.valid.eq(s1_v), rqu.i_data.valid.eq(s1_v),
                              rqg.i_data.payload.bits.eq(OutBits.B8), rqu.i_data.payload.bits.eq(OutBits.B16)]
                 for i in range(W):
@@ -791,7 +791,7 @@ class Executor(wiring.Component):
                             m.d.sync += fi.eq(fi + 1)
                 for s in range(4):
                     m.d.comb += mrd_a[s].en.eq(adv)
-                dword_ = pick([da_r.rdata[t].as_value() for t in range(T)], s1_tok)
+                dword_ = select(m, "cb_dword", [da_r.rdata[t].as_value() for t in range(T)], s1_tok)
                 m.d.comb += [rqg.i_data.valid.eq(s1_v), rqg.i_data.payload.bits.eq(OutBits.B32)]
                 for i in range(W):
                     m.d.comb += [rqg.i_data.payload.elem[i].acc.eq(dword_[32 * i:32 * i + 32].as_signed()),
@@ -810,7 +810,7 @@ class Executor(wiring.Component):
                         m.d.sync += fb.eq(fb + 1)
                 with m.Elif(cb.i_data.ready):
                     m.d.sync += b_v.eq(0)
-                oword = pick([o_r.rdata[t].as_value() for t in range(T)], b_tok)
+                oword = select(m, "cb_oword", [o_r.rdata[t].as_value() for t in range(T)], b_tok)
                 cp = cb.i_data.payload
                 m.d.comb += [cb.i_data.valid.eq(b_v), cp.w.eq(pick(tw, b_tok)), cp.first.eq(~pick(list(touched), b_tok)),
                              cp.last.eq(0)]
@@ -858,7 +858,7 @@ class Executor(wiring.Component):
                             m.d.sync += [fi.eq(0), li.eq(li + 1)]
                         with m.Else():
                             m.d.sync += fi.eq(fi + 1)
-                oword = pick([o_r.rdata[t].as_value() for t in range(T)], s1_tok)
+                oword = select(m, "st_oword", [o_r.rdata[t].as_value() for t in range(T)], s1_tok)
                 cp = cb.i_data.payload
                 m.d.comb += [cb.i_data.valid.eq(s1_v), cp.w.eq(0), cp.first.eq(~pick(list(touched), s1_tok)),
                              cp.last.eq(1)]
