@@ -207,9 +207,11 @@ class GemvEngine(wiring.Component):
         m.d.comb += res_fire.eq(pe.o_result.valid & busy)
         for t in range(T):
             hit = [rok[j] & (rtok[j] == t) for j in range(LANES)]
-            word = pe.o_result.payload[0].as_value()
+            word = Signal(len(pe.o_result.payload[0].as_value()), name=f"res_word{t}")   # one mux chain, three readers
+            chain = pe.o_result.payload[0].as_value()
             for j in range(1, LANES):
-                word = Mux(hit[j], pe.o_result.payload[j].as_value(), word)
+                chain = Mux(hit[j], pe.o_result.payload[j].as_value(), chain)
+            m.d.comb += word.eq(chain)
             for dst, code in ((self.ga_wr, Dest.GA), (self.ua_wr, Dest.UA), (self.da_wr, Dest.DA)):
                 m.d.comb += [dst.waddr[t].eq(r_rt), dst.wdata[t].eq(word),
                              dst.we[t].eq(res_fire & Cat(*hit).any() & (job.dest == code))]
