@@ -44,6 +44,24 @@ from .hb_memory import HBMemory
 from .hb_write import HBWrite
 from .offchip import OffchipInterface
 from .tops import Param, Top
+from .verilog import digest, part
+
+
+def compute_block_specs(config, max_k=8):
+    """``{name: (class, parameters)}`` of the PE array and vector blocks the executor drives,
+    for ``config`` (the parameters fully determine each block's logic)."""
+    from .pe_array import PEArray
+    from .vector_combine import VectorCombine
+    from .vector_requant import VectorRequant
+    from .vector_router import VectorRouter
+    from .vector_swiglu import VectorSwiGLU
+    d = Dims(check_core_config(config), max_k)
+    W = d.W
+    return {"pe": (PEArray, dict(rows=W, cols=W, lanes=d.lanes, acc_bits=config.array.acc_bits,
+                                 max_k=W * max(d.d_words, d.f_words), pipeline=config.array.pipeline)),
+            "rq_g": (VectorRequant, dict(width=W)), "rq_u": (VectorRequant, dict(width=W)),
+            "swiglu": (VectorSwiGLU, dict(width=W)), "combine": (VectorCombine, dict(width=W)),
+            "router": (VectorRouter, dict(max_experts=d.n_experts, max_k=d.slots))}
 
 
 def compute_blocks(config, max_k=8):
@@ -52,17 +70,7 @@ def compute_blocks(config, max_k=8):
     The core owns (elaborates) them and connects them to the executor's ``*_port`` members
     (:data:`~elmoe3d.hw.executor.BLOCK_PORTS`); the executor only takes their signatures.
     """
-    from .pe_array import PEArray
-    from .vector_combine import VectorCombine
-    from .vector_requant import VectorRequant
-    from .vector_router import VectorRouter
-    from .vector_swiglu import VectorSwiGLU
-    d = Dims(check_core_config(config), max_k)
-    W = d.W
-    return {"pe": PEArray(rows=W, cols=W, lanes=d.lanes, acc_bits=config.array.acc_bits,
-                          max_k=W * max(d.d_words, d.f_words), pipeline=config.array.pipeline),
-            "rq_g": VectorRequant(width=W), "rq_u": VectorRequant(width=W), "swiglu": VectorSwiGLU(width=W),
-            "combine": VectorCombine(width=W), "router": VectorRouter(max_experts=d.n_experts, max_k=d.slots)}
+    return {name: cls(**params) for name, (cls, params) in compute_block_specs(config, max_k).items()}
 
 
 class Core(wiring.Component):
@@ -116,7 +124,8 @@ class Core(wiring.Component):
         # by elaborate(); the file's `amaranth: UnusedElaboratable=no` line keeps a core that is
         # only constructed (its interface described, its configuration refused) quiet.
         self.proc = CommandProcessor(cfg)
-        self.blocks = compute_blocks(cfg, max_k)
+        self.block_specs = compute_block_specs(cfg, max_k)
+        self.blocks = {name: cls(**params) for name, (cls, params) in self.block_specs.items()}
         self.ex = Executor(cfg, max_k=max_k, blocks=self.blocks)
         c = cfg.cache
         self.cache = ExpertCache(entries=c.entries, policy=c.policy, layer_bits=c.layer_bits,
@@ -157,10 +166,14 @@ class Core(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ex, proc, cache, off, hbr, hbw, fill = self.ex, self.proc, self.cache, self.off, self.hbr, self.hbw, self.fill
-        for name in ("proc", "ex", "cache", "off", "hbr", "hbw", "fill"):
+        for name in ("proc", "cache", "off", "hbr", "hbw", "fill"):
             m.submodules[name] = getattr(self, name)
+        # the executor and the compute blocks, the bulk of the core, are each converted on their
+        # own (hw/verilog.part): a conversion's memory follows its largest block
+        part(m, "ex", ex, "executor", dict(c=digest(self.config, self.max_k)))
         for name, blk in self.blocks.items():
-            m.submodules[name] = blk
+            cls, params = self.block_specs[name]
+            part(m, name, blk, cls.__name__.lower(), params)
         connect = wiring.connect
         # command processor <-> executor
         connect(m, wiring.flipped(self.i_word), proc.i_word)

