@@ -161,10 +161,10 @@ def run(args):
         for lib in args.liberty:
             resolve_liberty(lib)                 # a bad Liberty is refused before any work
     if not args.no_synth:
-        from ..hw.sim_budget import check_core_generation
+        from ..hw.sim_budget import check_core_synthesis
         core = _synth_core(args.synth_config)
         # a core too large to convert is refused before any work (as synth refuses it)
-        check_core_generation(core, "bench-core")
+        check_core_synthesis(core, "bench-core")
     out = output_dir(args.out)
     from ..results_page import commit
     report = {"commit": commit(), "preset": cfg.name, "layer": args.layer}

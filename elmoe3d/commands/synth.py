@@ -42,9 +42,9 @@ def run(args):
                             "to registered tops, not to --verilog files")
     else:
         top, params = top_params(args)
-        from ..hw.sim_budget import check_core_generation
+        from ..hw.sim_budget import check_core_synthesis
         # refuses illegal values (UserError), and a core too large to convert, before a folder is made
-        check_core_generation(top.build(**params), "synth")
+        check_core_synthesis(top.build(**params), "synth")
     liberty = flow.resolve_liberty(args.liberty)          # a bad Liberty is refused before any work
     out = output_dir(args.out)
     settings = dict(liberty=liberty, clock_ns=args.clock_ns, activity=args.activity,
