@@ -85,7 +85,15 @@ class WidthAdapter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i, o = self.i, self.o
-        if self.mode in ("up", "equal"):     # equal: groups of one input, a register stage
+        if self.mode == "equal":             # groups of one input: a register stage
+            m.d.comb += i.ready.eq(~o.valid | o.ready)
+            with m.If(o.valid & o.ready):
+                m.d.sync += o.valid.eq(0)
+            with m.If(i.valid & i.ready):
+                m.d.sync += [o.payload.data.eq(i.payload.data), o.payload.last.eq(i.payload.last), o.valid.eq(1)]
+            return m
+
+        if self.mode == "up":
             count = Signal(range(self.ratio), name="up_count")     # inputs already in `acc`
             acc = Signal(self.out_width, name="up_acc")            # zero above the received inputs
             packed = Signal(self.out_width, name="up_packed")      # acc with the current input
