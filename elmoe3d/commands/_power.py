@@ -14,28 +14,31 @@ DATA_MOVEMENT_BLOCKS = ("hbr", "hbw", "off", "fill", "cache")
 
 
 def power_plan(G, verify, draft_pass):
-    """The passes whose activity is measured: a verify pass of ``G`` tokens on a cold cache and a
-    draft (k_d = 1, MSB + augmentation) of the same tokens after it (the cache then warm)."""
+    """The passes whose activity is measured, each on a fresh core (cold cache): a verify pass of
+    ``G`` tokens and a draft (k_d = 1, MSB + augmentation) of the same tokens."""
     return [("verify", verify, 0, G), ("draft k_d=1 MSB+aug", draft_pass(1), 0, G)]
 
 
 def simulate_passes(params, model, model_path, layer, out, progress=print):
     """Per-pass activity on the core of ``params`` (``{"preset", "lanes"}``): ``[{"name",
-    "mode", "activity", "cycles", "macs", "onchip_bytes"}]`` for :func:`elmoe3d.synth.power.power_entry`.
-    The activity of pass ``i`` is the difference of the dumps of the runs that replay passes
-    ``[:i + 1]`` and ``[:i]`` (the bench's set-up cancels out)."""
+    "mode", "activity", "cycles", "macs", "onchip_bytes", "tokens"}]`` for
+    :func:`elmoe3d.synth.power.power_entry`. Each pass is recorded on a fresh ISS and replayed on
+    a fresh core; its activity is the difference between its run's dump and that of a run that
+    replays nothing (the bench's set-up cancels out)."""
     from ..hw.core import core_config
     from ..sim.benches.activity import replay_activity
     from ..synth.power import difference, load_activity, pass_macs
     from .bench_core import record_passes
     cfg = core_config(params["preset"], params.get("lanes", 0))
-    recording = record_passes(cfg, model, layer, power_plan)
-    runs = replay_activity(params, recording, model_path, Path(out), progress=progress)
+    recordings = [record_passes(cfg, model, layer, lambda G, v, d, i=i: [power_plan(G, v, d)[i]])
+                  for i in range(len(power_plan(cfg.buffers.tokens, None, lambda k: None)))]
+    runs = replay_activity(params, recordings, model_path, Path(out), progress=progress)
+    empty = load_activity(runs[0][0])
     passes = []
-    for i, rec in enumerate(recording):
-        row = runs[i + 1][1][i]
+    for (dump, rows), (rec,) in zip(runs[1:], recordings):
+        row = rows[0]
         passes.append({"name": rec["name"], "mode": "draft" if rec["pass_"].draft else "full",
-                       "activity": difference(load_activity(runs[i + 1][0]), load_activity(runs[i][0])),
+                       "activity": difference(load_activity(dump), empty),
                        "cycles": row["core"], "macs": pass_macs(model.int_layers[layer], rec),
                        "onchip_bytes": row["hb_bytes"] + row["offchip_bytes"], "tokens": rec["tokens"]})
     return passes
