@@ -162,6 +162,7 @@ class Machine:
         self.ctx = self.mults = None     # the expert context (rebuilt when the expert changes)
         self.x_ok = False
         self.params = None
+        self.ahead = None               # the multiplier load started ahead (see _load_ahead)
         seq = self.sequencer = _Sequencer(self)
         self.route_masks = []           # each ROUTE's chosen-expert mask (what the core samples)
         self.regs = seq.regs
@@ -349,6 +350,23 @@ class Machine:
         plane = _ceil(E, cfg.array.rows) * cfg.array.rows * _ceil(self.d_model, cfg.array.cols) * cfg.array.cols // 2
         self._count(Op.ROUTE, self.timing.route(T, E, self.d_model, [chosen.shape[1]] * T,
                                                 f["choice"] == Choice.CACHED, plane))
+        self._load_ahead(-1)
+
+    def _load_ahead(self, after):
+        """The core's loads unit starts the multipliers of the next routed expert above ``after``
+        (after ROUTE: the first) at this point; LOADM then waits only for what is left of it."""
+        if self.route is None or any(r not in self.regs for r in NEEDS[Op.LOADM]):
+            return
+        nxt = [int(e) for e in np.unique(self.route[0]) if e > after]
+        if not nxt:
+            return
+        d, F = self.d_model, self.d_ffn
+        addr = self._plane_addr(nxt[0], 2, 0, "loadm")
+        n = MULTIPLIER.size * (2 * F + d)
+        if addr * self.L + n > len(self.offchip):
+            return
+        start = self.stats.cycles if self.ahead is None else max(self.stats.cycles, self.ahead["done"])
+        self.ahead = {"key": (addr, n), "done": start + self.timing.mult_load(d, F), "bus": n}
 
     def _plane_addr(self, expert, plane, i, name):
         base = self._reg(Reg.E_ADDR, i, name) + expert * self._reg(Reg.E_STRIDE, i, name)
@@ -395,6 +413,14 @@ class Machine:
         n = MULTIPLIER.size * (2 * F + d)
         rec = MULTIPLIER.decode(self._read(self.offchip, "off-chip", addr, n, i, name))
         m, e = rec["m"], rec["e"]
+        now = self.stats.cycles + (self.timing.context(len(self.x)) if getattr(self, "new_ctx", False) else 0)
+        a = self.ahead
+        if a is not None and a["key"] == (addr, n):
+            cycles = self.timing.loadm(d, F, ahead=a["done"] - now)     # loaded ahead
+        else:                           # its own load, once the unit is free
+            busy = max(0, a["done"] - now) if a is not None else 0
+            cycles = busy + self.timing.loadm(d, F)
+        self.ahead = None
         if np.any(e < 1):
             self._fail(Status.INPUT, i, name, "a multiplier exponent is 0 (corrupt table)")
 
@@ -406,7 +432,9 @@ class Machine:
         t.down_m, t.down_e = m[2 * F:], e[2 * F:]
         self.mults = t
         self.stats.offchip_bytes += n
-        self._count(Op.LOADM, self.timing.loadm(d, F))
+        self._count(Op.LOADM, cycles)
+        if not c["shared"]:
+            self._load_ahead(c["expert"])
 
     def _need_mults(self, i, name):
         if getattr(self, "mults", None) is None:
@@ -450,6 +478,11 @@ class Machine:
                 self.stats.hb_bytes += groups * b
             else:
                 self.stats.offchip_bytes += groups * b
+        a = self.ahead
+        if "offchip" in streams and a is not None and a.get("bus") and a["done"] > self.stats.cycles:
+            # the load ahead shares the off-chip bus with this GEMV's stream
+            streams = dict(streams)
+            streams["offchip"] += _ceil(a.pop("bus"), groups)
         self._count(Op.GEMV, self.timing.gemv(len(c["tokens"]), N, K, bits == Bits.FULL, streams))
 
 

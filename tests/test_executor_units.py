@@ -120,3 +120,144 @@ def test_gemv_engine_bench(params, tmp_path):
 @pytest.mark.slow
 def test_expert_context_bench(tmp_path):
     run_top_bench("exec_context", dict(preset="tiny", max_k=4), tmp_path, seeds=(1, 2), quick=False)
+
+
+class _LoadsTop:
+    """The loads unit and the port share as control.py joins them: client ``a`` (the GEMV
+    engine's LSB port in the core) driven by the bench, client ``b`` the loads unit."""
+
+    def __new__(cls, dims, depth):
+        from amaranth.hdl import Module
+        from amaranth.lib import wiring
+        from elmoe3d.hw.executor.loads import MultLoads, PortShare
+
+        class Top(wiring.Component):
+            def __init__(self):
+                self.share = PortShare(dims.config, depth)
+                self.loads = MultLoads(dims)
+                super().__init__({})
+
+            def elaborate(self, platform):
+                m = Module()
+                m.submodules.share, m.submodules.loads = self.share, self.loads
+                wiring.connect(m, self.share.b, self.loads.rd)
+                return m
+        return Top()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_loads_unit_and_port_share_deliver_each_line_to_its_owner(seed):
+    """Random requests of a client and multiplier loads on one read port, served in order with
+    random gaps and random backpressure of the client: each client gets exactly its own lines in
+    order; each load writes its lines into its bank (one sub-bank per line in turn), flags an
+    exponent of 0 as ``bad``, names itself in ``tag_*`` and is ``loaded`` until ``use``."""
+    from elmoe3d.hw.executor.loads import mult_words
+    from elmoe3d.spec.image import MULT_BYTES
+    d = _small_dims()
+    top = _LoadsTop(d, 3)
+    share, loads = top.share, top.loads
+    rng = np.random.default_rng(seed)
+    per = d.W // MULT_BYTES
+    n_words = mult_words(d)
+
+    async def bench(ctx):
+        queue, served = [], []                  # requests taken by the port; lines served so far
+        a_want, a_got = [], []                  # lines client a expects, in order / received
+        jobs, written = [], {}                  # loads: (base, length, bank) and {(bank, word, sub): data}
+        a_pending = None
+        job = None
+        bads = []
+        cycle = 0
+        use = used = False
+        while cycle < 3000 and (cycle < 400 or queue or a_pending or job or ctx.get(loads.busy)):
+            if used:
+                assert not ctx.get(loads.loaded)       # taken by the last cycle's use
+            ctx.set(loads.use, int(use))
+            use, used = False, use
+            # client a: a random request now and then (ready at random)
+            if a_pending is None and rng.random() < 0.05 and cycle < 400:
+                a_pending = (int(rng.integers(0, 64)), int(rng.integers(1, 5)))
+            ctx.set(share.a.req.valid, int(a_pending is not None))
+            if a_pending:
+                ctx.set(share.a.req.payload, {"base": a_pending[0], "length": a_pending[1]})
+            a_ready = int(rng.random() < 0.7)
+            ctx.set(share.a.data.ready, a_ready)
+            # the loads unit: a job when free
+            if job is None and not ctx.get(loads.busy) and rng.random() < 0.1 and cycle < 400:
+                lines = int(rng.integers(1, 4 * n_words + 1))
+                job = (int(rng.integers(0, 64)), lines, int(rng.integers(2)))
+            ctx.set(loads.job.valid, int(job is not None))
+            if job:
+                ctx.set(loads.job.payload, {"base": job[0], "length": job[1], "bank": job[2]})
+            # the memory: in order, one line per cycle with random gaps; line i of a request is
+            # (base << 8) + i, with some zero exponents
+            line_v = bool(queue) and rng.random() < 0.8
+            if line_v:
+                base, length, i = queue[0]
+                entries = [{"m": (base * 7 + i * 3 + k) & 0xFFFF,
+                            "e": 0 if rng.random() < 0.01 else 1 + ((base + i + k) % 40)} for k in range(per)]
+                word = 0
+                for k, e in enumerate(entries):
+                    word |= (e["m"] | (e["e"] << 16)) << (8 * MULT_BYTES * k)
+                ctx.set(share.port.data.valid, 1)
+                ctx.set(share.port.data.payload, {"data": word, "last": int(i == length - 1)})
+            else:
+                ctx.set(share.port.data.valid, 0)
+            port_ready = int(rng.random() < 0.6)
+            ctx.set(share.port.req.ready, port_ready)
+            # sample this cycle's transfers before the edge
+            req_fire = ctx.get(share.port.req.valid) and port_ready
+            req = ctx.get(share.port.req.payload) if req_fire else None
+            a_req_fire = a_pending is not None and ctx.get(share.a.req.ready)
+            job_fire = job is not None and ctx.get(loads.job.ready)
+            data_fire = line_v and ctx.get(share.port.data.ready)
+            a_line = ctx.get(share.a.data.valid) and a_ready
+            wr_en = ctx.get(loads.wr.en)
+            wr = (ctx.get(loads.wr.bank), ctx.get(loads.wr.addr))
+            await ctx.tick()
+            cycle += 1
+            if req_fire:
+                queue.append([req.base, req.length, 0])
+            if a_req_fire:
+                a_want += [(a_pending[0], i) for i in range(a_pending[1])]
+                a_pending = None
+            if job_fire:
+                jobs.append(job)
+                bads.append(False)
+                job = None
+            if data_fire:
+                base, length, i = queue[0]
+                served.append((base, i, word))
+                if a_line:
+                    a_got.append((base, i))
+                if wr_en:
+                    assert bin(wr_en).count("1") == 1
+                    sub = wr_en.bit_length() - 1
+                    written[(wr[0], wr[1], sub)] = word
+                    if any(((word >> (8 * MULT_BYTES * k + 16)) & 0xFF) == 0 for k in range(per)):
+                        bads[-1] = True
+                queue[0][2] += 1
+                if queue[0][2] == length:
+                    queue.pop(0)
+                    if wr_en and not ctx.get(loads.busy):
+                        # a load completed: tag, loaded and bad name it
+                        b_, l_, k_ = jobs[-1]
+                        assert (ctx.get(loads.tag_base), ctx.get(loads.tag_len), ctx.get(loads.tag_bank)) == (b_, l_, k_)
+                        assert ctx.get(loads.loaded) and ctx.get(loads.bad) == bads[-1]
+                        use = True
+        assert not queue and a_pending is None and job is None, f"seed {seed}: did not finish"
+        assert a_got == a_want, f"seed {seed}: client a got {a_got[:8]}.. expected {a_want[:8]}.."
+        assert len(jobs) >= 3 and len(a_want) >= 20
+        # the last load of each bank wrote line i at word i // 4, sub-bank i % 4
+        for bank in (0, 1):
+            last = [j for j in jobs if j[2] == bank]
+            if last:
+                base, length, _ = last[-1]
+                lines = [w for (b_, i, w) in served if b_ == base][-length:]
+                for i, w in enumerate(lines):
+                    assert written[(bank, i // 4, i % 4)] == w
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()

@@ -5,6 +5,8 @@
 - :mod:`.context`: :class:`ExpertContext`, the routing table and the expert's token list and gate
   weights (``route`` and ``build`` streams in, ``built`` out).
 - :mod:`.gemv`: :class:`GemvEngine`, one GEMV job (job stream in, done stream out) on the PE array.
+- :mod:`.loads`: :class:`MultLoads`, the multiplier loads (job stream in, a bank of the table
+  written, fetched ahead of LOADM) and :class:`PortShare` (two clients on one off-chip read port).
 - :mod:`.buffers`: :class:`Dims` (every size the units share) and :class:`Buffers` (the token
   buffers, one port per client).
 - :mod:`.ports`: the units' protocols (buffer ports, the GEMV job).
@@ -15,7 +17,8 @@ from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .control import BLOCK_PORTS, Executor, check_core_config, probe_resp_layout
 from .gemv import GemvEngine
+from .loads import MultLoads, PortShare
 from .harness import GENERATE_TOPS
 
 __all__ = ["BLOCK_PORTS", "Buffers", "Dims", "Executor", "ExpertContext", "GENERATE_TOPS", "GemvEngine",
-           "check_core_config", "probe_resp_layout"]
+           "MultLoads", "PortShare", "check_core_config", "probe_resp_layout"]

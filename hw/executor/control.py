@@ -17,8 +17,8 @@ Buffers (words of W elements; ``T`` = buffers.tokens banks each)
 -----------------------------------------------------------------
 ``x`` INT8 (d_max/W words), ``h`` hidden INT8 (f_max/W), ``ga``/``ua`` gate/up accumulators INT32
 (f_max/W), ``da`` down accumulators and router logits INT32, ``o`` layer-output sums (37 bits,
-d_max/W), the multiplier table (2 f_max + d_max entries, m u16 and e u8, four sub-banks), token
-scales and the routing table in registers.
+d_max/W), the multiplier table (two banks of 2 f_max + d_max entries, m u16 and e u8, four
+sub-banks; written by the loads unit), token scales and the routing table in registers.
 
 Commands (what the executor does; the ISS is the definition of the result)
 --------------------------------------------------------------------------
@@ -31,7 +31,11 @@ Commands (what the executor does; the ISS is the definition of the result)
   cache probes of every expert's MSB key); the routing table and the expert mask.
 - ``FETCH``: MSB ``LOOKUP`` a cache request (score from the largest gate weight of the expert's
   tokens), ``PEEK`` a probe; the plane's tier (HB slot or off-chip) and, on a fill, the fill arm.
-- ``LOADM``: the expert's multipliers (gate F, up F, down d) into the multiplier table.
+- ``LOADM``: the expert's multipliers (gate F, up F, down d). The loads unit (``loads.py``, on
+  off-chip port 1 beside the LSB planes) fetches them ahead into the bank the running expert
+  does not use: after ``ROUTE`` the mask's first expert, after each ``LOADM`` the next one; LOADM
+  waits for that load when it is its own (same lines), else starts its own; ``INPUT`` on a zero
+  exponent, then the bank becomes the expert's.
 - ``GEMV``: per lane group of the expert's tokens, the projection's section of the plane(s)
   streamed from their tier through a width adapter into the PE array, the activations gathered
   from ``x`` (``h`` for DOWN) by token bank, results scattered into ``ga``/``ua``/``da``. On a
@@ -60,6 +64,7 @@ from ..vector_common import COMBINE_ACC, OutBits
 from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine, arm_signature, hb_port, off_port
+from .loads import MultLoads, PortShare, mult_words as loads_mult_words
 from .ports import Dest, record_layout, request_register
 
 
@@ -181,13 +186,14 @@ class Executor(wiring.Component):
                            ("o_rd", o_r), ("o_wr", o_w)):
             buf, kind = name.split("_")
             connect(m, port, getattr(bufs, f"{buf}_{kind}_seq"))
-        # multiplier table: 4 sub-banks of W/4 entries {m u16, e u8}; word a = entries a*W ..
+        # multiplier table: two banks (the running expert's and the one loaded ahead, hw/executor/
+        # loads.py) of 4 sub-banks of W/4 entries {m u16, e u8}; word a of bank b is entries a*W ..
         mult_entry = record_layout(MULTIPLIER)                  # as in the image
-        mult_words = 2 * self.f_words + self.d_words
+        mult_words = loads_mult_words(dims)
         from amaranth.lib.memory import Memory
         mrd_a, mrd_b, mwr = [], [], []
         for s in range(4):
-            mem = Memory(shape=ArrayOf(mult_entry, W // 4, index="entry"), depth=mult_words, init=[])
+            mem = Memory(shape=ArrayOf(mult_entry, W // 4, index="entry"), depth=2 * mult_words, init=[])
             m.submodules[f"mult{s}"] = mem
             mrd_a.append(mem.read_port())
             mrd_b.append(mem.read_port())
@@ -195,6 +201,16 @@ class Executor(wiring.Component):
         # the W entries of the word read on port a / b (one cycle after the address)
         mult_a = [e for s in range(4) for e in mrd_a[s].data]
         mult_b = [e for s in range(4) for e in mrd_b[s].data]
+        # the loads unit writes them; the vector steps read the bank of the expert's LOADM
+        loads = m.submodules.loads = MultLoads(dims)
+        mbank = Signal(name="mult_bank")               # the bank LOADM took last
+        mw = loads.wr
+        for s in range(4):
+            m.d.comb += [mwr[s].addr.eq(mw.addr + Mux(mw.bank, mult_words, 0)), mwr[s].data.eq(mw.data),
+                         mwr[s].en.eq(mw.en[s])]
+
+        def mult_addr(word):
+            return word + Mux(mbank, mult_words, 0)
 
         # -- sub-blocks' ports -----------------------------------------------------------------
         pe, rqg, rqu, sw, cb, rt = (self.pe_port, self.rqg_port, self.rqu_port, self.sw_port,
@@ -260,7 +276,11 @@ class Executor(wiring.Component):
                      eng.msb.data.valid.eq(self.rd0.data.valid & eng.weights),
                      seq_rd0.data.valid.eq(self.rd0.data.valid & ~eng.weights),
                      self.rd0.data.ready.eq(Mux(eng.weights, eng.msb.data.ready, seq_rd0.data.ready))]
-        connect(m, wiring.flipped(self.rd1), eng.lsb)
+        # off-chip port 1: the engine's LSB planes and the multiplier loads, each request's lines to its owner
+        share1 = m.submodules.port1 = PortShare(cfg, dims.g_max + 2)
+        connect(m, share1.a, eng.lsb)
+        connect(m, share1.b, loads.rd)
+        connect(m, wiring.flipped(self.rd1), share1.port)
         connect(m, wiring.flipped(self.hb), eng.hb)
         connect(m, wiring.flipped(self.arm), eng.arm)
         connect(m, wiring.flipped(self.fill_done), eng.fill_done)
@@ -328,6 +348,27 @@ class Executor(wiring.Component):
         words_d = r.d_model >> LOG_W
         words_f = r.d_ffn >> LOG_W
         w_mask = W - 1
+
+        # -- multipliers loaded ahead (hw/executor/loads.py): after ROUTE the first expert of the
+        # mask, after each LOADM the next one above it; LOADM's own load overrides (LM_ISSUE)
+        pf_want = Signal(name="pf_want")
+        pf_from = Signal(len(expert) + 1, name="pf_from")
+        cand = Signal(self.n_experts, name="pf_cand")
+        m.d.comb += cand.eq(Cat(*[mask[e] & (pf_from <= e) for e in range(self.n_experts)]))
+        nxt = Signal(range(self.n_experts), name="pf_expert")
+        for e in reversed(range(self.n_experts)):
+            with m.If(cand[e]):
+                m.d.comb += nxt.eq(e)
+        pf_base = Signal.like(tmp_off, name="pf_base")
+        pf_len = Signal(cfg.offchip.len_bits + 2, name="pf_len")
+        m.d.comb += [pf_base.eq((r.e_addr + nxt * r.e_stride + 2 * r.plane_lines) << _log2(R_OFF)),
+                     pf_len.eq((2 * fwords + dwords) * MULT_BYTES)]
+        pf_regs = Cat(*[self.regs_set[int(x)] for x in NEEDS[Op.LOADM]]).all()
+        with m.If(pf_want & loads.job.ready):
+            with m.If(cand.any() & pf_regs & (pf_base + pf_len <= off_lines)):
+                m.d.comb += [loads.job.valid.eq(1), loads.job.payload.base.eq(pf_base),
+                             loads.job.payload.length.eq(pf_len), loads.job.payload.bank.eq(~mbank)]
+            m.d.sync += pf_want.eq(0)
 
         with m.FSM(name="exec"):
             with m.State("IDLE"):
@@ -590,7 +631,7 @@ class Executor(wiring.Component):
                         onehot = onehot | Mux(j < res.count, Const(1, self.n_experts) << res.expert[j], 0)
                     m.d.sync += [mask.eq(mask | onehot), li.eq(li + 1)]
                     with m.If(li == ntok - 1):
-                        m.d.sync += routed.eq(1)
+                        m.d.sync += [routed.eq(1), pf_want.eq(1), pf_from.eq(0)]
                         ok()
                     with m.Else():
                         m.next = "RT_CMD"
@@ -665,22 +706,28 @@ class Executor(wiring.Component):
                 n_lines = (2 * fwords + dwords) * MULT_BYTES
                 with m.If(base + n_lines > off_lines):
                     fail(Status.ADDRESS)
+                with m.Elif((loads.busy | loads.loaded) & (loads.tag_base == base) & (loads.tag_len == n_lines)):
+                    m.d.sync += mults_ok.eq(0)
+                    m.next = "LM_WAIT"          # loaded ahead (or loading): wait for its last line
                 with m.Else():
-                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(base), rd0_len.eq(n_lines), mults_ok.eq(0)]
-                    m.next = "LM_RUN"
-            with m.State("LM_RUN"):
-                m.d.comb += seq_rd0.data.ready.eq(1)
-                line = seq_rd0.data.payload.data
-                with m.If(seq_rd0.data.valid):
-                    for s in range(4):
-                        m.d.comb += [mwr[s].addr.eq(n_b >> 2), mwr[s].data.eq(line), mwr[s].en.eq(n_b[:2] == s)]
-                    with m.If(Cat(*[e.e == 0 for e in data.View(ArrayOf(mult_entry, W // MULT_BYTES, index="entry"), line)]).any()):
-                        m.d.sync += bad.eq(1)
-                    m.d.sync += n_b.eq(n_b + 1)
-                    with m.If(seq_rd0.data.payload.last):
-                        m.next = "LM_END"
-            with m.State("LM_END"):
-                end_input_check(mults_ok)
+                    m.d.sync += [mults_ok.eq(0), tmp_off.eq(base)]
+                    m.next = "LM_ISSUE"
+            with m.State("LM_ISSUE"):
+                # a load of its own into the other bank, once the unit is free
+                m.d.comb += [loads.job.valid.eq(1), loads.job.payload.base.eq(tmp_off),
+                             loads.job.payload.length.eq((2 * fwords + dwords) * MULT_BYTES),
+                             loads.job.payload.bank.eq(~mbank)]
+                with m.If(loads.job.ready):
+                    m.next = "LM_WAIT"
+            with m.State("LM_WAIT"):
+                with m.If(~loads.busy):
+                    m.d.comb += loads.use.eq(1)
+                    m.d.sync += [mbank.eq(loads.tag_bank), pf_want.eq(1), pf_from.eq(expert + 1)]
+                    with m.If(loads.bad):
+                        fail(Status.INPUT)
+                    with m.Else():
+                        m.d.sync += mults_ok.eq(1)
+                        ok()
 
             # ---- GEMV -------------------------------------------------------------------------------
             with m.State("G_CHECK"):
@@ -732,7 +779,7 @@ class Executor(wiring.Component):
                 with m.If(adv):
                     m.d.comb += [ga_r.raddr.eq(fi), ga_r.ren.eq(1), ua_r.raddr.eq(fi), ua_r.ren.eq(1)]
                     for s in range(4):
-                        m.d.comb += [mrd_a[s].addr.eq(fi), mrd_b[s].addr.eq(fwords + fi)]
+                        m.d.comb += [mrd_a[s].addr.eq(mult_addr(fi)), mrd_b[s].addr.eq(mult_addr(fwords + fi))]
                     m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i), s1_xm.eq(pick(xm, tok_i)), s1_xe.eq(pick(xe, tok_i))]
                     with m.If(more):
                         with m.If(fi == fwords - 1):
@@ -782,7 +829,7 @@ class Executor(wiring.Component):
                 with m.If(adv):
                     m.d.comb += [da_r.raddr.eq(fi), da_r.ren.eq(1)]
                     for s in range(4):
-                        m.d.comb += mrd_a[s].addr.eq(2 * fwords + fi)
+                        m.d.comb += mrd_a[s].addr.eq(mult_addr(2 * fwords + fi))
                     m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i)]
                     with m.If(more):
                         with m.If(fi == dwords - 1):
