@@ -20,6 +20,14 @@ Outside :func:`convert` (Amaranth's own simulator, formal harnesses through RTLI
 adds the block as an ordinary submodule, so the two paths elaborate the same class. Done at
 elaboration, not as a pass over the RTLIL, because the cost being removed is the elaboration
 and netlisting of every instance in Python, not only the text.
+
+Large blocks (:func:`part`)
+---------------------------
+A block built once but large (the core's executor, PE array and vector blocks) can be converted on
+its own too: :func:`part` instantiates the already built component, its ports being its own port
+signals, so the parent connects it as before. Each part's netlist and Yosys run are freed before
+the next, so a conversion's memory follows its largest part rather than the whole design
+(``docs/scale.md``: the ``mixtral`` core).
 """
 
 import contextvars
