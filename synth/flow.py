@@ -191,16 +191,25 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
                          + ", ".join(f"{c} x{n}" for c, n in sorted(area["unmapped"].items()))
                          + "; timing and power ignore them.")
         start = time.monotonic()
-        (out_dir / "sta.log").unlink(missing_ok=True)         # a stale log would pass for this run's
-        try:
-            sta = sta_flow.run_sta(area["netlist"], lib, top, out_dir, clock_ns=clock_ns,
-                                   activity=activity, idle_ports=idle_ports,
-                                   extra_liberty=area.get("macro_liberty", ()), log=log)
-        except UserError as exc:
-            sta = _timing_without_power(out_dir, clock_ns, exc)       # re-raises when there is no timing
-            sta["clock_port"] = "clk" if "clk" in sta_flow.top_ports(area["netlist"], top) else None
-            notes.append(f"OpenSTA stopped before its power report ({exc}); area and timing are reported, "
-                         "power is not.")
+        for stale in ("sta.log", "timing.rpt"):              # a stale file would pass for this run's
+            (out_dir / stale).unlink(missing_ok=True)
+        if area.get("flat_failed"):
+            notes.append("Yosys could not flatten the design for OpenSTA (" + area["flat_failed"] + "; the "
+                         "WebAssembly Yosys has 4 GiB): no flat timing and no power; each distinct module "
+                         "is timed alone (below), the paths between modules are not timed.")
+            sta = {"clock_ns": clock_ns, "clock_port": None, "worst_slack_ns": None, "wns_ns": None,
+                   "tns_ns": None, "met": None, "fmax_mhz": None, "timing_report": None, "power_mw": None,
+                   "static_ports": []}
+        else:
+            try:
+                sta = sta_flow.run_sta(area["netlist"], lib, top, out_dir, clock_ns=clock_ns,
+                                       activity=activity, idle_ports=idle_ports,
+                                       extra_liberty=area.get("macro_liberty", ()), log=log)
+            except UserError as exc:
+                sta = _timing_without_power(out_dir, clock_ns, exc)       # re-raises when there is no timing
+                sta["clock_port"] = "clk" if "clk" in sta_flow.top_ports(area["netlist"], top) else None
+                notes.append(f"OpenSTA stopped before its power report ({exc}); area and timing are reported, "
+                             "power is not.")
         runtime["sta"] = round(time.monotonic() - start, 2)
         timing = {k: sta[k] for k in ("clock_ns", "clock_port", "worst_slack_ns", "wns_ns", "tns_ns", "met",
                                       "fmax_mhz", "timing_report")}
@@ -215,10 +224,10 @@ def synthesize_verilog(verilog_files, top, out_dir, *, params=None, macs_per_cyc
             power = {"activity": activity, "clock_mhz": 1000.0 / clock_ns, "static_ports": sta["static_ports"],
                      **sta["power_mw"]}
             energy = energy_per_mac(sta["power_mw"]["total"], clock_ns, macs_per_cycle)
-        if not sta["met"]:
+        if sta["met"] is False:
             notes.append(f"The design misses the {clock_ns:g} ns target (Fmax {sta['fmax_mhz']:.1f} MHz); "
                          "power and energy are still computed at the target clock.")
-        if sta["clock_port"] is None:
+        if sta["clock_port"] is None and not area.get("flat_failed"):
             notes.append("The design has no clk port: a virtual clock constrains input-to-output paths.")
     report = {
         "top": top, "params": params or {},
@@ -399,7 +408,10 @@ def format_markdown(report):
     timing, power, energy = report["timing"], report["power_mw"], report["energy"]
     if timing:
         slack = timing["worst_slack_ns"]
-        if slack is None:
+        if area.get("flat_failed"):
+            out.append(f"| worst slack at {timing['clock_ns']:g} ns | not timed flat (the design did not flatten; "
+                       "per module below) |")
+        elif slack is None:
             out.append(f"| worst slack at {timing['clock_ns']:g} ns | no constrained path |")
         else:
             out.append(f"| worst slack at {timing['clock_ns']:g} ns | {slack:.3f} ns "

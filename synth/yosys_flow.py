@@ -372,6 +372,15 @@ def _tree_order(top, children):
     return order
 
 
+def _failed_at_flatten(log_path):
+    """True when a Yosys log ends in the ``flatten`` step that follows the hierarchical ``stat``
+    and ``netlist_hier.v`` (so both are complete)."""
+    out_dir = Path(log_path).parent
+    if not ((out_dir / "stat.json").is_file() and (out_dir / "netlist_hier.v").is_file()):
+        return False
+    return _last_step(log_path).startswith("Executing FLATTEN pass")
+
+
 def unmapped_cells(cells_json):
     """Cell types of Yosys' own (``$...``) left in a Liberty-mapped netlist: ``{type: count}``."""
     data = json.loads(Path(cells_json).read_text())
@@ -421,15 +430,28 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
     script = yosys_script([os.path.relpath(v, out_dir) for v in files], top,
                           liberty=None if liberty is None else os.path.relpath(liberty, out_dir),
                           clock_ns=clock_ns, dont_use=dont_use, flatten=flatten, constr=constr, macros=rel)
-    run_yosys(script, out_dir, log=log)
+    for stale in ("stat.json", "netlist_hier.v", "netlist.v"):
+        (out_dir / stale).unlink(missing_ok=True)          # a failed run must not pass for this one
+    flat_failed = None
+    try:
+        run_yosys(script, out_dir, log=log)
+    except UserError as exc:
+        # The hierarchical results are written before the design is flattened for OpenSTA; a
+        # design whose flat netlist exceeds the WebAssembly Yosys' 4 GiB (the default core) keeps them.
+        if liberty is None or not _failed_at_flatten(out_dir / "yosys.log"):
+            raise
+        flat_failed = str(exc)
+        if log:
+            log(f"Yosys could not flatten the design ({exc}); area and per-module timing only")
     area = parse_stat_json(out_dir / "stat.json", liberty=liberty is not None,
                            macro_areas=macros.areas() if macros else None)
     area["unit"] = "um^2" if liberty else "NAND2 eq."
     area["yosys_log"] = str(out_dir / "yosys.log")
     if liberty:
-        area["netlist"] = str(out_dir / "netlist.v")
+        area["netlist"] = None if flat_failed else str(out_dir / "netlist.v")
+        area["flat_failed"] = flat_failed
         area["netlist_hier"] = str(out_dir / "netlist_hier.v")
-        area["unmapped"] = unmapped_cells(out_dir / "cells.json")
+        area["unmapped"] = {} if flat_failed else unmapped_cells(out_dir / "cells.json")
         area["library"] = library_name(liberty)
         area["dont_use"] = list(dont_use)
         area["driving_cell"] = driver

@@ -209,3 +209,25 @@ def test_timing_kept_when_opensta_stops_before_power(tmp_path, slack, fmax):
     (tmp_path / "sta.log").write_text("Segmentation fault\n")
     with pytest.raises(UserError, match="crashed"):
         _timing_without_power(tmp_path, 2.5, UserError("crashed"))
+
+
+def test_design_that_does_not_flatten_keeps_area_and_per_module_timing(tmp_path, monkeypatch):
+    """The default core's flat netlist exceeds the WebAssembly Yosys' 4 GiB in `flatten`: the
+    hierarchical area (written before) is kept, each module is timed alone, and the report says
+    that the paths between modules are not timed. The failure is provoked after `flatten`."""
+    if not _have("nangate45"):
+        pytest.skip("needs ../shared/pdk (nangate45)")
+    from elmoe3d.synth import flow, sta_flow, yosys_flow
+    real = yosys_flow.yosys_script
+    monkeypatch.setattr(yosys_flow, "yosys_script",
+                        lambda *a, **k: real(*a, **k).replace("\nflatten\n", "\nflatten\nno_such_command\n"))
+    rep = flow.synthesize("stream_fifo", {"width": 16, "depth": 17}, tmp_path, liberty="nangate45", clock_ns=5.0,
+                          log=None)
+    tot = rep["area"]["total"]
+    assert tot["macros"] and tot["area"] == pytest.approx(tot["logic_area"] + tot["macro_area"])
+    assert rep["area"]["netlist"] is None and not (tmp_path / "netlist.v").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "not timed flat" in md and "paths between modules are not timed" in md
+    if sta_flow.sta_binary():
+        assert rep["timing"]["fmax_mhz"] is None and rep["power_mw"] is None
+        assert rep["timing"]["modules"]["stream_fifo.fifo"]["fmax_mhz"] > 0
