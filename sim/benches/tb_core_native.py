@@ -353,3 +353,36 @@ async def native_sd(dut):
     summary["sim_seconds"], summary["sim_cpu_seconds"] = core.wall, core.cpu
     with open(conf["sd_json"], "w") as f:
         json.dump({"jobs": rows, "rtl": summary}, f, indent=1)
+
+
+@cocotb.test()
+async def native_replays_recorded_passes(dut):
+    """``tb_core.core_replays_recorded_passes`` on the HDL memory models: passes recorded on the
+    ISS (``bench_core.record_passes``) replayed in order; outputs and cache decisions equal the
+    ISS's; cycles per pass written (no PE-beat count). Runs only when given ``replay`` (a pickle
+    of the recording) and ``model`` (the model file)."""
+    import pickle
+    from elmoe3d.sim.lm import MoELM
+    conf, cfg = _cfg()
+    if "replay" not in conf:
+        dut._log.info("no recording given: nothing to replay")
+        return
+    with open(conf["replay"], "rb") as f:
+        recording = pickle.load(f)
+    comp = tb_core.compile_model(cfg, MoELM.load(conf["model"]).int_layers)
+    core_off, core_hb = comp.offchip.copy(), comp.hb.copy()
+    core = await native_session(dut, cfg, core_off, core_hb, random.Random(1), 0.0)
+    out = []
+    for i, rec in enumerate(recording):
+        tb_core.write_input(core_off, comp.map, rec["x"], rec["xm"], rec["xe"])
+        n_ev = len(core.events)
+        st = await native_stream(core, rec["words"], 50 * rec["cycles"] + 10000)
+        what = f"recorded pass {i} ({rec['pass_']}, T={rec['tokens']})"
+        assert tb_core.code(st) == Status.NONE, f"{what}: core stopped with {tb_core.code(st).name}"
+        got = tb_core.read_output(core_off, comp.map, rec["tokens"])
+        assert np.array_equal(got, rec["out"]), f"{what}: output differs from the ISS"
+        assert [e[:5] for e in core.events[n_ev:]] == [tuple(c) for c in rec["cache"]], f"{what}: cache decisions differ"
+        out.append({"index": i, "tokens": rec["tokens"], "core": int(st.cycles), "iss": rec["cycles"],
+                    "offchip_bytes": rec["offchip_bytes"], "hb_bytes": rec["hb_bytes"]})
+    with open(conf["cycles_json"], "w") as f:
+        json.dump(out, f, indent=1)
