@@ -193,3 +193,33 @@ def test_block_power_follows_simulated_activity(mac_netlist, tmp_path):
     assert totals["idle"]["switching"] < 0.05 * totals["random"]["switching"]
     # leakage does not depend on activity
     assert len({round(t["leakage"], 9) for t in (*totals.values(), flat)}) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.synth
+def test_core_power_from_simulated_passes(tmp_path):
+    """bench-core's power entry end to end (about 30 CPU minutes): a verify and a draft pass of
+    the shipped model on the small core (2 lanes) with SAIF dumps, the cut-down core synthesized
+    in Nangate 45, every block's power from the dumps beside the flat 0.2 figures."""
+    if not have("sta"):
+        pytest.skip("OpenSTA ('sta') is not installed")
+    from elmoe3d.commands._power import power_entry, simulate_passes
+    from elmoe3d.commands.bench_core import CUT_DOWN, SYNTH_CLOCK_NS, synthesize_blocks
+    from elmoe3d.commands.sd import _default_model
+    from elmoe3d.sim.lm import MoELM
+    model_path = _default_model("moe_lm.npz")
+    passes = simulate_passes({"preset": "small", "lanes": 2}, MoELM.load(model_path), model_path, 0,
+                             tmp_path / "activity", progress=lambda *a, **k: None)
+    assert [p["mode"] for p in passes] == ["full", "draft"]
+    for p in passes:
+        cyc = p["activity"].cycles()
+        assert p["cycles"] <= cyc < 1.2 * p["cycles"] + 1000   # the dump's difference spans the pass
+    syn = synthesize_blocks("nangate45", SYNTH_CLOCK_NS["nangate45"], tmp_path / "synth", config=CUT_DOWN,
+                            power=lambda entry, d: power_entry(d, "nangate45", entry["fmax_mhz"], passes))
+    pw, flat = syn["power"], syn["power"]["at_activity_0.2"]
+    assert set(pw["blocks_mw"]) == set(syn["blocks"])
+    assert pw["leakage_mw"] == pytest.approx(flat["leakage_mw"])
+    assert abs(pw["total_mw"] - flat["total_mw"]) > 0.05 * flat["total_mw"]
+    verify, draft = (p["name"] for p in passes)
+    assert pw["energy_per_pass_nj"][draft] < pw["energy_per_pass_nj"][verify]
+    assert set(pw["pj_per_mac"]) == {"draft", "full"} and pw["pj_per_byte_onchip"] > 0
