@@ -223,3 +223,21 @@ def test_core_power_from_simulated_passes(tmp_path):
     verify, draft = (p["name"] for p in passes)
     assert pw["energy_per_pass_nj"][draft] < pw["energy_per_pass_nj"][verify]
     assert set(pw["pj_per_mac"]) == {"draft", "full"} and pw["pj_per_byte_onchip"] > 0
+
+
+@pytest.mark.slow
+def test_saif_dump_of_a_bench_has_each_block(tmp_path):
+    """``waves="saif"``: the vector unit's bench run with a SAIF dump of its top and its four
+    blocks (two levels), the clock at 2 toggles per cycle, the requantizer's input ports active."""
+    from elmoe3d.sim.benches.launch import run_top_bench
+    from elmoe3d.toolchain import simulator_missing
+    if simulator_missing("verilator"):
+        pytest.skip(simulator_missing("verilator"))
+    run_top_bench("vector_unit", {"width": 2, "max_experts": 6, "max_k": 3}, tmp_path, seeds=(1,), quick=True,
+                  waves="saif", quick_build=True)
+    act = power.load_activity(tmp_path / "dump.saif")
+    assert {f"vector_unit/{b}" for b in ("requant", "swiglu", "router", "combine")} <= set(act.nets)
+    assert not any(p.count("/") > 1 for p in act.nets)
+    rates = power.port_rates(act, "vector_unit/requant")
+    assert rates["clk"][0] == pytest.approx(2.0, rel=0.01)
+    assert 0 < rates["i_data__valid"][0] < 1 and 0 < rates["i_data__payload"][0] < 1

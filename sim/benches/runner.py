@@ -38,8 +38,9 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
     simulator : "verilator" or "icarus"
     waves : bool or "saif"  dump waveforms (VCD, ``dump.vcd`` for Verilator) in ``build_dir``;
                             ``"saif"`` (Verilator only): switching activity instead, toggle
-                            counts and time at 1 of every net over the run (``dump.saif``, read
-                            by ``elmoe3d.synth.power``)
+                            counts and time at 1 of every net of the top and its direct
+                            sub-modules over the run (``dump.saif``, read by
+                            ``elmoe3d.synth.power``)
     quick_build : bool      Verilator: compile the model without C++ optimization (``-O0``): a
                             large design (the core) builds in a third of the time and a short
                             bench still runs quickly
@@ -66,8 +67,10 @@ def run_bench(*, verilog, toplevel, module, build_dir, config, simulator="verila
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
         if waves == "saif":
             # after the runner's --trace, --trace-saif selects SAIF (VM_TRACE_SAIF: cocotb's
-            # main writes dump.saif); give it a build folder of its own
-            build_args += ["--trace-saif"]
+            # main writes dump.saif); give it a build folder of its own. Two levels: the top and
+            # its direct sub-modules, whose ports per-block power needs (the whole core traced
+            # is ~1 M nets, and tracing them every cycle dominated the run)
+            build_args += ["--trace-saif", "--trace-depth", "2"]
         elif waves:
             # VCD (the runner adds --trace): FST would need lz4.h (liblz4-dev), which a fresh
             # machine lacks, and cocotb's runner names the waves file dump.vcd
