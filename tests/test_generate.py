@@ -91,23 +91,26 @@ def test_generate_usage_errors(argv, fragment):
 @pytest.mark.parametrize("patched", [True, False])
 def test_verilog_starts_on_icarus_without_a_patch(tmp_path, patched):
     """The generated file, compiled by ``iverilog -g2012`` with no patch step, has ``i_cmd__ready`` = 1 after reset
-    (the array idles); Amaranth's unmodified output leaves it X there (why the toggle exists)."""
+    (the router idles); Amaranth's unmodified output leaves it X there (why the toggle exists). The
+    router is the top whose unmodified output shows it (a scan of every top, 2026-12: also the
+    command processor and the vector unit; the PE array's ready no longer depends on it)."""
     import shutil
     from amaranth.back import verilog as amaranth_verilog
-    from elmoe3d.hw.pe_array import PEArray
+    from elmoe3d.hw.tops import get_top
     if not shutil.which("iverilog"):
         pytest.skip("iverilog is not installed")
-    assert main(["generate", "--top", "pe_array", "--rows", "1", "--cols", "1", "-o", str(tmp_path)]) == 0
-    meta = json.loads((tmp_path / "pe_array.json").read_text())
-    v = tmp_path / "pe_array.v"
+    assert main(["generate", "--top", "vector_router", "-o", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "vector_router.json").read_text())
+    v = tmp_path / "vector_router.v"
     if not patched:
-        v.write_text(amaranth_verilog.convert(PEArray(**meta["params"]), name="pe_array", emit_src=False))
+        v.write_text(amaranth_verilog.convert(get_top("vector_router").build(**meta["params"]), name="vector_router",
+                                              emit_src=False))
     # A testbench from the JSON port list alone: inputs tied low, clk/rst driven.
     conns = [f".{p['name']}({p['width']}'d0)" for p in meta["ports"]
              if p["dir"] == "in" and p.get("role") not in ("clock", "reset")]
     tb = tmp_path / "tb.v"
     tb.write_text("`timescale 1ns/1ps\nmodule tb; reg clk = 0, rst = 1; wire ready; always #5 clk = ~clk;\n"
-                  f"pe_array dut(.clk(clk), .rst(rst), .i_cmd__ready(ready), {', '.join(conns)});\n"
+                  f"vector_router dut(.clk(clk), .rst(rst), .i_cmd__ready(ready), {', '.join(conns)});\n"
                   "initial begin #25 rst = 0; #20 $display(\"READY=%b\", ready); $finish; end endmodule\n")
     # -g2012 as cocotb's runner compiles (the X appears in that mode; plain -g2005 starts anyway)
     subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "sim.vvp"), str(tb), str(v)], check=True,
