@@ -1,8 +1,8 @@
 """The expert-cache RTL against the golden model (cocotb; one build folder per test node).
 
 Every run goes through the one bench registry (``run_top_bench``, ``BENCHES``). Default run: per
-policy, 5 000 random operations with random stalls on all six streams (valid and payload held
-until the transfer checked on every output), 2 000 without stalls (lookup and probe latency and
+policy, 3 500 random operations with random stalls on all six streams (valid and payload held
+until the transfer checked on every output), 1 000 without stalls (lookup and probe latency and
 throughput checked), and a Zipf routing trace with draft prefetches, each with probes interleaved
 and checked against the golden ``resident()``; a 16-slot cache with wrapping 8-bit counters; 4- and 32-slot caches (the pipeline's
 hazards at both ends of the size range); a cache that holds every key (one request per cycle). ``-m slow``: 100 000 random and 100 000+ Zipf
@@ -37,9 +37,9 @@ def _run(tmp_path, params, cases, simulator="verilator"):
 
 @pytest.mark.parametrize("name", ["lru", "lfu", "score"])
 def test_cache_matches_golden(tmp_path, name):
-    cases = [{"kind": "random", "n": 5000, "seed": 11, "stall": 0.3},
-             {"kind": "random", "n": 2000, "seed": 12, "stall": 0.0, "alpha": 0.6},
-             {"kind": "zipf", "steps": 250, "seed": 13, "stall": 0.2, "draft_k": 1, "alpha": 1.1}]
+    cases = [{"kind": "random", "n": 3500, "seed": 11, "stall": 0.3},
+             {"kind": "random", "n": 1000, "seed": 12, "stall": 0.0, "alpha": 0.6},
+             {"kind": "zipf", "steps": 150, "seed": 13, "stall": 0.2, "draft_k": 1, "alpha": 1.1}]
     rep = _run(tmp_path, PARAMS[name], cases)
     assert rep[1]["latency"][0] == LOOKUP_LATENCY               # (+ up to 2 for a miss behind a state change)
     # at most 1 + MAX_HAZARD_CYCLES cycles per operation without stalls (measured: about 2 on this
@@ -70,8 +70,8 @@ def test_cache_streams_hits_one_per_cycle(tmp_path):
 @pytest.mark.parametrize("name, cases", [
     ("lfu4", [{"kind": "random", "n": 3000, "seed": 51, "stall": 0.0},
               {"kind": "random", "n": 3000, "seed": 52, "stall": 0.4}]),
-    ("score32", [{"kind": "random", "n": 2000, "seed": 53, "stall": 0.0, "alpha": 1.2},
-                 {"kind": "zipf", "steps": 200, "seed": 54, "stall": 0.3, "draft_k": 1}]),
+    ("score32", [{"kind": "random", "n": 1000, "seed": 53, "stall": 0.0, "alpha": 1.2},
+                 {"kind": "zipf", "steps": 120, "seed": 54, "stall": 0.3, "draft_k": 1}]),
     pytest.param("lru64", [{"kind": "random", "n": 20000, "seed": 55, "stall": 0.2, "alpha": 0.8}],
                  marks=pytest.mark.slow),
 ])
