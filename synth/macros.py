@@ -222,6 +222,19 @@ def memlib_text(macros):
     return "\n".join(out) + "\n"
 
 
+def _uniform_mask(port, be):
+    """Verilog lines giving ``<port>_MASK`` and ``<port>_WE``: when every bit of the port's write
+    enables is one net (a full-word write; Yosys' ``_TECHMAP_CONNMAP_`` says so), the macro's bit
+    mask is tied high and that net gates the write enable instead, so a register does not drive
+    every mask pin of every macro (a load outside ABC's view, never buffered); otherwise the mask
+    is the enables, as given. The write happens for exactly the same bits either way."""
+    c = f"_TECHMAP_CONNMAP_{port}_WR_BE_"
+    return [f"  parameter {c} = 0;",
+            f"  localparam {port}_SAME = ({c} == {{{be}{{{c}[$bits({c}) / {be} - 1:0]}}}});",
+            f"  wire [{be - 1}:0] {port}_MASK = {port}_SAME ? {{{be}{{1'b1}}}} : {port}_WR_BE;",
+            f"  wire {port}_WE = {port}_SAME ? ({port}_WR_EN & {port}_WR_BE[0]) : {port}_WR_EN;"]
+
+
 def techmap_text(macros):
     """Wrapper modules replacing each ``memory_libmap`` cell with an instance of its macro."""
     out = ["// SRAM macro wrappers for techmap, written by elmoe3d.synth.macros"]
@@ -235,8 +248,9 @@ def techmap_text(macros):
                     f"  input [{be - 1}:0] PORT_A_WR_BE;",
                     f"  input [{w - 1}:0] PORT_A_WR_DATA;",
                     f"  output [{w - 1}:0] PORT_A_RD_DATA, PORT_B_RD_DATA;",
-                    f"  {m.name} _TECHMAP_REPLACE_ (.clk0(PORT_A_CLK), .csb0(~PORT_A_CLK_EN), .web0(~PORT_A_WR_EN), "
-                    ".wmask0(PORT_A_WR_BE), .addr0(PORT_A_ADDR), .din0(PORT_A_WR_DATA), .dout0(PORT_A_RD_DATA), "
+                    *_uniform_mask("PORT_A", be),
+                    f"  {m.name} _TECHMAP_REPLACE_ (.clk0(PORT_A_CLK), .csb0(~PORT_A_CLK_EN), .web0(~PORT_A_WE), "
+                    ".wmask0(PORT_A_MASK), .addr0(PORT_A_ADDR), .din0(PORT_A_WR_DATA), .dout0(PORT_A_RD_DATA), "
                     ".clk1(PORT_B_CLK), .csb1(~PORT_B_CLK_EN), .addr1(PORT_B_ADDR), .dout1(PORT_B_RD_DATA));",
                     "endmodule"]
             continue
@@ -247,8 +261,9 @@ def techmap_text(macros):
                 f"  input [{be - 1}:0] PORT_A_WR_BE;",
                 f"  input [{w - 1}:0] PORT_A_WR_DATA;",
                 f"  output [{w - 1}:0] PORT_A_RD_DATA;",
-                f"  {m.name} _TECHMAP_REPLACE_ (.clk(PORT_A_CLK), .ce_in(PORT_A_CLK_EN), .we_in(PORT_A_WR_EN), "
-                ".addr_in(PORT_A_ADDR), .wd_in(PORT_A_WR_DATA), .w_mask_in(PORT_A_WR_BE), .rd_out(PORT_A_RD_DATA));",
+                *_uniform_mask("PORT_A", be),
+                f"  {m.name} _TECHMAP_REPLACE_ (.clk(PORT_A_CLK), .ce_in(PORT_A_CLK_EN), .we_in(PORT_A_WE), "
+                ".addr_in(PORT_A_ADDR), .wd_in(PORT_A_WR_DATA), .w_mask_in(PORT_A_MASK), .rd_out(PORT_A_RD_DATA));",
                 "endmodule",
                 f"module \\{m.cell}_DP (CLK_C, PORT_W_CLK, PORT_W_ADDR, PORT_W_WR_EN, PORT_W_WR_BE, PORT_W_WR_DATA, "
                 "PORT_R_CLK, PORT_R_CLK_EN, PORT_R_ADDR, PORT_R_RD_DATA);",
@@ -257,10 +272,11 @@ def techmap_text(macros):
                 f"  input [{be - 1}:0] PORT_W_WR_BE;",
                 f"  input [{w - 1}:0] PORT_W_WR_DATA;",
                 f"  output [{w - 1}:0] PORT_R_RD_DATA;",
+                *_uniform_mask("PORT_W", be),
                 "  // double pumped (see elmoe3d.synth.macros.DUAL_PORT_RULE): one access per cycle modelled",
                 f"  {m.name} _TECHMAP_REPLACE_ (.clk(CLK_C), .ce_in(PORT_W_WR_EN | PORT_R_CLK_EN), "
-                ".we_in(PORT_W_WR_EN), .addr_in(PORT_W_WR_EN ? PORT_W_ADDR : PORT_R_ADDR), "
-                ".wd_in(PORT_W_WR_DATA), .w_mask_in(PORT_W_WR_BE), .rd_out(PORT_R_RD_DATA));",
+                ".we_in(PORT_W_WE), .addr_in(PORT_W_WR_EN ? PORT_W_ADDR : PORT_R_ADDR), "
+                ".wd_in(PORT_W_WR_DATA), .w_mask_in(PORT_W_MASK), .rd_out(PORT_R_RD_DATA));",
                 "endmodule"]
     return "\n".join(out) + "\n"
 
