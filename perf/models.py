@@ -155,13 +155,19 @@ class ModelShape:
 FIELDS = {f.name for f in fields(ModelShape)}
 
 
+def check_table(owner, data, allowed, what="a table of fields"):
+    """Refuse ``data`` (from a data file or ``--config``) unless it is a mapping whose keys are
+    all in ``allowed``; the one-line message names ``owner``."""
+    if not isinstance(data, dict):
+        raise UserError(f"{owner}: expected {what}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise UserError(f"{owner}: unknown field(s) {', '.join(unknown)}")
+
+
 def model_from_dict(name, data):
     """A :class:`ModelShape` from a mapping (data file or ``--config``), refusing unknown keys."""
-    if not isinstance(data, dict):
-        raise UserError(f"model {name}: expected a table of fields, got {type(data).__name__}")
-    unknown = sorted(set(data) - FIELDS)
-    if unknown:
-        raise UserError(f"model {name}: unknown field(s) {', '.join(unknown)}")
+    check_table(f"model {name}", data, FIELDS)
     missing = sorted(f for f in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "n_experts",
                                  "top_k", "d_expert", "vocab") if f not in data)
     if missing:

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UserError
+from .models import check_table
 
 DATA = Path(__file__).resolve().parent / "data"
 DECODING = ("plain", "separate", "self", "elastic")
@@ -171,11 +172,7 @@ RUNTIME_KEYS = {"s_per_moe_layer", "s_per_expert", "s_per_moe_layer_extra", "sou
 
 def check_runtime(owner, runtime):
     """Refuse a malformed ``runtime`` table (see :func:`runtime_seconds`)."""
-    if not isinstance(runtime, dict):
-        raise UserError(f"{owner}: runtime must be a table, got {type(runtime).__name__}")
-    unknown = sorted(set(runtime) - RUNTIME_KEYS)
-    if unknown:
-        raise UserError(f"{owner}: unknown runtime field(s) {', '.join(unknown)}")
+    check_table(f"{owner}: runtime", runtime, RUNTIME_KEYS, what="a table")
     for key in ("s_per_moe_layer", "s_per_expert"):
         if key in runtime:
             _number(owner, f"runtime {key}", runtime[key], lo_open=False, hi=1.0)
@@ -255,11 +252,7 @@ def _merge(base, over):
 
 
 def _resolve(name, raw, table, seen=()):
-    if not isinstance(raw, dict):
-        raise UserError(f"system {name}: expected a table of fields, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - SYSTEM_KEYS)
-    if unknown:
-        raise UserError(f"system {name}: unknown field(s) {', '.join(unknown)}")
+    check_table(f"system {name}", raw, SYSTEM_KEYS)
     base = raw.get("based_on")
     if base is None:
         return raw

@@ -16,8 +16,6 @@ is the lower.
 """
 
 import re
-import subprocess
-import time
 from pathlib import Path
 
 from ..errors import UserError
@@ -100,13 +98,9 @@ def time_modules(netlist, liberty, top, out_dir, *, clock_ns, instances=None, ex
                            [Path(x).resolve() for x in extra_liberty]))
     if log:
         log(f"running OpenSTA on each of {len(mods)} distinct modules ...")
-    start = time.monotonic()
-    res = subprocess.run([binary, "-no_init", "-no_splash", "-exit", path.name], cwd=out_dir,
-                         capture_output=True, text=True)
-    text = res.stdout + res.stderr
-    (out_dir / "sta_modules.log").write_text(text)
+    text, seconds = sta_flow.run_script(binary, path, out_dir, "sta_modules.log")
     if log:
-        log(f"OpenSTA per module finished in {time.monotonic() - start:.1f} s")
+        log(f"OpenSTA per module finished in {seconds:.1f} s")
     out = {}
     for block in re.split(r"^@@module ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")

@@ -129,6 +129,18 @@ def _number(text):
         raise UserError(f"OpenSTA printed {text!r} where a number was expected") from None
 
 
+def run_script(binary, script, out_dir, log_name):
+    """Run OpenSTA ``binary`` on ``script`` (a file in ``out_dir``, passed by its name: OpenSTA
+    sources it through Tcl, where a space in a path would split it); its output is written to
+    ``out_dir / log_name``. Returns (output text, wall seconds)."""
+    start = time.monotonic()
+    result = subprocess.run([binary, "-no_init", "-no_splash", "-exit", Path(script).name], cwd=out_dir,
+                            capture_output=True, text=True)
+    text = result.stdout + result.stderr
+    (Path(out_dir) / log_name).write_text(text)
+    return text, time.monotonic() - start
+
+
 def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock_port="clk",
             static_ports=("rst",), idle_ports=(), extra_liberty=(), log=None):
     """Timing and power of a gate-level netlist; returns a dict of figures.
@@ -167,14 +179,9 @@ def run_sta(netlist, liberty, top, out_dir, *, clock_ns=5.0, activity=0.2, clock
                                  [Path(x).resolve() for x in extra_liberty]))
     if log:
         log(f"running OpenSTA at {clock_ns:g} ns, input activity {activity:g} ...")
-    start = time.monotonic()
-    # by its name in cwd: OpenSTA sources the script through Tcl, where a space would split the path
-    result = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
-                            capture_output=True, text=True)
-    text = result.stdout + result.stderr
-    (out_dir / "sta.log").write_text(text)
+    text, seconds = run_script(binary, script, out_dir, "sta.log")
     if log:
-        log(f"OpenSTA finished in {time.monotonic() - start:.1f} s (log {out_dir / 'sta.log'})")
+        log(f"OpenSTA finished in {seconds:.1f} s (log {out_dir / 'sta.log'})")
     figures = parse_sta_output(text)
     (out_dir / "timing.rpt").write_text(figures.pop("critical_path") + "\n")
     slack = figures["worst_slack_ns"]

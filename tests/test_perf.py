@@ -230,7 +230,7 @@ def test_cli_refusals(capsys, tmp_path, argv, msg):
     ('{"systems": {"r": {"based_on": "offload", "runtime": {"s_per_expert": -1}}}}', ".json",
      "system r: runtime s_per_expert must be >= 0 and <= 1, got -1"),
     ('{"systems": {"r": {"based_on": "offload", "runtime": {"per_token": 1}}}}', ".json",
-     "system r: unknown runtime field(s) per_token"),
+     "system r: runtime: unknown field(s) per_token"),
 ])
 def test_cli_refuses_bad_config_files(capsys, tmp_path, text, suffix, msg):
     cfg = tmp_path / f"c{suffix}"
