@@ -63,17 +63,11 @@ def split_modules(netlist, out_dir):
 def script(files, liberty, modules, clock_ns, extra_liberty=(), clock_port="clk"):
     """The OpenSTA script timing each of ``modules`` (``{name: ports}``) alone, reading
     ``files[name]`` (its netlist with its submodules) before linking it."""
-    lines = [f"read_liberty {sta_flow._tcl_path(liberty)}",
-             *(f"read_liberty {sta_flow._tcl_path(x)}" for x in extra_liberty),
-             "set_cmd_units -time ns"]
+    lines = sta_flow.library_lines(liberty, extra_liberty)
     for name, ports in modules.items():
-        has_clock = clock_port in ports
-        inputs = (f"[delete_from_list [all_inputs] [get_ports {clock_port}]]" if has_clock else "[all_inputs]")
         # read before each link: the Debian OpenSTA frees the Verilog modules when it links
-        lines += [f'puts "@@module {name}"', f"read_verilog {sta_flow._tcl_path(files[name])}",
-                  f"link_design {{{name}}}",
-                  f"create_clock -name clk -period {clock_ns:.6g}" + (f" [get_ports {clock_port}]" if has_clock else ""),
-                  f"set_input_delay 0 -clock clk {inputs}", "set_output_delay 0 -clock clk [all_outputs]",
+        lines += [f'puts "@@module {name}"',
+                  *sta_flow.design_lines(files[name], name, clock_ns, clock_port, clock_port in ports),
                   "report_worst_slack -digits 4",
                   "report_checks -path_delay max -digits 3 -format end"]
     lines += ['puts "@@end"', "exit"]

@@ -258,14 +258,8 @@ def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_A
     or, without them, ``activity`` on every input; the clock ideal at ``clock_ns``; the reset
     and ports missing from ``rates`` at 0. ``extra_libs``: more Liberty files (SRAM macros)."""
     ports = _port_words(netlist, module)
-    lines = [f"read_liberty {sta_flow._tcl_path(liberty)}",
-             *(f"read_liberty {sta_flow._tcl_path(Path(x).resolve())}" for x in extra_libs),
-             "set_cmd_units -time ns",
-             f"read_verilog {sta_flow._tcl_path(netlist)}", f"link_design {{{module}}}"]
-    if clock_port in ports:
-        lines.append(f"create_clock -name clk -period {clock_ns:.6g} [get_ports {clock_port}]")
-    else:
-        lines.append(f"create_clock -name clk -period {clock_ns:.6g}")
+    lines = [*sta_flow.library_lines(liberty, [Path(x).resolve() for x in extra_libs]),
+             *sta_flow.design_lines(netlist, module, clock_ns, clock_port, clock_port in ports, io_delays=False)]
     for name, width in sorted(ports.items()):
         if name == clock_port:
             continue

@@ -56,6 +56,24 @@ def input_ports(netlist):
     return re.findall(r"^\s*input\s+(?:\[[^\]]*\]\s*)?\\?([^\s;]+)\s*;", text, flags=re.M)
 
 
+def library_lines(liberty, extra_liberty=()):
+    """Script lines reading the standard cells and any ``extra_liberty`` (SRAM macros), in ns."""
+    return [f"read_liberty {_tcl_path(liberty)}", *(f"read_liberty {_tcl_path(x)}" for x in extra_liberty),
+            "set_cmd_units -time ns"]
+
+
+def design_lines(netlist, top, clock_ns, clock_port="clk", has_clock_port=True, io_delays=True):
+    """Script lines reading ``netlist`` and linking ``top`` with an ideal clock of ``clock_ns``
+    (on ``clock_port``, or virtual); ``io_delays``: zero input/output delays against it."""
+    lines = [f"read_verilog {_tcl_path(netlist)}", f"link_design {{{top}}}",
+             f"create_clock -name clk -period {clock_ns:.6g}" + (f" [get_ports {clock_port}]" if has_clock_port else "")]
+    if io_delays:
+        inputs = (f"[delete_from_list [all_inputs] [get_ports {clock_port}]]" if has_clock_port
+                  else "[all_inputs]")
+        lines += [f"set_input_delay 0 -clock clk {inputs}", "set_output_delay 0 -clock clk [all_outputs]"]
+    return lines
+
+
 def sta_script(netlist, liberty, top, clock_ns, activity, clock_port="clk", has_clock_port=True,
                static_ports=(), extra_liberty=()):
     """The OpenSTA Tcl script; markers ``@@name`` separate the sections of its output.
@@ -63,18 +81,9 @@ def sta_script(netlist, liberty, top, clock_ns, activity, clock_port="clk", has_
     ``static_ports`` (such as the reset) keep activity 0 in the power analysis.
     ``extra_liberty``: more Liberty files read after ``liberty`` (SRAM macros).
     """
-    clock_src = f" [get_ports {clock_port}]" if has_clock_port else ""
-    inputs = (f"[delete_from_list [all_inputs] [get_ports {clock_port}]]" if has_clock_port
-              else "[all_inputs]")
     return "\n".join([
-        f"read_liberty {_tcl_path(liberty)}",
-        *(f"read_liberty {_tcl_path(x)}" for x in extra_liberty),
-        "set_cmd_units -time ns",
-        f"read_verilog {_tcl_path(netlist)}",
-        f"link_design {top}",
-        f"create_clock -name clk -period {clock_ns:.6g}{clock_src}",
-        f"set_input_delay 0 -clock clk {inputs}",
-        "set_output_delay 0 -clock clk [all_outputs]",
+        *library_lines(liberty, extra_liberty),
+        *design_lines(netlist, top, clock_ns, clock_port, has_clock_port),
         'puts "@@checks"',
         "report_checks -path_delay max -digits 3",
         'puts "@@slack"',
