@@ -1,7 +1,7 @@
 """The compiler: (layer weights, configuration, pass, token group) -> command stream + images.
 
 :func:`compile_model` folds nothing itself: it takes the integer layers of
-:mod:`elmoe3d.sim.int_moe` (the float-to-integer folding is the golden model's, done once) and
+:mod:`elmoe3d.sim.golden.int_moe` (the float-to-integer folding is the golden model's, done once) and
 lays out the off-chip image (:mod:`.layout`) and an empty HB image. :func:`compile_pass` emits
 the command stream of one layer pass over a token group (:mod:`.isa` documents the commands):
 
@@ -18,16 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..sim.int_moe import IntPass
+from ..sim.golden.int_moe import IntPass
 from ..spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Update
-from ..sim.stored import FileImage, create_image
+from ..sim.golden.stored import FileImage, create_image
 from .layout import build_image, write_image
 
 
 @dataclass
 class Compiled:
     """A compiled model: the command set, the off-chip and HB images (uint8 arrays, or
-    :class:`~elmoe3d.sim.stored.FileImage` from :func:`compile_to_files`) and the memory map."""
+    :class:`~elmoe3d.sim.golden.stored.FileImage` from :func:`compile_to_files`) and the memory map."""
 
     isa: InstructionSet
     offchip: object
@@ -36,7 +36,7 @@ class Compiled:
 
 
 def compile_model(config, layers):
-    """Images of a model (a list of :class:`~elmoe3d.sim.int_moe.IntMoELayer`, one per layer)."""
+    """Images of a model (a list of :class:`~elmoe3d.sim.golden.int_moe.IntMoELayer`, one per layer)."""
     if not layers:
         raise UserError("a model needs at least one layer")
     offchip, mm = build_image(config, layers)
@@ -48,7 +48,7 @@ def compile_to_files(config, layers, offchip_path, hb_path):
     """:func:`compile_model` with the images written to files (byte for byte the same) instead
     of held in memory: the off-chip image a block at a time (:func:`~.layout.write_image`), the
     HB image empty (all zero, a sparse file where the file system allows). Its images are
-    :class:`~elmoe3d.sim.stored.FileImage` of those files."""
+    :class:`~elmoe3d.sim.golden.stored.FileImage` of those files."""
     if not layers:
         raise UserError("a model needs at least one layer")
     mm = write_image(config, layers, offchip_path)
@@ -73,7 +73,7 @@ def expert_body(isa, moe_pass):
 def compile_pass(compiled, layer, tokens, moe_pass=IntPass()):
     """The command words of one pass of layer ``layer`` over ``tokens`` tokens.
 
-    ``moe_pass``: :class:`~elmoe3d.sim.int_moe.IntPass` (bits, k, choice, and whether its MSB
+    ``moe_pass``: :class:`~elmoe3d.sim.golden.int_moe.IntPass` (bits, k, choice, and whether its MSB
     fetches update the cache: the target's do, a draft's only peek).
     """
     isa, mm = compiled.isa, compiled.map

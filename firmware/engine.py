@@ -1,9 +1,9 @@
 """Run the language model's MoE layers on the instruction-set simulator.
 
-:class:`IssEngine` is an engine for :attr:`elmoe3d.sim.lm.MoELM.moe_engine`: each MoE layer
+:class:`IssEngine` is an engine for :attr:`elmoe3d.sim.lm.model.MoELM.moe_engine`: each MoE layer
 call is split into token groups of ``buffers.tokens``, each group's tokens are written into the
 off-chip image's input block, the compiler's stream for that pass runs on one persistent
-:class:`~elmoe3d.sim.iss.Machine` (so the expert cache and the HB image carry over from layer to
+:class:`~elmoe3d.sim.machine.iss.Machine` (so the expert cache and the HB image carry over from layer to
 layer and pass to pass, as on the accelerator), and the output block is read back.
 
 The ``cached`` expert choice is the machine's own: ``ROUTE choice=cached`` reads the ISS's
@@ -13,8 +13,8 @@ target's bytes whatever the draft chooses).
 
 import numpy as np
 
-from ..sim.int_moe import IntResult
-from ..sim.iss import Machine
+from ..sim.golden.int_moe import IntResult
+from ..sim.machine.iss import Machine
 from .compiler import compile_model, compile_pass
 from .layout import read_output, write_input
 

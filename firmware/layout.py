@@ -19,12 +19,12 @@ and token-scale records, the SiLU table, the Y block) is defined once in
   **Y**: ``buffers.tokens x d`` little-endian int32.
 
 HB image: ``cache.entries`` slots of ``PLANE_LINES`` lines from ``HB_BASE = 0``; slot ``s`` holds
-the plane the expert cache maps to ``s`` (:mod:`~elmoe3d.sim.expert_cache`).
+the plane the expert cache maps to ``s`` (:mod:`~elmoe3d.sim.cache.expert_cache`).
 
 :func:`build_image` fills an image in memory; :func:`write_image` writes the same bytes to a file
 a section at a time, the planes a block of row bands at a time
 (:func:`~elmoe3d.spec.image.row_band_blocks`), reading the weights a block at a time too (a
-layer's weights may be :class:`~elmoe3d.sim.stored.StoredMatrix` handles), so its memory does not
+layer's weights may be :class:`~elmoe3d.sim.golden.stored.StoredMatrix` handles), so its memory does not
 grow with the layer.
 """
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..sim.slices import lsb_slice, msb_slice
-from ..sim.stored import create_image
+from ..sim.numerics.slices import lsb_slice, msb_slice
+from ..sim.golden.stored import create_image
 from ..spec.image import (MULTIPLIER, OUT_ELEMENT_BYTES, PROJECTION_SHAPES, SCALARS, TOKEN_SCALE,
                           ceil_div as _ceil, constants_block, expert_block, plane_sections,
                           row_band_blocks, tile_plane, tiled_bytes, token_scale_offset)
@@ -153,7 +153,7 @@ def _model_map(config, layers):
 
 def build_image(config, layers):
     """The off-chip image (uint8, in memory) and :class:`ModelMap` of a model given as a list of
-    :class:`~elmoe3d.sim.int_moe.IntMoELayer` (all of one shape)."""
+    :class:`~elmoe3d.sim.golden.int_moe.IntMoELayer` (all of one shape)."""
     mm = _model_map(config, layers)
     image = np.zeros(mm.offchip_lines * mm.line_bytes, dtype=np.uint8)
     for at, data in image_sections(config, layers, mm):
@@ -175,7 +175,7 @@ def write_image(config, layers, path):
 
 def write_input(image, mm, x, xm, xe):
     """Host side: the token group into the X block (``image``: a uint8 array or a
-    :class:`~elmoe3d.sim.stored.FileImage`)."""
+    :class:`~elmoe3d.sim.golden.stored.FileImage`)."""
     T, d = x.shape
     L = mm.line_bytes
     base = mm.x_addr * L

@@ -4,7 +4,7 @@ It takes one command word per ``i_word`` transfer (``elmoe3d/spec/isa.py``: opco
 fields upwards from bit 4 at the offsets of :class:`~elmoe3d.spec.isa.InstructionSet`),
 executes ``NOP`` and ``SETR`` itself, runs the expert loops (``EXPERTS``, ``SHARED``) from a body
 memory and hands every other command to the executor, one at a time, on ``o_exec``; the executor
-answers each with one ``i_done`` beat. The golden sequencing is :class:`elmoe3d.sim.dispatch.DispatchModel`
+answers each with one ``i_done`` beat. The golden sequencing is :class:`elmoe3d.sim.machine.dispatch.DispatchModel`
 (the ISS runs on it too): what is dispatched, with which expert, where a stream stops and why;
 the bench holds the RTL to it beat for beat.
 
@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import AccelConfig, PRESETS, preset as named_preset
 from ..errors import UserError
-from ..sim.dispatch import INDEX_BITS
+from ..sim.machine.dispatch import INDEX_BITS
 from ..spec.isa import OPCODE_BITS, InstructionSet, Op, Reg, Status, field_widths
 from .tops import Param, Top
 
@@ -144,7 +144,7 @@ class CommandProcessor(wiring.Component):
         "set: exactly `InstructionSet.decode`'s refusals), LOOP (body 0; EXPERTS, SHARED or HALT "
         "inside a body, at that word's index; no ROUTE), KEY, REGISTER, or the executor's code. "
         "A word is checked when it is executed or captured, so the commands before it have run "
-        "(the ISS stops at the same word with the same code: `elmoe3d.sim.dispatch`). An error is sticky until reset: "
+        "(the ISS stops at the same word with the same code: `elmoe3d.sim.machine.dispatch`). An error is sticky until reset: "
         "`i_word.ready` and `o_exec.valid` stay low and `o_status.index` is the offending "
         "instruction's index.",
         "Incomplete streams: a stream that stops without HALT, or a loop whose body runs past "

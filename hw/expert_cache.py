@@ -1,6 +1,6 @@
 """Expert-cache controller: tags of the HB-resident planes, hit/miss, replacement, pins, fills.
 
-The decisions are fixed by the golden model ``sim/expert_cache.py`` (its docstring is the
+The decisions are fixed by the golden model ``sim/cache/expert_cache.py`` (its docstring is the
 specification: operations, victim choice, tie-breaks); this block reproduces them decision for
 decision. It is **fully associative**: every slot's tag is compared in one cycle. Experts per
 layer are few (8 to 64) and a Zipf-hot set spans layers, so a set-associative index would put hot
@@ -129,7 +129,7 @@ class ExpertCache(wiring.Component):
     entries : int        slots (planes held), 2..64
     policy : str         ``lru``, ``lfu`` or ``score`` (fixed at generation time)
     layer_bits, expert_bits, count_bits, score_bits, decay_shift
-                         as :class:`elmoe3d.sim.expert_cache.CacheConfig`
+                         as :class:`elmoe3d.sim.cache.expert_cache.CacheConfig`
     counter_bits : int   width of each statistics counter, 8..64
 
     Members

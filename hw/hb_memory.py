@@ -1,6 +1,6 @@
 """HB memory interface: plane read requests -> per-channel bursts -> one in-order line stream.
 
-The address map and burst split are fixed by the golden model ``sim/hb_memory.py``: a request
+The address map and burst split are fixed by the golden model ``sim/golden/hb_memory.py``: a request
 ``(base, length)`` in lines reads rows ``base .. base+length-1`` of every channel, in bursts of at
 most ``burst`` beats; every burst's command goes to all channels. Each burst owns one of ``slots``
 reorder-buffer slots (``outstanding``, or derived from ``latency``); its command carries the slot
@@ -103,7 +103,7 @@ class HBMemory(wiring.Component):
         "[c*width, (c+1)*width) of `data`, with `last` on each request's final line.",
         "Timing: a request occupies the splitter (`i_req.ready` low) for one cycle plus one per "
         "burst; a line leaves 2 cycles after its beat arrives, so back-to-back requests take "
-        "`elmoe3d.sim.hb_memory.stream_cycles` cycles: `sum(L) + latency + 3` when every request "
+        "`elmoe3d.sim.golden.hb_memory.stream_cycles` cycles: `sum(L) + latency + 3` when every request "
         "has at least two lines and burst >= 2, one more cycle per request boundary at burst 1.",
         "Counters (`o_status`, {counter_bits} bits, wrapping): `requests` legal requests taken, "
         "`errors` illegal ones, `bursts` burst commands sent (one per burst, not per channel); per "

@@ -1,7 +1,7 @@
 """HB write interface: write requests and lines -> per-channel burst commands and beats -> ``done``.
 
 The write side of the HB interface (the read side is ``hw/hb_memory.py``), with the same address
-map (``sim/hb_memory.py``): a line is one ``width``-bit beat of every channel, channel ``c``'s
+map (``sim/golden/hb_memory.py``): a line is one ``width``-bit beat of every channel, channel ``c``'s
 beat at bits ``[c*width, (c+1)*width)`` of the line, and line ``r`` is row ``r`` of every
 channel. The client side is one :class:`~elmoe3d.hw.protocols.WritePort`:
 
@@ -13,7 +13,7 @@ channel. The client side is one :class:`~elmoe3d.hw.protocols.WritePort`:
   The payload is 1 for a request refused as illegal, 0 otherwise.
 
 A legal request is split into ``ceil(length / burst)`` bursts of at most ``burst`` lines
-(:func:`elmoe3d.sim.hb_memory.split_bursts`); every burst command ``(row, beats)`` goes to every
+(:func:`elmoe3d.sim.golden.hb_memory.split_bursts`); every burst command ``(row, beats)`` goes to every
 channel's ``o_wcmd``, in order. Each line taken on ``wr.data`` is split over the channels into
 one small FIFO per channel (``fifo_depth`` beats), which feeds ``o_wdata[c]``; a line is taken
 only when every channel's FIFO has room, so each channel may stall its command and data streams

@@ -4,16 +4,16 @@ Every stream payload of the compute blocks is defined here, once. The cocotb ben
 unpack beats through these same layouts (``layout.const(...)`` / ``data.Const(layout, bits)``),
 never through hand-written bit offsets. Array elements are little-endian: element 0 sits at the
 least significant bits (Amaranth's convention), which makes a beat of 4-bit plane nibbles
-bit-for-bit the little-endian integer of the bytes :func:`elmoe3d.sim.slices.pack_plane` writes
+bit-for-bit the little-endian integer of the bytes :func:`elmoe3d.sim.numerics.slices.pack_plane` writes
 (element ``2i`` in the low nibble of byte ``i``).
 
-Widths come from the golden model's constants (``sim/slices.py``, ``sim/quant.py``), never repeated.
+Widths come from the golden model's constants (``sim/numerics/slices.py``, ``sim/numerics/quant.py``), never repeated.
 """
 
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
-from ..sim.slices import OPERAND_BITS, SLICE_BITS
+from ..sim.numerics.slices import OPERAND_BITS, SLICE_BITS
 
 ACT_BITS = 8                  # INT8 activations (symmetric, [-127, 127])
 WEIGHT_BITS = 2 * SLICE_BITS  # INT8 weights of the baseline

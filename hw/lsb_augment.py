@@ -26,7 +26,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..sim.slices import DRAFT_SHIFT, SLICE_BITS
+from ..sim.numerics.slices import DRAFT_SHIFT, SLICE_BITS
 from .layouts import NIBBLE, OPERAND, Plane
 from .tops import Param, Top
 

@@ -40,7 +40,7 @@ With ``terms = 1`` this is the single MAC that ``tests/test_formal_pe.py`` prove
 
 Overflow rule: every nested term of one weight obeys ``|8am| <= 15240`` and ``|8am + ac| =
 |aq| <= 127*128``, so the accumulator holds any dot product of up to ``max_k`` inputs iff
-:func:`elmoe3d.sim.gemv.max_k` of ``acc_bits`` is at least ``max_k``; the constructor refuses
+:func:`elmoe3d.sim.numerics.gemv.max_k` of ``acc_bits`` is at least ``max_k``; the constructor refuses
 otherwise, naming the narrowest width that would do.
 """
 
@@ -49,8 +49,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError
-from ..sim.gemv import ACC_BITS, max_k as gemv_max_k
-from ..sim.slices import OPERAND_BITS
+from ..sim.numerics.gemv import ACC_BITS, max_k as gemv_max_k
+from ..sim.numerics.slices import OPERAND_BITS
 from ..spec.timing import DEFAULT_PIPELINE, MAX_PIPELINE, PIPELINE_CHOICES, check_pipeline  # noqa: F401
 from .layouts import ACT, WEIGHT_BITS
 from .lsb_augment import check_positive, nest

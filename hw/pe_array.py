@@ -53,8 +53,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import DEFAULT
 from ..errors import UserError
-from ..sim.gemv import ACC_BITS
-from ..sim.slices import OPERAND_BITS
+from ..sim.numerics.gemv import ACC_BITS
+from ..sim.numerics.slices import OPERAND_BITS
 from ..spec.timing import MODES, gemv_cycles  # noqa: F401  (the array's cycle formula)
 from .layouts import (ACT, OPERAND, Mode, Plane, act_layout, command_layout, k_shape, plane_layout,
                       result_layout)
@@ -105,7 +105,7 @@ class GemvArrayBase(wiring.Component):
         "accumulators hold 2**width - 1 products of |a*q| <= 2**14. Every int8 activation is "
         "computed as its two's-complement value, -128 included (the quantizer of SPEC section 2 "
         "never makes -128; the hardware does not saturate it). No input value is refused and no "
-        "flag is raised; `elmoe3d.sim.gemv.array_gemv` is the golden definition (DRAFT "
+        "flag is raised; `elmoe3d.sim.numerics.gemv.array_gemv` is the golden definition (DRAFT "
         "8*sum(a*m) with m = 2*(q >> 4) + 1; FULL and INT8 sum(a*q)).",
         "Cycles without stalls: `elmoe3d.hw.pe_array.gemv_cycles` (a run of commands: the first "
         "accept, max(beats, pipeline + 3) per command, the last one's drain, capture and result "

@@ -4,15 +4,15 @@ A read-modify-write datapath: the core streams each expert output beat ``y`` (IN
 elements) with the token's gate weight ``w`` and the current sums ``acc`` read from its output
 buffer (``BufferConfig.out_bytes``: 5 bytes, 37 bits, per element), and writes the new sums
 back. ``first`` starts a sum (``acc`` reads as 0), ``last`` saturates the result to INT32 (the
-layer output). Bit-exact with :func:`elmoe3d.sim.int_moe.combine` summed over a token's experts
-and the closing ``sat(acc, OUT_BITS)`` of :func:`elmoe3d.sim.int_moe.int_moe`.
+layer output). Bit-exact with :func:`elmoe3d.sim.golden.int_moe.combine` summed over a token's experts
+and the closing ``sat(acc, OUT_BITS)`` of :func:`elmoe3d.sim.golden.int_moe.int_moe`.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.int_moe import GATE_FRAC, OUT_BITS
+from ..sim.golden.int_moe import GATE_FRAC, OUT_BITS
 from .tops import Param, Top
 from .vector_common import (COMBINE_ACC, COMBINE_BITS, OUT, PP_BITS, WEIGHT, check_width, combine_in_layout,
                           combine_out_layout, lockstep, saturate)
@@ -53,7 +53,7 @@ class VectorCombine(wiring.Component):
         "(`sat(., 32)`), sign-extended to {COMBINE_BITS} bits. A token's layer output is one beat "
         "per expert (`first` on the first, `last` on the last; both on a single one), shared "
         "experts with `w = 2**15`; `w = 0` with `last` saturates a sum without adding. Golden "
-        "definition: `elmoe3d.sim.int_moe.combine` and the final `sat(acc, 32)` of `int_moe`.",
+        "definition: `elmoe3d.sim.golden.int_moe.combine` and the final `sat(acc, 32)` of `int_moe`.",
         "Ranges: `w` is computed as given (gate weights are 0 .. 2**15; a larger `w` is not "
         "refused). The sum wraps modulo 2**{COMBINE_BITS}: it is exact while the terms summed since "
         "`first` stay within the {COMBINE_BITS}-bit range, which any 32 terms with w <= 2**15 do "

@@ -1,7 +1,7 @@
 """What the vector unit's blocks share: widths, payload layouts, checks, the requantization datapath.
 
 The vector unit (``hw/vector_unit.py``) executes the integer steps of the MoE layer that are not GEMVs (SPEC section 7;
-``sim/int_moe.py`` is the normative definition and every block here is bit-exact with it). It
+``sim/golden/int_moe.py`` is the normative definition and every block here is bit-exact with it). It
 is four blocks, one file each, each a ``wiring.Component`` with ``lib.stream`` ports and each a
 generate-able top (``vector_unit`` puts the four side by side):
 
@@ -15,7 +15,7 @@ top                    file                                   golden function
 =====================  =====================================  ===========================================
 
 This module holds what they share: the widths (derived from the constants of
-``sim/int_moe.py``, never repeated), the payload layouts of every port (the benches pack and
+``sim/golden/int_moe.py``, never repeated), the payload layouts of every port (the benches pack and
 unpack beats through these same layouts), the parameter checks, and :func:`requant_stages`, the
 pipelined ``sat(rshift_round(acc * m, e), bits)`` that the requantizer and the SwiGLU step both
 instantiate.
@@ -35,8 +35,8 @@ from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum
 
 from ..errors import check_int
-from ..sim.gemv import ACC_BITS
-from ..sim.int_moe import (GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, POW2_ONE,
+from ..sim.numerics.gemv import ACC_BITS
+from ..sim.golden.int_moe import (GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, POW2_ONE,
                            SILU_ENTRIES, UP_BITS)
 from .layouts import ArrayOf
 

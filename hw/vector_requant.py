@@ -1,8 +1,8 @@
 """Vector requantizer: ``requant(acc, m, e, bits)`` on a beat of ``width`` INT32 accumulators.
 
-The gate (8 bits), up (16 bits) and down (32 bits) requantizations of ``sim/int_moe.py`` all
+The gate (8 bits), up (16 bits) and down (32 bits) requantizations of ``sim/golden/int_moe.py`` all
 run here: each element of a beat carries its own accumulator, mantissa product and shift, the
-beat carries one saturation width. Bit-exact with :func:`elmoe3d.sim.int_moe.requant`.
+beat carries one saturation width. Bit-exact with :func:`elmoe3d.sim.golden.int_moe.requant`.
 """
 
 from amaranth.hdl import Module, Signal
@@ -47,7 +47,7 @@ class VectorRequant(wiring.Component):
         "e), B)` with `rshift_round(v, s) = (v + 2**(s-1)) >> s` (arithmetic shift, round half up), "
         "`sat(v, B)` = clip to [-(2**(B-1) - 1), 2**(B-1) - 1] and B = 8, 16 or 32 from the beat's "
         "`bits` (B8, B16, B32); the result is sign-extended to 32 bits. The product `acc * m` is "
-        "exact (63 bits). Golden definition: `elmoe3d.sim.int_moe.requant`.",
+        "exact (63 bits). Golden definition: `elmoe3d.sim.golden.int_moe.requant`.",
         "Ranges: `m` is any 30-bit unsigned value (the product of two 15-bit mantissas, or one "
         "mantissa); `e` is a 7-bit shift that holds a sum of two exponents: `e` above 62 acts as "
         "62 (as in the golden model) and `e = 0`, which the golden model refuses, acts as 1. "

@@ -1,7 +1,7 @@
 """Vector router: top-k over one token's integer logits, then its fixed-point gate weights.
 
-Bit-exact with :func:`elmoe3d.sim.int_moe.select_experts` followed by
-:func:`elmoe3d.sim.int_moe.gate_weights` for one token (``topk`` and ``cached`` choices).
+Bit-exact with :func:`elmoe3d.sim.golden.int_moe.select_experts` followed by
+:func:`elmoe3d.sim.golden.int_moe.gate_weights` for one token (``topk`` and ``cached`` choices).
 
 Micro-architecture (one token at a time)::
 
@@ -29,7 +29,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..errors import UserError, check_int
-from ..sim.int_moe import EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, POW2
+from ..sim.golden.int_moe import EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT, POW2
 from ..spec.timing import DIVIDE_CYCLES, WEIGHT_PIPELINE, router_cycles  # noqa: F401
 from .mux import pick
 from .tops import Param, Top
@@ -69,11 +69,11 @@ class VectorRouter(wiring.Component):
         "ties to the lower expert index, best first. With `cached` set only experts whose "
         "`allowed[e]` bit is 1 are ranked, and `count = min(k, number allowed)` (0 when none is "
         "allowed: the result has count 0). Without `cached`, `allowed` is ignored. Golden "
-        "definition: `elmoe3d.sim.int_moe.select_experts`.",
+        "definition: `elmoe3d.sim.golden.int_moe.select_experts`.",
         "Gate weights: for the chosen `c_1..c_count`, `D_j = r[c_1] - r[c_j]`, `u_j = "
         "rshift_round(D_j * xm * rm, xe + re)` (a shift above 62 acts as 62, 0 as 1), `p_j = "
         "POW2[u_j & 63] >> (u_j >> 6)` (0 past a shift of 16; POW2 a 64 x 17-bit ROM), "
-        "`w_j = (p_j << 15) // sum(p)`. Golden definition: `elmoe3d.sim.int_moe.gate_weights` "
+        "`w_j = (p_j << 15) // sum(p)`. Golden definition: `elmoe3d.sim.golden.int_moe.gate_weights` "
         "(`router_m = rm`, `router_e = re`, the token's `xm`, `xe`).",
         "Result: one `o_result` beat per command, held until taken: `count`, `expert[slot]` and "
         "`weight[slot]` (0 .. 2**15) for slot < count, zeros in the other slots. The next command "

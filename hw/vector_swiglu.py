@@ -3,7 +3,7 @@
 The SiLU table (256 INT16 entries, folded offline from the layer's gate scale) lives in an
 ``amaranth.lib.memory.Memory`` with one write port (``i_table``: the core loads it from the
 layer's constants at run time) and one synchronous read port per element. Bit-exact with the
-last line of :func:`elmoe3d.sim.int_moe.swiglu`.
+last line of :func:`elmoe3d.sim.golden.int_moe.swiglu`.
 """
 
 from amaranth.hdl import Module, Signal
@@ -11,7 +11,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sim.int_moe import SILU_ENTRIES
+from ..sim.golden.int_moe import SILU_ENTRIES
 from .tops import Param, Top
 from .vector_common import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width, lockstep,
                           requant_stages, swiglu_in_layout, swiglu_out_layout)
@@ -48,7 +48,7 @@ class VectorSwiGLU(wiring.Component):
         "Function: each element `i` of an `i_data` beat gives `o_data[i] = sat(rshift_round(SILU[g + "
         "128] * v * hm, he), 8)` (`rshift_round(x, s) = (x + 2**(s-1)) >> s`, `sat` clips to "
         "[-127, 127]); `SILU` is the 256-entry INT16 table written through `i_table`, entry "
-        "`g + 128` (g = -128 reads entry 0). Golden definition: `elmoe3d.sim.int_moe.swiglu` "
+        "`g + 128` (g = -128 reads entry 0). Golden definition: `elmoe3d.sim.golden.int_moe.swiglu` "
         "(`requant(SILU[g + 128] * v, hm, he, 8)`).",
         "Table: `i_table.ready` is always 1; a transfer writes `value` into entry `index` at that "
         "clock edge. An `i_data` beat transferred at the same edge or earlier reads the old entry; "

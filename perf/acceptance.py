@@ -1,6 +1,6 @@
 """Draft acceptance: the decoding rule, its inversion, the shipped model's measurements, scenarios.
 
-The decoding rule (``sim/elastic_sd.py``, greedy verification): a round drafts ``gamma`` tokens,
+The decoding rule (``sim/sd/elastic_sd.py``, greedy verification): a round drafts ``gamma`` tokens,
 the target keeps the longest prefix it agrees with (``j`` of ``gamma``) and adds one token of its
 own, so a verification pass yields ``1 + j`` tokens per sequence. With an independent per-token
 acceptance ``alpha`` (the probability a draft token is accepted given the ones before it were)::
@@ -174,11 +174,11 @@ def alpha_for(kind, gamma, scenario="shipped"):
 def measure(out=MEASURED, progress=sys.stderr):
     """Run the golden harness for every draft kind x gamma on the held-out prompts; write ``out``."""
     from ..paths import write_text
-    from ..sim import corpus
-    from ..sim.elastic_sd import SDSettings, generate
-    from ..sim.lm import MoELM
+    from ..sim.lm import corpus
+    from ..sim.sd.elastic_sd import SDSettings, generate
+    from ..sim.lm.model import MoELM
 
-    sim_data = Path(corpus.__file__).resolve().parent / "data"
+    from ..sim import DATA as sim_data
     target = MoELM.load(sim_data / "moe_lm.npz")
     draft = MoELM.load(sim_data / "draft_lm.npz")
     held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])

@@ -182,8 +182,8 @@ def shipped_model():
     """The shipped byte-level model (``sim/data/moe_lm.npz``) and its separate draft."""
     import numpy as np
 
-    from ..sim import lm_config
-    sim_data = Path(lm_config.__file__).resolve().parent / "data"
+    from ..sim.lm import config as lm_config
+    from ..sim import DATA as sim_data
     with np.load(sim_data / "moe_lm.npz") as z:
         cfg = json.loads(str(z["config"]))
     with np.load(sim_data / "draft_lm.npz") as z:

@@ -355,9 +355,9 @@ def core_block_power(netlist, liberty, top, out_dir, *, clock_ns, activity=None,
 def pass_macs(layer, recording_pass):
     """MACs of one layer pass as the integer layer counts them: per token the router
     (``d x E``), per chosen routed expert and per shared expert gate, up and down (``3 x d x F``);
-    ``layer`` an :class:`~elmoe3d.sim.int_moe.IntMoELayer`, ``recording_pass`` a record of
+    ``layer`` an :class:`~elmoe3d.sim.golden.int_moe.IntMoELayer`, ``recording_pass`` a record of
     ``bench_core.record_passes`` (``x``, ``xm``, ``xe``, ``pass_``)."""
-    from ..sim.int_moe import int_moe
+    from ..sim.golden.int_moe import int_moe
     rec = recording_pass
     res = int_moe(layer, rec["x"], rec["xm"], rec["xe"], rec["pass_"])
     tokens, d = rec["x"].shape

@@ -236,7 +236,7 @@ def test_memory_limit_names_both_figures():
 def test_numerics_memory_estimate_bounds_a_measured_run():
     """The estimate must not refuse what runs: >= the measured peak (255 MiB for this shape)."""
     from elmoe3d.commands.numerics import memory_estimate
-    from elmoe3d.sim.moe_layer import MoEShape
+    from elmoe3d.sim.golden.moe_layer import MoEShape
     assert memory_estimate(MoEShape(d_model=512, n_experts=8, top_k=2, d_ffn=1024), 64) >= 255 * 2**20
 
 

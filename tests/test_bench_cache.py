@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from elmoe3d.cli import main
-from elmoe3d.sim.traces import save_routing, zipf_routing
+from elmoe3d.sim.cache.traces import save_routing, zipf_routing
 
 
 def test_hit_rate_sweep_with_recorded_trace(tmp_path, capsys):

@@ -15,16 +15,16 @@ from elmoe3d.errors import UserError
 from elmoe3d.firmware.compiler import compile_model, compile_pass
 from elmoe3d.spec.isa import InstructionSet, Op, Reg, Status
 from elmoe3d.hw.command_processor import CommandProcessor, StatusShape
-from elmoe3d.sim.dispatch import DispatchModel, MachineError
+from elmoe3d.sim.machine.dispatch import DispatchModel, MachineError
 from elmoe3d.hw.lint import lint
 from elmoe3d.hw.tops import get_top
 from elmoe3d.hw.verilog import write_verilog
 from elmoe3d.sim.benches.launch import BENCHES, run_top_bench
 from elmoe3d.sim.benches.tb_command_processor import Policy
-from elmoe3d.sim.int_moe import VERIFY, calibrate_layer, draft_pass, fold_layer, quantize_tokens
+from elmoe3d.sim.golden.int_moe import VERIFY, calibrate_layer, draft_pass, fold_layer, quantize_tokens
 from elmoe3d.firmware.layout import write_input
-from elmoe3d.sim.iss import Machine
-from elmoe3d.sim.moe_layer import MoEShape, random_moe
+from elmoe3d.sim.machine.iss import Machine
+from elmoe3d.sim.golden.moe_layer import MoEShape, random_moe
 
 BENCH = dict(idle=0.3, stall=0.3, max_delay=3)
 

@@ -23,11 +23,11 @@ from elmoe3d.errors import UserError
 from elmoe3d.firmware.compiler import compile_model, compile_pass, compile_to_files
 from elmoe3d.firmware.layout import build_image, read_output, write_image, write_input
 from elmoe3d.limits import GIB, check_disk, check_memory, compile_disk_bytes, compile_random_bytes
-from elmoe3d.sim import int_moe as im
-from elmoe3d.sim.iss import Machine
-from elmoe3d.sim.moe_layer import MoEShape, random_moe
-from elmoe3d.sim.slices import lsb_slice, msb_slice
-from elmoe3d.sim.stored import FileImage, MatrixStore, StoredMatrix, create_image
+from elmoe3d.sim.golden import int_moe as im
+from elmoe3d.sim.machine.iss import Machine
+from elmoe3d.sim.golden.moe_layer import MoEShape, random_moe
+from elmoe3d.sim.numerics.slices import lsb_slice, msb_slice
+from elmoe3d.sim.golden.stored import FileImage, MatrixStore, StoredMatrix, create_image
 from elmoe3d.spec import image as image_format
 from elmoe3d.spec.image import row_band_blocks, tile_plane, tiled_bytes
 
@@ -79,9 +79,9 @@ def test_a_random_layer_built_in_blocks_is_the_whole_layer(tmp_path, monkeypatch
 def _whole_scales(qw, calib, shape):
     """calibrate_layer as it was: every expert's outputs concatenated, then their largest
     magnitudes."""
-    from elmoe3d.sim.moe_layer import silu
-    from elmoe3d.sim.gemv import full_gemv
-    from elmoe3d.sim.quant import quantize_activations
+    from elmoe3d.sim.golden.moe_layer import silu
+    from elmoe3d.sim.numerics.gemv import full_gemv
+    from elmoe3d.sim.numerics.quant import quantize_activations
     a, s_a = quantize_activations(calib)
     every = list(qw.experts) + list(qw.shared)
     g = [s_a[:, None] * e.gate.s_w * full_gemv(e.gate.q, a) for e in every]

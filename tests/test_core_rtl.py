@@ -137,8 +137,8 @@ def test_elastic_sd_steps_with_every_moe_layer_on_the_rtl_core(tmp_path):
 
     from elmoe3d.config import preset
     from elmoe3d.firmware.engine import IssEngine
-    from elmoe3d.sim.elastic_sd import SDSettings, generate
-    from elmoe3d.sim.lm import MoELM
+    from elmoe3d.sim.sd.elastic_sd import SDSettings, generate
+    from elmoe3d.sim.lm.model import MoELM
     shipped = Path(__file__).resolve().parent.parent / "sim" / "data" / "moe_lm.npz"
     prompts = [list(b"def main(argv):\n    "), list(b"import os\nimport sys\n")]
     model = MoELM.load(shipped)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.elastic_sd import SDSettings, generate, speculative_sample
-from elmoe3d.sim.lm import MoELM
-from elmoe3d.sim.lm_config import TINY, random_weights
-from elmoe3d.sim.moe_layer import softmax
-from elmoe3d.sim.routing_trace import read_trace
+from elmoe3d.sim.sd.elastic_sd import SDSettings, generate, speculative_sample
+from elmoe3d.sim.lm.model import MoELM
+from elmoe3d.sim.lm.config import TINY, random_weights
+from elmoe3d.sim.golden.moe_layer import softmax
+from elmoe3d.sim.cache.routing_trace import read_trace
 
 DATA = Path(__file__).resolve().parents[1] / "sim" / "data"
 
@@ -94,7 +94,7 @@ def test_greedy_sd_full_grid(tiny, tiny_draft, greedy_reference, batch):
 def test_greedy_sd_on_the_shipped_model_with_real_prompts():
     """Held-out prompts from the standard library the model was trained beside; the acceptance
     floors hold for that text only, so another interpreter's library skips (as test_lm does)."""
-    from elmoe3d.sim import corpus
+    from elmoe3d.sim.lm import corpus
     model = MoELM.load(DATA / "moe_lm.npz")
     held_files = corpus.split_files(corpus.stdlib_files())[1]
     if set(held_files) != set(model.meta["heldout_files"]):

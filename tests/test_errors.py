@@ -17,9 +17,9 @@ from elmoe3d.sim.benches.launch import EXTRA_BENCHES, run_top_bench
 from elmoe3d.sim.benches.stream_fuzz import INPUT_EDITS, KINDS, StreamFuzzer, expect
 from elmoe3d.sim.benches.tb_command_processor import Policy
 from elmoe3d.sim.benches.tb_core_errors import core_limits
-from elmoe3d.sim.dispatch import DispatchModel, MachineError, StreamEnd
-from elmoe3d.sim.int_moe import check_inputs, fixed, int_moe, quantize_tokens, token_scale
-from elmoe3d.sim.iss import Machine
+from elmoe3d.sim.machine.dispatch import DispatchModel, MachineError, StreamEnd
+from elmoe3d.sim.golden.int_moe import check_inputs, fixed, int_moe, quantize_tokens, token_scale
+from elmoe3d.sim.machine.iss import Machine
 from elmoe3d.spec.isa import Op, Status
 
 EXECUTOR = (Status.REGISTER, Status.RANGE, Status.ADDRESS, Status.INPUT, Status.ORDER)

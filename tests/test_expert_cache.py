@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.expert_cache import CacheConfig, ExpertCache, Key, Op, Plane
-from elmoe3d.sim.traces import (load_routing, random_ops, routing_to_ops, save_routing, zipf_ops,
+from elmoe3d.sim.cache.expert_cache import CacheConfig, ExpertCache, Key, Op, Plane
+from elmoe3d.sim.cache.traces import (load_routing, random_ops, routing_to_ops, save_routing, zipf_ops,
                                 zipf_popularity, zipf_routing)
 
 K = [Key(0, e) for e in range(8)]
@@ -180,7 +180,7 @@ def test_request_refusals():
 
 def test_language_model_jsonl_trace(tmp_path):
     import json
-    from elmoe3d.sim.traces import routing_file_ops
+    from elmoe3d.sim.cache.traces import routing_file_ops
     path = tmp_path / "t.jsonl"
     recs = [{"format": "elmoe3d-routing-trace", "version": 1, "n_layers": 2, "n_experts": 4, "top_k": 2},
             {"step": 1, "kind": "draft", "layer": 1, "seq": [0], "pos": [5], "experts": [[2]],
@@ -188,7 +188,7 @@ def test_language_model_jsonl_trace(tmp_path):
             {"step": 2, "kind": "target", "layer": 1, "seq": [0, 0], "pos": [5, 6], "experts": [[2, 1], [0, 3]],
              "scores": [[0.1, 0.2, 0.6, 0.1], [0.5, 0.1, 0.1, 0.3]]}]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    from elmoe3d.sim.traces import quantize_score
+    from elmoe3d.sim.cache.traces import quantize_score
     ops, n_l, n_e, rows = routing_file_ops(path)
     assert (n_l, n_e, rows) == (2, 4, 3)
     # one lookup per unique expert of the pass (as elmoe3d sd counts), ascending mean score

@@ -8,16 +8,16 @@ import pytest
 
 from elmoe3d.config import PRESETS, AccelConfig, ArrayConfig, HBConfig, preset
 from elmoe3d.errors import UserError
-from elmoe3d.sim.dispatch import MachineError, StreamEnd
+from elmoe3d.sim.machine.dispatch import MachineError, StreamEnd
 from elmoe3d.firmware.asm import assemble, disassemble, listing
 from elmoe3d.firmware.cheader import c_header
 from elmoe3d.firmware.compiler import compile_model, compile_pass
 from elmoe3d.spec.isa import INSTRUCTIONS, OPCODE_BITS, InstructionSet, Op, Reg, Status
 from elmoe3d.firmware.layout import read_output, write_input
-from elmoe3d.sim.expert_cache import Key
-from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
-from elmoe3d.sim.iss import Machine
-from elmoe3d.sim.moe_layer import MoEShape, random_moe
+from elmoe3d.sim.cache.expert_cache import Key
+from elmoe3d.sim.golden.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
+from elmoe3d.sim.machine.iss import Machine
+from elmoe3d.sim.golden.moe_layer import MoEShape, random_moe
 
 CONFIGS = ["tiny", "default", "mixtral"]
 
@@ -211,7 +211,7 @@ def test_iss_saturating_inputs():
 def test_cache_decisions_follow_the_golden_cache_and_fill_hb():
     layers, comp, rng = compiled_layers(SHAPES[0], 2)
     m = Machine(preset("tiny"), comp.offchip, comp.hb)
-    from elmoe3d.sim.expert_cache import ExpertCache
+    from elmoe3d.sim.cache.expert_cache import ExpertCache
     gold = ExpertCache(preset("tiny").cache)
     for _ in range(6):
         a, xm, xe = quantize_tokens(rng.standard_normal((4, 24)))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.gemv import (check_k, correction_gemv, draft_gemv, full_gemv, int8_gemv, max_k,
+from elmoe3d.sim.numerics.gemv import (check_k, correction_gemv, draft_gemv, full_gemv, int8_gemv, max_k,
                               required_acc_bits, truncated_gemv)
-from elmoe3d.sim.slices import augment, lsb_slice, msb_slice
+from elmoe3d.sim.numerics.slices import augment, lsb_slice, msb_slice
 
 SHAPES = [(1, 1), (1, 17), (5, 3), (16, 16), (33, 64), (64, 1000), (7, 4096)]
 
@@ -90,8 +90,8 @@ def test_draft_error_is_zero_mean_and_beats_truncation():
     RMS error is 0.49x truncation's. Zero-mean tokens hide most of truncation's bias here; through
     a SwiGLU layer (positive hidden activations) it grows into the 10x layer error of the report.
     """
-    from elmoe3d.sim.moe_layer import sample_weights
-    from elmoe3d.sim.quant import quantize_activations, quantize_weights
+    from elmoe3d.sim.golden.moe_layer import sample_weights
+    from elmoe3d.sim.numerics.quant import quantize_activations, quantize_weights
 
     rng = np.random.default_rng(0)
     q, _ = quantize_weights(sample_weights((256, 2048), rng, "outlier"))

@@ -3,7 +3,7 @@
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.hb_memory import (DEFAULT, HBConfig, HBMemory, achieved_fraction, address_map, is_legal,
+from elmoe3d.sim.golden.hb_memory import (DEFAULT, HBConfig, HBMemory, achieved_fraction, address_map, is_legal,
                                    plane_lines, plane_read_time_ns, split_bursts, stream_cycles)
 
 

@@ -16,7 +16,7 @@ import pytest
 from elmoe3d.errors import UserError
 from elmoe3d.hw.hb_memory import HBMemory
 from elmoe3d.sim.benches.launch import run_top_bench
-from elmoe3d.sim.hb_memory import HBConfig, stream_cycles
+from elmoe3d.sim.golden.hb_memory import HBConfig, stream_cycles
 
 PARAMS = {
     "tiny": dict(channels=2, width=16, burst=4, outstanding=4, latency=6, lines=256, len_bits=8),

@@ -1,5 +1,5 @@
 """The HB write interface RTL (``hw/hb_write.py``) against per-channel Python models and the golden
-address map of ``sim/hb_memory.py``, plus its constructor refusals.
+address map of ``sim/golden/hb_memory.py``, plus its constructor refusals.
 
 Each pytest node builds its own Verilog and Verilator model in ``tmp_path`` and runs every cocotb
 test of ``sim/benches/tb_hb_write.py``: corner requests, random requests with 10 % illegal ones over

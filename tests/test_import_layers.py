@@ -1,5 +1,6 @@
 """Imports run one way: definitions <- golden model / ISS <- firmware <- hw <- benches, synthesis,
-exploration <- commands.
+exploration <- commands; inside sim/: numerics <- golden blocks <- cache model, ISS <- language
+model, Elastic-SD.
 
 Every ``import`` and ``from ... import`` of every module of the package (module level and inside
 functions alike, since a lazy import is still a dependency) is resolved to its ``elmoe3d.*`` target
@@ -22,7 +23,11 @@ FOLDERS = {"elmoe3d": "elmoe3d", "hw": "elmoe3d.hw", "sim": "elmoe3d.sim", "firm
 LAYERS = [
     ("definitions", ["elmoe3d.spec", "elmoe3d.config", "elmoe3d.errors", "elmoe3d.paths", "elmoe3d.limits",
                      "elmoe3d.toolchain", "elmoe3d.results_page"]),
-    ("golden model and ISS", ["elmoe3d.sim"]),
+    # sim/ by concept, bottom first (elmoe3d.sim itself holds only the data folder's path)
+    ("numerics", ["elmoe3d.sim.numerics", "elmoe3d.sim"]),
+    ("golden blocks", ["elmoe3d.sim.golden"]),
+    ("expert-cache model and ISS", ["elmoe3d.sim.cache", "elmoe3d.sim.machine"]),
+    ("language model and Elastic-SD", ["elmoe3d.sim.lm", "elmoe3d.sim.sd"]),
     ("firmware", ["elmoe3d.firmware"]),
     ("system model", ["elmoe3d.perf"]),
     ("hardware", ["elmoe3d.hw"]),
@@ -107,12 +112,15 @@ def test_the_layer_table_covers_every_module():
 
 
 @pytest.mark.parametrize("src,target,bad", [
-    ("elmoe3d.sim.iss", "elmoe3d.hw.pe_array", True),
-    ("elmoe3d.spec.isa", "elmoe3d.sim.int_moe", True),
+    ("elmoe3d.sim.machine.iss", "elmoe3d.hw.pe_array", True),
+    ("elmoe3d.spec.isa", "elmoe3d.sim.golden.int_moe", True),
     ("elmoe3d.hw.executor", "elmoe3d.firmware.layout", True),
     ("elmoe3d.hw.executor", "elmoe3d.spec.image", False),
     ("elmoe3d.sim.benches.tb_core", "elmoe3d.hw.core", False),
-    ("elmoe3d.firmware.compiler", "elmoe3d.sim.int_moe", False),
+    ("elmoe3d.firmware.compiler", "elmoe3d.sim.golden.int_moe", False),
+    ("elmoe3d.sim.numerics.gemv", "elmoe3d.sim.golden.int_moe", True),
+    ("elmoe3d.sim.machine.iss", "elmoe3d.sim.lm.model", True),
+    ("elmoe3d.sim.sd.elastic_sd", "elmoe3d.sim.cache.expert_cache", False),
 ])
 def test_the_rule_itself(src, target, bad):
     """The checker flags a known wrong-way import and passes a right-way one."""

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.int_moe import (GATE_FRAC, POW2, IntPass, calibrate_layer, draft_pass, fixed, fixed_value,
+from elmoe3d.sim.golden.int_moe import (GATE_FRAC, POW2, IntPass, calibrate_layer, draft_pass, fixed, fixed_value,
                                  fold_layer, gate_weights, int_moe, quantize_tokens, requant, rshift_round,
                                  sat, select_experts)
-from elmoe3d.sim.moe_layer import MoEShape, moe_float, moe_int8, random_moe, relative_rms_error, route
+from elmoe3d.sim.golden.moe_layer import MoEShape, moe_float, moe_int8, random_moe, relative_rms_error, route
 
 SHAPES = [MoEShape(d_model=32, n_experts=4, top_k=1, d_ffn=48),
           MoEShape(d_model=48, n_experts=8, top_k=2, d_ffn=64, n_shared=1),
@@ -120,7 +120,7 @@ def test_saturating_inputs_stay_exact_and_bounded():
 
 
 def test_numerics_report_has_the_integer_path():
-    from elmoe3d.sim.bit_nesting_report import format_report, layer_report
+    from elmoe3d.sim.golden.bit_nesting_report import format_report, layer_report
     r = layer_report(MoEShape(d_model=64, n_experts=4, top_k=2, d_ffn=96), seed=0, tokens=32)
     # Measured: 5.6 % (integer) vs 3.5 % (INT8) on the default layer; 15.9 % here (small layer with
     # outlier weights, and a flipped near-tie over 32 tokens sends a token to another expert).

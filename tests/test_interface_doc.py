@@ -21,9 +21,9 @@ from elmoe3d.hw.interface_doc import RULES, describe, field_rows, markdown, note
 from elmoe3d.hw.layouts import ArrayOf
 from elmoe3d.hw.tops import all_tops
 from elmoe3d.hw.verilog import write_verilog
-from elmoe3d.sim.gemv import array_gemv
-from elmoe3d.sim.hb_memory import HBConfig, split_bursts
-from elmoe3d.sim.slices import lsb_slice, msb_slice
+from elmoe3d.sim.numerics.gemv import array_gemv
+from elmoe3d.sim.golden.hb_memory import HBConfig, split_bursts
+from elmoe3d.sim.numerics.slices import lsb_slice, msb_slice
 
 TOPS = all_tops()
 

@@ -10,12 +10,12 @@ from elmoe3d.errors import UserError
 from elmoe3d.firmware.compiler import compile_model, compile_pass
 from elmoe3d.firmware.engine import IssEngine
 from elmoe3d.firmware.layout import read_output, write_input
-from elmoe3d.sim import corpus
-from elmoe3d.sim.elastic_sd import SDSettings, generate
-from elmoe3d.sim.int_calibration import topk_agreement
-from elmoe3d.sim.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
-from elmoe3d.sim.iss import Machine
-from elmoe3d.sim.lm import TARGET, Execution, MoELM, bits_per_byte
+from elmoe3d.sim.lm import corpus
+from elmoe3d.sim.sd.elastic_sd import SDSettings, generate
+from elmoe3d.sim.lm.int_calibration import topk_agreement
+from elmoe3d.sim.golden.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
+from elmoe3d.sim.machine.iss import Machine
+from elmoe3d.sim.lm.model import TARGET, Execution, MoELM, bits_per_byte
 
 SHIPPED = Path(__file__).resolve().parent.parent / "sim" / "data" / "moe_lm.npz"
 # Fixed prompts (not taken from this interpreter's standard library, so every machine agrees).

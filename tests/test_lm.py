@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim import corpus
-from elmoe3d.sim.lm import FLOAT, TARGET, Execution, MoELM, bits_per_byte
-from elmoe3d.sim.lm_config import TINY, LMConfig, load_weights, random_weights, save_weights
+from elmoe3d.sim.lm import corpus
+from elmoe3d.sim.lm.model import FLOAT, TARGET, Execution, MoELM, bits_per_byte
+from elmoe3d.sim.lm.config import TINY, LMConfig, load_weights, random_weights, save_weights
 
 SHIPPED = Path(__file__).resolve().parents[1] / "sim" / "data" / "moe_lm.npz"
 DRAFT_SHIPPED = SHIPPED.with_name("draft_lm.npz")
@@ -22,7 +22,7 @@ TOL = 1e-9
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_blas_thread():
-    from elmoe3d.sim.blas_threads import single_threaded
+    from elmoe3d.sim.lm.blas_threads import single_threaded
     with single_threaded():
         yield
 
@@ -223,7 +223,7 @@ def test_shipped_weights_fit_the_budget():
 def test_numpy_forward_matches_torch(which, tmp_path):
     """Float64 torch and float64 numpy agree to 1e-9 on the logits (measured ~1e-15)."""
     torch = pytest.importorskip("torch")
-    from elmoe3d.sim.train_lm import load_torch_model
+    from elmoe3d.sim.lm.train import load_torch_model
     if which == "tiny":
         path = tmp_path / "tiny.npz"
         save_weights(path, TINY, random_weights(TINY, seed=2))

@@ -1,6 +1,6 @@
 """The model card's held-out figures are the whole held-out text's, and reproducible.
 
-The card (``sim/data/MODEL_CARD.md``) is written by ``python -m elmoe3d.sim.model_card`` from
+The card (``sim/data/MODEL_CARD.md``) is written by ``python -m elmoe3d.sim.lm.model_card`` from
 per-window figures it stores in ``sim/data/heldout_bits.json`` (minutes of compute). These tests
 check, in seconds, that (1) the windows tile the whole held-out text and the scored ones are
 every ``every``-th of them, (2) every figure and standard error in the card's table is the
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elmoe3d.sim import corpus, model_card
-from elmoe3d.sim.lm import MoELM
+from elmoe3d.sim.lm import corpus
+from elmoe3d.sim.lm import model_card
+from elmoe3d.sim.lm.model import MoELM
 
 DATA = Path(__file__).resolve().parents[1] / "sim" / "data"
 CARD = DATA / "MODEL_CARD.md"
@@ -25,7 +26,7 @@ CARD = DATA / "MODEL_CARD.md"
 @pytest.fixture(scope="module")
 def stored():
     if not model_card.BITS_JSON.is_file():
-        pytest.fail(f"{model_card.BITS_JSON} is missing: run python -m elmoe3d.sim.model_card")
+        pytest.fail(f"{model_card.BITS_JSON} is missing: run python -m elmoe3d.sim.lm.model_card")
     return json.loads(model_card.BITS_JSON.read_text())
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.moe_layer import (MoEShape, expert_float, moe_float, moe_int8, random_moe,
+from elmoe3d.sim.golden.moe_layer import (MoEShape, expert_float, moe_float, moe_int8, random_moe,
                                    relative_rms_error, route)
 
 # Bounds over the shapes and seeds below (Gaussian-with-outliers weights, Gaussian tokens), as

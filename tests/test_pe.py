@@ -9,7 +9,7 @@ from elmoe3d.hw.lsb_augment import LsbAugment
 from elmoe3d.hw.pe import PE
 from elmoe3d.hw.tops import get_top
 from elmoe3d.sim.benches.launch import run_top_bench
-from elmoe3d.sim.slices import augment, correction, lsb_slice, msb_slice
+from elmoe3d.sim.numerics.slices import augment, correction, lsb_slice, msb_slice
 import numpy as np
 
 PARAM_SETS = [

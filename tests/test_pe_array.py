@@ -15,7 +15,7 @@ from elmoe3d.hw.layouts import Mode, act_layout, command_layout, plane_layout, r
 from elmoe3d.hw.pe_array import PEArray, gemv_cycles
 from elmoe3d.hw.tops import get_top
 from elmoe3d.sim.benches.launch import run_top_bench
-from elmoe3d.sim.slices import lsb_slice, msb_slice, pack_plane
+from elmoe3d.sim.numerics.slices import lsb_slice, msb_slice, pack_plane
 
 # (square, old depth 1) / (non-square, unpipelined) / (non-square, 2 lanes, tightest accumulator,
 # the default depth 3) / (the middle depth 2: input registers and the term)

@@ -206,7 +206,7 @@ def test_core_power_from_simulated_passes(tmp_path):
     from elmoe3d.commands._power import power_entry, simulate_passes
     from elmoe3d.commands.bench_core import CUT_DOWN, SYNTH_CLOCK_NS, synthesize_blocks
     from elmoe3d.commands.sd import _default_model
-    from elmoe3d.sim.lm import MoELM
+    from elmoe3d.sim.lm.model import MoELM
     model_path = _default_model("moe_lm.npz")
     passes = simulate_passes({"preset": "small", "lanes": 2}, MoELM.load(model_path), model_path, 0,
                              tmp_path / "activity", progress=lambda *a, **k: None)

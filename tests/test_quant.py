@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.quant import quantize_activations, quantize_weights
+from elmoe3d.sim.numerics.quant import quantize_activations, quantize_weights
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -3,7 +3,7 @@
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.sd_cache import LRUCache, PerLayerCache, make_cache
+from elmoe3d.sim.sd.sd_cache import LRUCache, PerLayerCache, make_cache
 
 
 def test_lru_evicts_the_least_recently_used():

@@ -67,8 +67,8 @@ def test_native_core_stops_on_errors(tmp_path):
 
 def _live(tmp_path, params, prompts, n_new, settings, build_quick=False):
     from elmoe3d.sim.benches.rtl_engine import run_sd_on_rtl
-    from elmoe3d.sim.elastic_sd import SDSettings, generate
-    from elmoe3d.sim.lm import MoELM
+    from elmoe3d.sim.sd.elastic_sd import SDSettings, generate
+    from elmoe3d.sim.lm.model import MoELM
     model = MoELM.load(SHIPPED)
     jobs, summary = run_sd_on_rtl(SHIPPED, params, [(len(prompts), s) for s in settings], prompts, n_new,
                                   tmp_path / "rtl", quiet=True, build_quick=build_quick)
@@ -84,7 +84,7 @@ def test_live_elastic_sd_on_the_rtl_core_emits_the_golden_bytes(tmp_path):
     """Greedy Elastic-SD of the shipped model (two 3-byte prompts, 2 new bytes), every MoE layer
     pass on one running core: the bytes equal the golden integer model's, every pass's cycles
     within 10 % of the cycle model."""
-    from elmoe3d.sim.elastic_sd import SDSettings
+    from elmoe3d.sim.sd.elastic_sd import SDSettings
     prompts = [list(b"def"), list(b"imp")]
     jobs, summary = _live(tmp_path, SMALL2, prompts, 2, [SDSettings(k_d=1, gamma=1, integer=True)], build_quick=True)
     kinds = jobs[0]["rtl"]["kinds"]
@@ -97,8 +97,8 @@ def test_live_elastic_sd_on_the_rtl_core_emits_the_golden_bytes(tmp_path):
 def test_live_elastic_sd_on_the_quick_prompts(tmp_path):
     """The held-out prompts of ``sd --quick`` (batch 4, 64 bytes, 16 new) on the 16-lane
     ``small`` core: greedy (top-k and cached draft experts) and speculative sampling."""
-    from elmoe3d.sim import corpus
-    from elmoe3d.sim.elastic_sd import SDSettings
+    from elmoe3d.sim.lm import corpus
+    from elmoe3d.sim.sd.elastic_sd import SDSettings
     held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
     prompts = [list(p) for p in corpus.heldout_windows(held, 4, 64)]
     settings = [SDSettings(k_d=1, integer=True), SDSettings(k_d=2, expert_choice="cached", integer=True),

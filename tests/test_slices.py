@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from elmoe3d.errors import UserError
-from elmoe3d.sim.slices import (augment, correction, draft_weight, join_slices, lsb_from_plane,
+from elmoe3d.sim.numerics.slices import (augment, correction, draft_weight, join_slices, lsb_from_plane,
                                 lsb_slice, msb_from_plane, msb_slice, pack_plane, split_planes,
                                 truncated_weight, unpack_plane)
 

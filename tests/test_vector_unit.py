@@ -1,5 +1,5 @@
 """Vector unit (``hw/vector_*.py``): refusals, layouts, the cycle model, the golden decomposition,
-and the cocotb regression of every block against ``sim/int_moe.py``.
+and the cocotb regression of every block against ``sim/golden/int_moe.py``.
 
 One Verilator build per (top, parameter set) runs every cocotb test of
 ``sim/benches/tb_vector_unit.py`` (corner cases, random cases over several seeds, latency and
@@ -21,7 +21,7 @@ from elmoe3d.hw.vector_swiglu import VectorSwiGLU
 from elmoe3d.hw.vector_unit import VectorUnit
 from elmoe3d.hw.vector_common import COMBINE_BITS, OutBits, requant_in_layout, router_cmd_layout
 from elmoe3d.sim.benches.launch import BENCHES, run_top_bench
-from elmoe3d.sim.int_moe import IntExpert, requant, swiglu
+from elmoe3d.sim.golden.int_moe import IntExpert, requant, swiglu
 
 
 

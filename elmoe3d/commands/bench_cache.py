@@ -24,7 +24,7 @@ def _int_list(text):
 
 def _policy_list(text):
     import argparse
-    from ..sim.expert_cache import POLICIES
+    from ..sim.cache.expert_cache import POLICIES
     values = [x.strip() for x in text.split(",") if x.strip()]
     bad = [v for v in values if v not in POLICIES]
     if bad or not values:
@@ -49,7 +49,7 @@ def add_arguments(p):
                    help="prefetch what the draft predicts, SpecMoE style: on the Zipf trace one prefetch per "
                         "row (80%% accurate), on a recorded trace the experts of its draft passes")
     p.add_argument("--trace", type=existing_file, metavar="FILE",
-                   help="also sweep a recorded routing trace: .npz (format in sim/traces.py) or the .jsonl "
+                   help="also sweep a recorded routing trace: .npz (format in sim/cache/traces.py) or the .jsonl "
                         "that `elmoe3d sd --traces` writes")
     p.add_argument("--planes", choices=("msb", "both"), default="msb",
                    help="planes each routed expert looks up (default msb: the HB cache holds MSB planes)")
@@ -78,7 +78,7 @@ def _bits(n):
 
 def hit_rate_sweep(ops, n_layers, n_experts, policies, capacities, decay_shift, plane_bytes):
     """``{policy: [{capacity, hit_rate, ...stats}]}`` of the golden model on ``ops``."""
-    from ..sim.expert_cache import CacheConfig, ExpertCache
+    from ..sim.cache.expert_cache import CacheConfig, ExpertCache
     out = {}
     for policy in policies:
         rows = []
@@ -213,7 +213,7 @@ def check_trace(path):
     """Refuse a routing trace file that is not one, before any work: a file that is not an
     ``.npz`` archive (random bytes, truncated, empty), one without records, expert or layer ids
     that are not whole numbers, scores that are not finite probabilities. ``.jsonl`` (the
-    language model's, ``sim/routing_trace.py``) or ``.npz`` (``sim/traces.py``)."""
+    language model's, ``sim/cache/routing_trace.py``) or ``.npz`` (``sim/cache/traces.py``)."""
     import zipfile
 
     import numpy as np
@@ -221,7 +221,7 @@ def check_trace(path):
     from ..errors import UserError
     path = Path(path)
     if path.suffix == ".jsonl":
-        from ..sim.routing_trace import read_trace as read_lm_trace
+        from ..sim.cache.routing_trace import read_trace as read_lm_trace
         records = None
         try:
             header, records = read_lm_trace(path)
@@ -261,7 +261,7 @@ def check_trace(path):
         raise _trace_error(path, f"a truncated or corrupt .npz archive ({type(exc).__name__})") from None
     for key in ("layer", "experts", "scores"):
         if key not in arrays:
-            raise _trace_error(path, f"lacks the array {key!r} (format in sim/traces.py)")
+            raise _trace_error(path, f"lacks the array {key!r} (format in sim/cache/traces.py)")
     if arrays["layer"].size == 0 or arrays["experts"].size == 0:
         raise _trace_error(path, "has no records")
     for key in ("layer", "experts", "draft_experts", "n_experts", "n_layers"):
@@ -277,7 +277,7 @@ def check_trace(path):
 def read_trace(path, *, planes, prefetch):
     """``(ops, n_layers, n_experts, rows)`` of a recorded trace (``sim.traces.routing_file_ops``),
     after :func:`check_trace`."""
-    from ..sim.traces import routing_file_ops
+    from ..sim.cache.traces import routing_file_ops
     check_trace(path)
     return routing_file_ops(path, planes=planes, prefetch=prefetch)
 
@@ -312,8 +312,8 @@ def run(args):
     import numpy as np
 
     from ..errors import UserError
-    from ..sim.hb_memory import HBConfig, achieved_fraction, plane_lines, plane_read_time_ns, stream_cycles
-    from ..sim.traces import routing_to_ops, zipf_routing
+    from ..sim.golden.hb_memory import HBConfig, achieved_fraction, plane_lines, plane_read_time_ns, stream_cycles
+    from ..sim.cache.traces import routing_to_ops, zipf_routing
 
     if args.top_k > args.experts:
         raise UserError(f"--top-k ({args.top_k}) must be <= --experts ({args.experts})")

@@ -106,10 +106,10 @@ def record_passes(cfg, model, layer, plan=None):
 
     from ..firmware.compiler import compile_model, compile_pass
     from ..firmware.layout import read_output, write_input
-    from ..sim import corpus
-    from ..sim.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
-    from ..sim.iss import Machine
-    from ..sim.lm import TARGET
+    from ..sim.lm import corpus
+    from ..sim.golden.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
+    from ..sim.machine.iss import Machine
+    from ..sim.lm.model import TARGET
     G = cfg.buffers.tokens
     held = corpus.load_bytes(corpus.split_files(corpus.stdlib_files())[1])
     windows = list(corpus.heldout_windows(held, 2, G))        # 2 x G tokens of held-out text
@@ -144,7 +144,7 @@ def run(args):
     from ..errors import UserError
     from ..hw.core import core_config
     from ..paths import output_dir
-    from ..sim.lm import MoELM
+    from ..sim.lm.model import MoELM
     from .sd import _default_model
     cfg = core_config(args.preset, args.lanes)
     model_path = _default_model("moe_lm.npz")

@@ -86,11 +86,11 @@ def parse_random(spec):
 
 
 def _random_layer(values, seed, store=None):
-    """The random layer of ``--random D,E,K,F,S`` (:func:`~elmoe3d.sim.int_moe.random_int_layer`:
+    """The random layer of ``--random D,E,K,F,S`` (:func:`~elmoe3d.sim.golden.int_moe.random_int_layer`:
     the same layer as ``random_moe`` + ``quantized`` + ``calibrate_layer`` + ``fold_layer`` with
     ``default_rng(seed)``), its INT8 weights in ``store``'s file when given."""
-    from ..sim.int_moe import random_int_layer
-    from ..sim.moe_layer import MoEShape
+    from ..sim.golden.int_moe import random_int_layer
+    from ..sim.golden.moe_layer import MoEShape
     d, e, k, f, s = values
     return [random_int_layer(MoEShape(d_model=d, n_experts=e, top_k=k, d_ffn=f, n_shared=s), seed, store)]
 
@@ -113,11 +113,11 @@ def run(args):
     from ..firmware.layout import model_map, read_output, write_input
     from ..limits import check_disk, check_memory, compile_disk_bytes, compile_random_bytes
     from ..paths import output_dir, write_text
-    from ..sim.blas_threads import single_threaded
-    from ..sim.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
-    from ..sim.iss import Machine
-    from ..sim.lm import MoELM
-    from ..sim.stored import FileImage, MatrixStore, create_image
+    from ..sim.lm.blas_threads import single_threaded
+    from ..sim.golden.int_moe import VERIFY, draft_pass, int_moe, quantize_tokens
+    from ..sim.machine.iss import Machine
+    from ..sim.lm.model import MoELM
+    from ..sim.golden.stored import FileImage, MatrixStore, create_image
 
     # Everything the request can be refused for is checked before the output folder exists.
     cfg = _config(args.config)
@@ -158,7 +158,7 @@ def run(args):
     # The layer's INT8 weights (a random layer's, in a scratch file) and the images stay in files;
     # what is in memory at any time is a block of them (docs/scale.md, "Compiler and ISS memory").
     # BLAS on one thread: the GEMVs are a few tokens wide, and OpenBLAS's spinning threads only
-    # cost time on a shared machine (sim/blas_threads.py).
+    # cost time on a shared machine (sim/lm/blas_threads.py).
     with tempfile.TemporaryDirectory(prefix=".compile-scratch-", dir=out) as scratch, single_threaded():
         store = MatrixStore(Path(scratch) / "weights.int8") if model is None else None
         try:
@@ -238,10 +238,10 @@ def _bench(cfg, model):
     from ..firmware.compiler import compile_model, compile_pass
     from ..firmware.engine import IssEngine
     from ..firmware.layout import write_input
-    from ..sim.blas_threads import single_threaded
-    from ..sim.elastic_sd import SDSettings, generate
-    from ..sim.int_moe import VERIFY, int_moe, quantize_tokens
-    from ..sim.iss import Machine
+    from ..sim.lm.blas_threads import single_threaded
+    from ..sim.sd.elastic_sd import SDSettings, generate
+    from ..sim.golden.int_moe import VERIFY, int_moe, quantize_tokens
+    from ..sim.machine.iss import Machine
     comp = compile_model(cfg, model.int_layers)
     m = Machine(cfg, comp.offchip, comp.hb)
     rng = np.random.default_rng(0)

@@ -123,7 +123,7 @@ def _results_page(out, report):
 
 def _rtl(out, facts):
     """Step 4: the recorded passes on the generated core in Verilator; 1 when anything differs."""
-    from ..sim.lm import MoELM
+    from ..sim.lm.model import MoELM
     from .bench_core import replay_on_rtl
     from .sd import _default_model
     _say(f"layer {LAYER} passes on the {CORE['preset']} core ({CORE['lanes']} lanes) in Verilator, "

@@ -9,7 +9,7 @@ HELP = "golden-model bit-nesting report: draft vs full accuracy, bytes and GEMV 
 
 
 def add_arguments(p):
-    from ..sim.moe_layer import DEFAULT, WEIGHT_DISTRIBUTIONS
+    from ..sim.golden.moe_layer import DEFAULT, WEIGHT_DISTRIBUTIONS
     p.add_argument("--d-model", type=positive_int, default=DEFAULT.d_model, help="model width (default %(default)s)")
     p.add_argument("--experts", type=positive_int, default=DEFAULT.n_experts, help="routed experts (default %(default)s)")
     p.add_argument("--top-k", type=positive_int, default=DEFAULT.top_k, help="experts per token (default %(default)s)")
@@ -40,8 +40,8 @@ def memory_estimate(shape, tokens):
 
 def run(args):
     from ..limits import check_memory
-    from ..sim.bit_nesting_report import expert_report, format_report, layer_report
-    from ..sim.moe_layer import MIXTRAL_8X7B, MoEShape
+    from ..sim.golden.bit_nesting_report import expert_report, format_report, layer_report
+    from ..sim.golden.moe_layer import MIXTRAL_8X7B, MoEShape
 
     from ..paths import output_file, write_text
     if args.json is not None:

@@ -1,6 +1,6 @@
 """The memory-image format: how planes, constants, multipliers and token blocks are laid out.
 
-The compiler (``firmware/layout.py``) writes images in this format, the ISS (``sim/iss.py``)
+The compiler (``firmware/layout.py``) writes images in this format, the ISS (``sim/machine/iss.py``)
 reads them, the RTL core (``hw/executor/``) fetches them line by line and the benches check
 them; all of them take the sizes, field offsets and tiling from here. ``docs/memory-image.md``
 describes the same format for someone with only the Verilog.

@@ -1,7 +1,7 @@
 """The accelerator's command set (SPEC section 8): every instruction, its fields and encoding.
 
 One table, :data:`INSTRUCTIONS`, is the single source of the encoding: the assembler and
-disassembler (:mod:`.asm`), the instruction-set simulator (``sim/iss.py``), the compiler
+disassembler (:mod:`.asm`), the instruction-set simulator (``sim/machine/iss.py``), the compiler
 (:mod:`.compiler`) and the generated C header (:mod:`.cheader`) all read it, and field widths
 come from the :class:`~elmoe3d.config.AccelConfig` (:func:`field_widths`).
 
@@ -11,7 +11,7 @@ A command is one little-endian word of ``config.word_bits`` (64 by default). The
 bits ``[3:0]``; the fields follow from bit 4 upwards in the order the table lists them, each
 ``width`` bits, unsigned. Bits above the last field are reserved and must be zero.
 
-Execution model (what each instruction does is specified in ``sim/iss.py``)
+Execution model (what each instruction does is specified in ``sim/machine/iss.py``)
 ---------------------------------------------------------------------------
 A layer pass over a token group is: ``SETR`` the shape and address registers, ``LOADX`` (tokens),
 ``LOADP`` (router and layer constants), ``ROUTE`` (router GEMV, top-k, gate weights: routing
@@ -272,7 +272,7 @@ class Status(enum.IntEnum):
 
     The command processor raises ``OPCODE``, ``FIELD``, ``LOOP`` and ``KEY`` (and ``REGISTER``
     for a loop whose ``N_EXPERTS`` is not set); the executor reports the others on its
-    completion. Each matches a refusal of ``sim/iss.py`` (the golden sequencing).
+    completion. Each matches a refusal of ``sim/machine/iss.py`` (the golden sequencing).
     """
     NONE = 0        # no error
     OPCODE = 1      # unknown opcode

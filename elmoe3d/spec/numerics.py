@@ -1,7 +1,7 @@
 """Normative numeric constants (bit slices, GEMV accumulator, integer MoE layer).
 
-The formulas that use them live in the golden model (``sim/slices.py``, ``sim/gemv.py``,
-``sim/int_moe.py``); the RTL generators derive their widths from the same names. See
+The formulas that use them live in the golden model (``sim/numerics/slices.py``, ``sim/numerics/gemv.py``,
+``sim/golden/int_moe.py``); the RTL generators derive their widths from the same names. See
 ``docs/numerics.md`` for the rules these constants parameterise.
 """
 

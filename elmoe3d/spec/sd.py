@@ -1,6 +1,6 @@
 """Elastic-SD settings: the allowed ranges every level (golden decoder, system model) checks.
 
-The golden decoder (``sim/elastic_sd.py``) runs a draft of ``gamma`` tokens per round, so it
+The golden decoder (``sim/sd/elastic_sd.py``) runs a draft of ``gamma`` tokens per round, so it
 needs ``gamma >= 1``; the system model (``perf/decode.py``) also evaluates ``gamma = 0``, plain
 decoding on a speculative system (its elastic policy may switch speculation off). Both take the
 upper bound, the draft-expert count and the bit modes from here.

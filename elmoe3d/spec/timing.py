@@ -2,7 +2,7 @@
 
 Everything here is pure Python on the configuration and the shape of the work, with no memory
 stalls. The RTL benches measure the blocks against these formulas (exactly, or within the
-tolerance a bench states), the ISS (``sim/iss.py``) charges them per command, the generated
+tolerance a bench states), the ISS (``sim/machine/iss.py``) charges them per command, the generated
 interface pages quote them, and ``perf`` builds its PE-array time from :func:`gemv_cycles`.
 
 PE array (``hw/pe_array.py``)

@@ -7,7 +7,7 @@ datapath's controller: it owns the on-chip buffers (``hw/token_buffer.py``, one 
 and drives, through ports that ``hw/core.py`` connects, the PE array, the vector blocks, the
 expert cache, the off-chip read ports (0: MSB / data, 1: LSB), the off-chip write port, the HB
 read port and the fill path. Every operand comes from the memory images; the numerics are the
-integer layer of ``sim/int_moe.py`` and the ISS (``sim/iss.py``) is the golden machine.
+integer layer of ``sim/golden/int_moe.py`` and the ISS (``sim/machine/iss.py``) is the golden machine.
 
 Core restrictions (checked by :func:`check_core_config`): a square array with ``rows = cols =
 vector.width = W``, W a power of two >= 4, an off-chip line of W bytes, a power-of-two image line;
@@ -53,7 +53,7 @@ from amaranth.lib.wiring import In, Out
 from ...errors import UserError
 from ...spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
 from ...spec.image import MULT_BYTES, MULTIPLIER, SCALAR_BYTES, SCALARS, SILU_BYTES, SILU_ENTRY_BYTES, TOKEN_SCALE
-from ...sim.int_moe import GATE_FRAC, MANT_BITS, XE_MAX
+from ...sim.golden.int_moe import GATE_FRAC, MANT_BITS, XE_MAX
 from ..command_processor import StatusShape, done_layout, exec_layout, regs_layout
 from ..expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
 from ..expert_cache import OpCode as CacheOp

@@ -74,7 +74,7 @@ def _fields(layout):
 def bench_verilog(core, ports):
     """Verilog text of ``core_bench`` around the core ``core`` (its configuration and layouts);
     ``ports``: the core's port list (:func:`elmoe3d.hw.verilog.port_list`)."""
-    from ..expert_cache import Key  # noqa: F401  (golden side of the events, for the reader)
+    from ..cache.expert_cache import Key  # noqa: F401  (golden side of the events, for the reader)
     from ...hw.hb_memory import beat_layout, command_layout
     from ...hw.hb_write import write_command_layout
     cfg = core.config
@@ -318,6 +318,13 @@ VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noasser
 CXX_OPT = "OPT_FAST=-O2 OPT_SLOW=-O1"
 CXX_QUICK = "OPT_FAST=-O0 OPT_SLOW=-O0"
 PUBLIC_VLT = '`verilator_config\npublic_flat_rw -module "core_bench" -var "*"\n'
+# A switching-activity build (``saif=True``): Verilator's --trace-saif (cocotb's main writes
+# ``dump.saif`` in the run's folder), the nets of core_bench, of the core and of its blocks (the
+# core's direct sub-modules, whose ports per-block power reads) traced, nothing deeper. Verilator
+# inlines the core's modules at -O3, so --trace-depth no longer limits the depth (it traced the
+# whole core, ~1 M nets); a tracing_off rule on the scopes three levels below the core does.
+SAIF_ARGS = ["--trace-saif"]
+SAIF_VLT = 'tracing_off -scope "core_bench.u_core.*.*.*"\n'
 
 
 def _runner_class():
@@ -334,11 +341,12 @@ def _runner_class():
     return NativeVerilator
 
 
-def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False):
+def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False, saif=False):
     """Generate ``core`` + ``core_bench`` and build them with Verilator (once per design and
     options: a folder under the cache named by their hash; a lock file keeps parallel test
-    workers from building the same one twice). Returns ``(build_dir, seconds spent building)``
-    (0 when the build was already there)."""
+    workers from building the same one twice). ``saif``: a build that dumps switching activity
+    (:data:`SAIF_VLT`). Returns ``(build_dir, seconds spent building)`` (0 when the build was
+    already there)."""
     import fcntl
     import time
 
@@ -354,9 +362,10 @@ def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False):
     from amaranth.back import verilog as av
     core_v = av.convert(core, name="core", emit_src=False)
     top_v = bench_verilog(core, port_list(core))
-    opts = json.dumps([VERILATOR_ARGS, CXX_QUICK if quick else CXX_OPT])
+    opts = json.dumps([VERILATOR_ARGS, CXX_QUICK if quick else CXX_OPT] + ([SAIF_ARGS, SAIF_VLT] if saif else []))
     digest = hashlib.sha256((core_v + top_v + opts).encode()).hexdigest()[:16]
-    build_dir = Path(build_dir) if build_dir else CACHE_DIR / "native" / f"{core.config.name}-k{max_k}-{digest}"
+    kind = "-saif" if saif else ""
+    build_dir = Path(build_dir) if build_dir else CACHE_DIR / "native" / f"{core.config.name}-k{max_k}{kind}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     done = build_dir / "built.json"
     if done.exists():
@@ -369,14 +378,14 @@ def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False):
         t0 = time.monotonic()
         write_verilog(core, "core", build_dir / "src", {"preset": preset, "lanes": lanes, "max_k": max_k})
         (build_dir / "src" / "core_bench.v").write_text(top_v)
-        (build_dir / "src" / "public.vlt").write_text(PUBLIC_VLT)
+        (build_dir / "src" / "public.vlt").write_text(PUBLIC_VLT + (SAIF_VLT if saif else ""))
         runner = _runner_class()()
         saved = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include {CXX_QUICK if quick else CXX_OPT}".strip()
         try:
             runner.build(sources=_sources(build_dir),
-                         hdl_toplevel="core_bench", build_dir=build_dir / "obj", build_args=VERILATOR_ARGS,
-                         timescale=("1ns", "1ps"), always=True)
+                         hdl_toplevel="core_bench", build_dir=build_dir / "obj", build_args=_args(saif),
+                         timescale=("1ns", "1ps"), waves=saif, always=True)
         finally:
             if saved is None:
                 del os.environ["MAKEFLAGS"]
@@ -384,8 +393,20 @@ def build(preset="small", lanes=0, max_k=8, build_dir=None, quick=False):
                 os.environ["MAKEFLAGS"] = saved
         seconds = time.monotonic() - t0
         done.write_text(json.dumps({"preset": preset, "lanes": lanes, "max_k": max_k, "quick": quick,
-                                    "seconds": seconds}))
+                                    "saif": saif, "seconds": seconds}))
         return build_dir, seconds
+
+
+def _args(saif):
+    return VERILATOR_ARGS + (SAIF_ARGS if saif else [])
+
+
+def _is_saif(build_dir):
+    """Whether the finished build in ``build_dir`` dumps switching activity."""
+    try:
+        return bool(json.loads((Path(build_dir) / "built.json").read_text()).get("saif"))
+    except (OSError, ValueError):
+        return False
 
 
 def _prune(build_dir, quick):
@@ -441,14 +462,16 @@ def _run(build_dir, module, test_dir, config, testcase, seed):
 
     from .runner import BENCH_ENV
     runner = _runner_class()()
+    saif = _is_saif(build_dir)
     # the runner's test() needs the state its build() sets: replay build() without running it
     runner._execute = lambda cmds, cwd: None
     runner.build(sources=_sources(build_dir), hdl_toplevel="core_bench", build_dir=build_dir / "obj",
-                 build_args=VERILATOR_ARGS, timescale=("1ns", "1ps"), always=False)
+                 build_args=_args(saif), timescale=("1ns", "1ps"), waves=saif, always=False)
     del runner._execute
     results = runner.test(test_module=module, hdl_toplevel="core_bench", build_dir=build_dir / "obj",
                           test_dir=test_dir, extra_env={BENCH_ENV: json.dumps(config), **_quiet(config)}, testcase=testcase,
-                          seed=seed, results_xml=str(test_dir / "results.xml"), timescale=("1ns", "1ps"))
+                          seed=seed, results_xml=str(test_dir / "results.xml"), timescale=("1ns", "1ps"),
+                          waves=saif)
     total, failed = get_results(Path(results))
     if failed:
         raise AssertionError(f"{failed} of {total} cocotb tests failed in {module} ({test_dir})")
@@ -472,13 +495,14 @@ from .launch import NATIVE_BENCHES  # noqa: E402
 BENCH_MODULE = NATIVE_BENCHES["core"]
 
 
-def run_native(params, test_dir, testcase, *, seeds=(1,), quick=True, build_quick=False, **extra):
+def run_native(params, test_dir, testcase, *, seeds=(1,), quick=True, build_quick=False, saif=False, **extra):
     """Build (or reuse) the native bench of ``params`` (``preset``, ``lanes``, ``max_k``) and
     run one of ``tb_core_native``'s tests in ``test_dir``; ``extra`` goes into the bench
-    configuration. Returns ``(build seconds, 0 when reused; the build folder)``."""
+    configuration. ``saif``: on the build that dumps switching activity (``test_dir/dump.saif``,
+    the whole run). Returns ``(build seconds, 0 when reused; the build folder)``."""
     preset, lanes = params.get("preset", "small"), params.get("lanes", 0)
     max_k = params.get("max_k", 8)
-    build_dir, seconds = build(preset, lanes=lanes, max_k=max_k, quick=build_quick)
+    build_dir, seconds = build(preset, lanes=lanes, max_k=max_k, quick=build_quick, saif=saif)
     test_dir = Path(test_dir).resolve()
     config = {"params": {"preset": preset, "lanes": lanes, "max_k": max_k}, "seeds": list(seeds), "quick": quick,
               "cycles_json": str(test_dir / "cycles.json"), **extra}

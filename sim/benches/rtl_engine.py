@@ -1,6 +1,6 @@
 """The language model's MoE layers on a running, Verilated core (Elastic-SD live on the RTL).
 
-:class:`RtlEngine` is an engine for :attr:`elmoe3d.sim.lm.MoELM.moe_engine`, like
+:class:`RtlEngine` is an engine for :attr:`elmoe3d.sim.lm.model.MoELM.moe_engine`, like
 :class:`elmoe3d.firmware.engine.IssEngine` (whose compiled streams and token grouping it uses):
 every token group of every MoE layer call runs as a compiler stream on one core simulation
 (``tb_core_native.NativeCore``, memory models in HDL) that stays alive across layers, passes
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ...errors import UserError
-from ..int_moe import IntResult
+from ..golden.int_moe import IntResult
 
 
 class RtlMismatch(AssertionError):
@@ -156,7 +156,7 @@ def run_sd_on_rtl(model_path, params, jobs, prompts, n_new, out_dir, *, seed=0, 
     from pathlib import Path
 
     from ...hw.core import core_config
-    from ..lm import MoELM
+    from ..lm.model import MoELM
     from . import native
     cfg = core_config(params.get("preset", "small"), params.get("lanes", 0))
     model = MoELM.load(model_path)

@@ -21,11 +21,11 @@ aimed at one :class:`~elmoe3d.spec.isa.Status`:
 - ``loop`` (LOOP): a body of 0, no ROUTE before the loop, LOADX between ROUTE and the loop, a
   loop header or HALT inside a body;
 - ``key`` (KEY): a SHARED index whose id ``N_EXPERTS + index`` does not fit the cache key;
-- ``truncated`` (a :class:`~elmoe3d.sim.dispatch.StreamEnd`): the stream cut before its HALT.
+- ``truncated`` (a :class:`~elmoe3d.sim.machine.dispatch.StreamEnd`): the stream cut before its HALT.
 
 The images are padded to the configuration's whole off-chip and HB space, so "past the image"
 (the ISS) and "past the memory" (the core) are the same addresses. The ISS (``Machine`` with the
-core's :class:`~elmoe3d.sim.iss.CoreLimits`) is the judge: :func:`expect` gives the
+core's :class:`~elmoe3d.sim.machine.iss.CoreLimits`) is the judge: :func:`expect` gives the
 ``(status, index, commands)`` it stops with; benches hold the RTL to it.
 """
 
@@ -38,10 +38,10 @@ from ...firmware.compiler import compile_model, compile_pass
 from ...firmware.layout import write_input
 from ...spec.image import MULTIPLIER, SCALARS, TOKEN_SCALE, constants_block
 from ...spec.isa import InstructionSet, Op, Plane, Reg, Status, Update, field_widths
-from ..dispatch import MachineError, StreamEnd
-from ..int_moe import VERIFY, calibrate_layer, draft_pass, fold_layer, quantize_tokens
-from ..iss import Machine
-from ..moe_layer import MoEShape, random_moe
+from ..machine.dispatch import MachineError, StreamEnd
+from ..golden.int_moe import VERIFY, calibrate_layer, draft_pass, fold_layer, quantize_tokens
+from ..machine.iss import Machine
+from ..golden.moe_layer import MoEShape, random_moe
 
 KINDS = ("valid", "opcode", "reserved", "enum", "register", "range", "address", "input", "order", "loop", "key",
          "truncated")
@@ -100,7 +100,7 @@ def expect(config, case, limits=None):
 
 
 class StreamFuzzer:
-    """Cases for one configuration. ``limits``: the core's :class:`~elmoe3d.sim.iss.CoreLimits`
+    """Cases for one configuration. ``limits``: the core's :class:`~elmoe3d.sim.machine.iss.CoreLimits`
     (D_MODEL/D_FFN multiples of ``limits.width``, k up to ``limits.max_k``); ``seed`` fixes the
     layer and every draw; ``max_tokens``: the largest token group drawn; ``pad``: images padded to the configured space (False for a large
     configuration whose RTL core is not run: addresses past the space are past the images too)."""

@@ -5,14 +5,14 @@ Configuration (``bench_config()``): ``params`` (``preset``), ``seeds``, ``quick`
 the executor model holds ``o_exec.ready`` low), ``max_delay`` (the executor answers each command
 0 .. max_delay cycles after taking it).
 
-Golden: :class:`elmoe3d.sim.dispatch.DispatchModel` (the ISS's sequencing, at the ports;
-tests/test_command_processor_rtl.py checks it against ``sim/iss.py``) run on the same words with
+Golden: :class:`elmoe3d.sim.machine.dispatch.DispatchModel` (the ISS's sequencing, at the ports;
+tests/test_command_processor_rtl.py checks it against ``sim/machine/iss.py``) run on the same words with
 the same executor answers. Checked exactly: every dispatched beat ``(op, word, expert, shared,
 in_loop, index)`` in order, ``commands`` at every HALT, the SETR registers and ``o_regs_set``,
 the final status (error code and index), and, without stalls, ``cycles`` at every HALT against
 the model's cycle count. The executor model checks that ``o_exec`` holds ``valid`` and its
 payload until the transfer and never dispatches while a command is owed. Streams: compiler
-output (``firmware/compiler.py`` on random small integer layers of ``sim/int_moe.py``, verify
+output (``firmware/compiler.py`` on random small integer layers of ``sim/golden/int_moe.py``, verify
 and draft passes, shared experts), random hand-built streams (loops with NOP and SETR in their
 bodies, bodies up to the memory's size, masks with bits at and above N_EXPERTS), and one stream
 per error code; after an error the bench checks for a while that nothing is taken or dispatched.
@@ -30,9 +30,9 @@ from ...firmware.compiler import compile_model, compile_pass
 from ...spec.isa import Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update, field_widths
 from ...hw.command_processor import (StatusShape, done_layout, exec_layout, regs_layout,
                                      status_layout)
-from ..dispatch import DispatchModel
-from ..int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer
-from ..moe_layer import MoEShape, random_moe
+from ..machine.dispatch import DispatchModel
+from ..golden.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer
+from ..golden.moe_layer import MoEShape, random_moe
 from .runner import bench_config
 from .streams import StreamSource
 

@@ -6,8 +6,8 @@ bursts come back after the configuration's latency (plus a random extra in the s
 random order between bursts, with write bursts acknowledged after a random delay; in the stalled
 runs every ready and valid the bench drives stalls at random; every output stream of the core is
 checked to hold valid and payload until its transfer. It
-pushes each pass's command stream and checks, against the ISS (``sim/iss.py``, run on its own
-copy of the images with its own golden cache) and the integer golden layer (``sim/int_moe.py``):
+pushes each pass's command stream and checks, against the ISS (``sim/machine/iss.py``, run on its own
+copy of the images with its own golden cache) and the integer golden layer (``sim/golden/int_moe.py``):
 
 - the layer output in the Y block, bit for bit;
 - every expert-cache response (key, hit, fill, slot) in order;
@@ -38,10 +38,10 @@ from elmoe3d.hw.hb_memory import beat_layout, command_layout
 from elmoe3d.hw.hb_write import write_command_layout
 from elmoe3d.sim.benches.runner import bench_config
 from elmoe3d.sim.benches.streams import HoldCheck, pack, unpack
-from elmoe3d.sim.expert_cache import Key
-from elmoe3d.sim.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
-from elmoe3d.sim.iss import Machine
-from elmoe3d.sim.moe_layer import MoEShape, random_moe
+from elmoe3d.sim.cache.expert_cache import Key
+from elmoe3d.sim.golden.int_moe import VERIFY, IntPass, calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
+from elmoe3d.sim.machine.iss import Machine
+from elmoe3d.sim.golden.moe_layer import MoEShape, random_moe
 
 PERIOD_NS = 2
 
@@ -426,7 +426,7 @@ async def core_replays_recorded_passes(dut):
     ISS's; cycles, bytes per tier and PE-array busy cycles written per pass. Runs only when the
     launcher passes ``replay`` (a pickle of the recording) and ``model`` (the model file)."""
     import pickle
-    from elmoe3d.sim.lm import MoELM
+    from elmoe3d.sim.lm.model import MoELM
     conf = bench_config()
     if "replay" not in conf:
         dut._log.info("no recording given: nothing to replay")

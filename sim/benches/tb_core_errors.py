@@ -3,13 +3,13 @@
 Streams from :mod:`.stream_fuzz` (valid, mutated toward every Status, truncated) run on the RTL
 core (``hw/core.py``, top ``core``) through ``tb_core``'s memory models (after a reset per
 stream; random stalls on every memory interface in every other stream) and on a fresh ISS
-(``sim/iss.py`` with the core's :class:`~elmoe3d.sim.iss.CoreLimits`). Checked per stream:
+(``sim/machine/iss.py`` with the core's :class:`~elmoe3d.sim.machine.iss.CoreLimits`). Checked per stream:
 
 - stopped on an error: ``o_status.error`` and ``index`` equal the ISS's
-  :class:`~elmoe3d.sim.dispatch.MachineError` ``status`` and ``index``, ``commands`` the
+  :class:`~elmoe3d.sim.machine.dispatch.MachineError` ``status`` and ``index``, ``commands`` the
   commands the ISS completed before it, and the core takes no further word;
 - halted: ``commands`` and the HALT's index equal the ISS's, and the Y block equals the ISS's;
-- truncated (the ISS raises :class:`~elmoe3d.sim.dispatch.StreamEnd`): once the ISS's commands
+- truncated (the ISS raises :class:`~elmoe3d.sim.machine.dispatch.StreamEnd`): once the ISS's commands
   have completed, the core stays busy with no error and ``index`` at the word it waits for.
 
 Every Status the core can raise (OPCODE .. ORDER) must occur among the streams. Configuration:
@@ -27,7 +27,7 @@ from cocotb.triggers import RisingEdge
 from ...firmware.layout import read_output
 from ...hw.core import core_config
 from ...spec.isa import Status
-from ..iss import CoreLimits
+from ..machine.iss import CoreLimits
 from .runner import bench_config
 from .stream_fuzz import KINDS, StreamFuzzer, expect
 from .tb_core import code, session

@@ -230,7 +230,7 @@ async def native_reports_errors(dut):
     a bad opcode, an X block past the off-chip space, a FETCH before any GEMV."""
     from elmoe3d.firmware.compiler import compile_pass
     from elmoe3d.firmware.layout import write_input
-    from elmoe3d.sim.int_moe import quantize_tokens
+    from elmoe3d.sim.golden.int_moe import quantize_tokens
     from elmoe3d.spec.isa import Op, Reg
     conf, cfg = _cfg()
     shape = tb_core.model_cases(cfg, conf["seeds"], True)[0]
@@ -303,7 +303,7 @@ class _Dummy:
 @cocotb.test()
 async def native_sd(dut):
     """Elastic-SD on a model (``model``) with every MoE layer pass on this core (``rtl_engine``):
-    ``jobs`` (``{batch, settings}``: :class:`~elmoe3d.sim.elastic_sd.SDSettings` fields) over
+    ``jobs`` (``{batch, settings}``: :class:`~elmoe3d.sim.sd.elastic_sd.SDSettings` fields) over
     ``prompts``, ``n_new`` bytes each, one simulation for all of them. Writes the generated
     bytes, the decoding statistics and the RTL figures per job to ``sd_json``."""
     from dataclasses import asdict
@@ -312,8 +312,8 @@ async def native_sd(dut):
 
     from elmoe3d.firmware.engine import IssEngine
     from elmoe3d.sim.benches.rtl_engine import RtlEngine
-    from elmoe3d.sim.elastic_sd import SDSettings, generate
-    from elmoe3d.sim.lm import MoELM
+    from elmoe3d.sim.sd.elastic_sd import SDSettings, generate
+    from elmoe3d.sim.lm.model import MoELM
     conf, cfg = _cfg()
     model = MoELM.load(conf["model"])
     iss = IssEngine(model, cfg, record=[])
@@ -362,7 +362,7 @@ async def native_replays_recorded_passes(dut):
     ISS's; cycles per pass written (no PE-beat count). Runs only when given ``replay`` (a pickle
     of the recording) and ``model`` (the model file)."""
     import pickle
-    from elmoe3d.sim.lm import MoELM
+    from elmoe3d.sim.lm.model import MoELM
     conf, cfg = _cfg()
     if "replay" not in conf:
         dut._log.info("no recording given: nothing to replay")

@@ -17,7 +17,7 @@ nibble beat, split into tier lines, element 0 at the least significant bits) and
   0's requests on a filling plane, none otherwise; ``weights`` high on every port-0 line;
 - ``done`` once, then ``fill_idle`` after the bench acknowledges the fill (random delay);
 - the destination buffer, every token and word the job may touch, bit for bit against the golden
-  model (``sim/gemv.py``: ``draft_gemv`` of the MSB slices, ``full_gemv``) and a Python model of
+  model (``sim/numerics/gemv.py``: ``draft_gemv`` of the MSB slices, ``full_gemv``) and a Python model of
   the buffers (tokens outside the list keep their words);
 - the stream contract (valid and payload held until taken) on every stream the engine drives.
 """
@@ -35,9 +35,9 @@ from ...hw.executor.buffers import Dims
 from ...hw.executor.ports import Dest, gemv_job_layout
 from ...hw.layouts import Mode, plane_layout
 from ...hw.protocols import line_layout, request_layout
-from ..gemv import draft_gemv, full_gemv
-from ..quant import ACT_MAX
-from ..slices import lsb_slice, msb_slice
+from ..numerics.gemv import draft_gemv, full_gemv
+from ..numerics.quant import ACT_MAX
+from ..numerics.slices import lsb_slice, msb_slice
 from .runner import bench_config
 from .streams import StreamSink, StreamSource, cycle_counter, pack, unpack
 

@@ -1,4 +1,4 @@
-"""cocotb bench of ``hw/expert_cache.py`` against the golden model ``sim/expert_cache.py``.
+"""cocotb bench of ``hw/expert_cache.py`` against the golden model ``sim/cache/expert_cache.py``.
 
 Configuration (``bench_config()``): ``{"params": ExpertCache kwargs, "cases": [case, ...],
 "report": path or None}``; a case is ``{"kind": "random" | "zipf", "n": ops (random) or "steps"
@@ -40,8 +40,8 @@ from elmoe3d.hw.expert_cache import (COUNTERS, LOOKUP_LATENCY, MAX_HAZARD_CYCLES
                                      response_layout)
 from elmoe3d.sim.benches.runner import bench_config
 from elmoe3d.sim.benches.streams import StreamSink, StreamSource, cycle_counter, pack, unpack
-from elmoe3d.sim.expert_cache import CacheConfig, ExpertCache, Key, Op
-from elmoe3d.sim.traces import random_ops, zipf_ops
+from elmoe3d.sim.cache.expert_cache import CacheConfig, ExpertCache, Key, Op
+from elmoe3d.sim.cache.traces import random_ops, zipf_ops
 
 PERIOD_NS = 10
 INPUTS = ("i_lookup", "i_prefetch", "i_probe")

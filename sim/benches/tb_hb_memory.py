@@ -1,4 +1,4 @@
-"""cocotb bench of ``hw/hb_memory.py``: a model of the HB channels and the golden ``sim/hb_memory.py``.
+"""cocotb bench of ``hw/hb_memory.py``: a model of the HB channels and the golden ``sim/golden/hb_memory.py``.
 
 Configuration (``bench_config()``): ``{"params": HBMemory kwargs, "cases": [case, ...], "report":
 path or None}``. A case:
@@ -40,7 +40,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 from elmoe3d.hw.hb_memory import beat_layout, command_layout, line_layout, request_layout, status_layout
 from elmoe3d.sim.benches.runner import bench_config
 from elmoe3d.sim.benches.streams import StreamSink, StreamSource, cycle_counter, pack, unpack
-from elmoe3d.sim.hb_memory import HBConfig, HBMemory, split_bursts, stream_cycles
+from elmoe3d.sim.golden.hb_memory import HBConfig, HBMemory, split_bursts, stream_cycles
 
 PERIOD_NS = 10
 

@@ -10,7 +10,7 @@ random stalls, pairs them in order, and acknowledges each complete burst after a
 in order, writing the burst into its memory when the acknowledgement transfers. It checks that
 the design holds ``valid`` and the payload of ``o_wcmd`` and ``o_wdata`` until the transfer.
 
-The checks, against the golden model ``sim/hb_memory.py``: every channel received exactly the
+The checks, against the golden model ``sim/golden/hb_memory.py``: every channel received exactly the
 commands ``split_bursts`` gives, in order; every byte of the written image, located with
 ``address_map``, equals the byte the client sent; ``wr.done`` came once per request, in order,
 with payload 1 exactly for the illegal ones, and only after every channel had acknowledged every
@@ -29,7 +29,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 from ...hw.hb_write import write_command_layout, write_status_layout
 from ...hw.protocols import line_layout, request_layout
 from ...hw.tops import get_top
-from ..hb_memory import address_map, is_legal, split_bursts
+from ..golden.hb_memory import address_map, is_legal, split_bursts
 from .runner import bench_config
 from .streams import StreamSink, StreamSource, cycle_counter, pack
 

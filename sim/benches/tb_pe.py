@@ -21,9 +21,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from ...hw.layouts import ACT, OPERAND
-from ..gemv import draft_gemv, full_gemv
-from ..quant import ACT_MAX
-from ..slices import augment, correction, lsb_slice, msb_slice
+from ..numerics.gemv import draft_gemv, full_gemv
+from ..numerics.quant import ACT_MAX
+from ..numerics.slices import augment, correction, lsb_slice, msb_slice
 from .runner import bench_config
 
 PERIOD_NS = 10

@@ -4,7 +4,7 @@ Configuration (``bench_config()``): ``kind`` (the top), the generator ``params``
 ``quick`` (fewer cases), ``idle``/``stall`` (probabilities of an idle cycle on each source and
 of a not-ready cycle on the result sink).
 
-Every result is compared bit-exactly with the golden model (``sim/gemv.py``): ``draft_gemv`` in
+Every result is compared bit-exactly with the golden model (``sim/numerics/gemv.py``): ``draft_gemv`` in
 DRAFT mode, ``full_gemv`` in FULL mode, ``int8_gemv`` on the baseline. Beats are packed and
 unpacked through the layouts of ``hw/layouts.py``. A mismatch prints the command, weights and
 activations that produced it. ``test_cycles`` runs without stalls and checks the measured
@@ -26,9 +26,9 @@ from cocotb.utils import get_sim_time
 
 from ...hw.layouts import Mode, act_layout, command_layout, int8_tile_layout, plane_layout, result_layout
 from ...spec.timing import gemv_cycles
-from ..gemv import draft_gemv, full_gemv, int8_gemv
-from ..quant import ACT_MAX
-from ..slices import lsb_slice, msb_slice
+from ..numerics.gemv import draft_gemv, full_gemv, int8_gemv
+from ..numerics.quant import ACT_MAX
+from ..numerics.slices import lsb_slice, msb_slice
 from .runner import bench_config
 from .streams import StreamSink, StreamSource
 

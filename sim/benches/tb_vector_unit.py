@@ -6,7 +6,7 @@ blocks are driven one after the other through their prefixed ports), the generat
 ``quick`` (fewer cases), ``idle``/``stall`` (probability of an idle cycle before each beat on
 every source and of a not-ready cycle on every sink).
 
-Every output is compared with the golden functions of ``sim/int_moe.py``: ``requant``
+Every output is compared with the golden functions of ``sim/golden/int_moe.py``: ``requant``
 (requantizer; SwiGLU step as ``requant(SILU[g + 128] * v, hm, he, 8)``), ``select_experts`` and
 ``gate_weights`` (router), ``combine`` and ``sat`` (combine). Beats are packed and unpacked
 through the layouts of ``hw/vector_unit.py``. A mismatch names the beat and its inputs.
@@ -29,7 +29,7 @@ from ...hw.tops import get_top
 from ...hw.vector_common import OUT_BITS_OF, COMBINE_BITS, OutBits
 from ...hw.vector_router import router_cycles
 from ...hw.vector_unit import BLOCKS
-from ..int_moe import (GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, SILU_ENTRIES, XE_MAX, combine,
+from ..golden.int_moe import (GATE_FRAC, MANT_BITS, MAX_SHIFT, OUT_BITS, SILU_ENTRIES, XE_MAX, combine,
                        gate_weights, requant, sat, select_experts)
 from .runner import bench_config
 from .streams import StreamSink, StreamSource
@@ -150,7 +150,7 @@ class SwiGLU(Requant):
         r = self.tb.rng
         kind = r.choice(["silu", "random"])
         if kind == "silu":   # the folded table of a random gate scale (as fold_layer makes it)
-            from ..int_moe import silu_table
+            from ..golden.int_moe import silu_table
             return silu_table(r.uniform(0.005, 0.2)).astype(np.int64)
         return np.array([r.randint(-32768, 32767) for _ in range(SILU_ENTRIES)], dtype=np.int64)
 

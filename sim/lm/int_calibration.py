@@ -1,6 +1,6 @@
 """Calibrate the integer MoE path of the shipped model and measure its accuracy (SPEC section 7).
 
-    python -m elmoe3d.sim.int_calibration            # writes sim/data/moe_lm.int_scales.json
+    python -m elmoe3d.sim.lm.int_calibration            # writes sim/data/moe_lm.int_scales.json
 
 The static scales come from TARGET passes over evenly spaced windows of the *training* files
 (never the held-out ones); :func:`accuracy` then scores the held-out text.
@@ -14,11 +14,11 @@ import numpy as np
 
 from . import corpus
 from .blas_threads import single_threaded
-from .int_moe import save_int_scales, scales_path
-from .lm import INT_TARGET, TARGET, Execution, MoELM, bits_per_byte, router_probs
-from .moe_layer import top_k
+from ..golden.int_moe import save_int_scales, scales_path
+from .model import INT_TARGET, TARGET, Execution, MoELM, bits_per_byte, router_probs
+from ..golden.moe_layer import top_k
 
-DATA = Path(__file__).resolve().parent / "data"
+from .. import DATA
 CALIB_WINDOWS, CALIB_LENGTH = 32, 257
 
 # The executions SPEC section 7's accuracy bar covers: the target and each draft setting, each
@@ -66,7 +66,7 @@ def main(argv=None):
     with single_threaded():
         scales = model.calibrate_int(calibration_windows())
     out = scales_path(args.weights)
-    save_int_scales(out, scales, f"python -m elmoe3d.sim.int_calibration: TARGET passes over "
+    save_int_scales(out, scales, f"python -m elmoe3d.sim.lm.int_calibration: TARGET passes over "
                                  f"{CALIB_WINDOWS} evenly spaced windows of {CALIB_LENGTH} training bytes")
     print(f"wrote {out}")
     return 0

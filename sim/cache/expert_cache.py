@@ -1,6 +1,6 @@
 """Golden model of the expert cache: the HB-resident planes of (layer, expert, plane).
 
-The cache holds expert *planes* (``sim/slices.py``: all MSB nibbles of an expert, or all LSB
+The cache holds expert *planes* (``sim/numerics/slices.py``: all MSB nibbles of an expert, or all LSB
 nibbles); its capacity is counted in planes. It is fully associative: any plane may sit in any of
 ``entries`` slots (the RTL in ``hw/expert_cache.py`` compares every tag in parallel; see the README
 for why and for its area cost). This model is the specification the RTL reproduces decision for
@@ -59,8 +59,8 @@ plane hit by a demand access before it left).
 import enum
 from dataclasses import asdict, dataclass, field
 
-from ..config import POLICIES, CacheConfig  # noqa: F401  (re-exported: the golden model's parameters)
-from ..errors import UserError, check_int
+from ...config import POLICIES, CacheConfig  # noqa: F401  (re-exported: the golden model's parameters)
+from ...errors import UserError, check_int
 
 
 

@@ -3,19 +3,19 @@
 PyTorch is an optional extra (``pip install elmoe3d[train]``; on the project machines
 ``pip install torch==2.13.0`` takes a CPU build). Usage::
 
-    python -m elmoe3d.sim.train_lm --steps 4000 -o sim/data/moe_lm.npz            # target
-    python -m elmoe3d.sim.train_lm --preset draft --steps 800 -o sim/data/draft_lm.npz
+    python -m elmoe3d.sim.lm.train --steps 4000 -o sim/data/moe_lm.npz            # target
+    python -m elmoe3d.sim.lm.train --preset draft --steps 800 -o sim/data/draft_lm.npz
 
 Corpus: the running interpreter's top-level standard-library ``*.py`` files, split by file
-(:mod:`.corpus`, fixed seed). Each step samples ``batch`` random windows of ``seq`` + 1 bytes
+(:mod:`elmoe3d.sim.lm.corpus`, fixed seed). Each step samples ``batch`` random windows of ``seq`` + 1 bytes
 from the training files. The loss is the next-byte cross-entropy plus ``lb_coef`` times the
 Switch-Transformer load-balancing loss ``E * sum_e f_e * P_e`` per MoE layer (``f_e``: share of
 routed slots sent to expert ``e``; ``P_e``: mean router probability), averaged over layers.
 AdamW, linear warm-up then cosine decay to 10 %, gradient clipping at 1.
 
-The forward pass is the same network as :mod:`.lm` (pre-norm blocks, RMSNorm, RoPE attention,
+The forward pass is the same network as :mod:`elmoe3d.sim.lm.model` (pre-norm blocks, RMSNorm, RoPE attention,
 Mixtral-style routing of SPEC section 3, SwiGLU experts). Every ``--export-every`` steps the
-model is evaluated on held-out windows and written (float16, :mod:`.lm_config` format), so a
+model is evaluated on held-out windows and written (float16, :mod:`elmoe3d.sim.lm.config` format), so a
 partial run leaves a usable model. ``--init`` continues from an exported model with a fresh
 optimizer and schedule (a second, lower-rate phase; the metadata records both phases).
 """
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import corpus
-from .lm_config import DRAFT_BASELINE, TARGET, LMConfig, load_weights, save_weights, weight_shapes
+from .config import DRAFT_BASELINE, TARGET, LMConfig, load_weights, save_weights, weight_shapes
 
 
 class RMSNorm(nn.Module):
@@ -102,7 +102,7 @@ class Block(nn.Module):
 
 
 class MoELM(nn.Module):
-    """The PyTorch twin of :class:`elmoe3d.sim.lm.MoELM`."""
+    """The PyTorch twin of :class:`elmoe3d.sim.lm.model.MoELM`."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -124,7 +124,7 @@ class MoELM(nn.Module):
         return self.lm_head(self.norm(x)), torch.stack(lbs).mean()
 
     def parameter_map(self):
-        """``{key: parameter}`` in the :mod:`.lm_config` layout (what export and load share)."""
+        """``{key: parameter}`` in the :mod:`elmoe3d.sim.lm.config` layout (what export and load share)."""
         out = {"tok_emb": self.tok_emb.weight, "norm": self.norm.weight, "lm_head": self.lm_head.weight}
         for i, b in enumerate(self.layers):
             p = f"layers.{i}."
@@ -135,11 +135,11 @@ class MoELM(nn.Module):
         return out
 
     def export(self):
-        """``{key: float64 numpy array}`` in the :mod:`.lm_config` layout."""
+        """``{key: float64 numpy array}`` in the :mod:`elmoe3d.sim.lm.config` layout."""
         return {k: v.detach().double().numpy() for k, v in self.parameter_map().items()}
 
     def load(self, weights):
-        """Load ``{key: array}`` (the :mod:`.lm_config` layout) into the parameters."""
+        """Load ``{key: array}`` (the :mod:`elmoe3d.sim.lm.config` layout) into the parameters."""
         own = self.parameter_map()
         assert set(own) == set(weight_shapes(self.cfg))
         with torch.no_grad():

@@ -1,7 +1,7 @@
-"""Configuration and weights file of the MoE language model (:mod:`.lm`).
+"""Configuration and weights file of the MoE language model (:mod:`elmoe3d.sim.lm.model`).
 
 One frozen :class:`LMConfig` with validation and presets, and the ``.npz`` weights format that
-the PyTorch trainer (:mod:`.train_lm`) writes and the numpy model reads.
+the PyTorch trainer (:mod:`elmoe3d.sim.lm.train`) writes and the numpy model reads.
 
 Weights file (``numpy.savez_compressed``, no pickles), every linear in ``(out, in)`` layout:
 
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from .gemv import check_k
+from ...errors import UserError
+from ..numerics.gemv import check_k
 
 VOCAB = 256  # byte-level vocabulary
 

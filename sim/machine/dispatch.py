@@ -1,6 +1,6 @@
 """Stream sequencing, the one definition: decode, local commands, expert loops, where a stream stops.
 
-The command processor (``hw/command_processor.py``) and the ISS (``sim/iss.py``) both follow
+The command processor (``hw/command_processor.py``) and the ISS (``sim/machine/iss.py``) both follow
 :class:`DispatchModel`: the RTL bench holds the processor to it beat for beat, and the ISS *is*
 a :class:`DispatchModel` whose executor runs the commands on the memory images. So a stream
 stops at the same word, with the same :class:`~elmoe3d.spec.isa.Status`, at every level.
@@ -24,8 +24,8 @@ Rules (each checked when the word is reached, after the commands before it have 
 Indices saturate at ``2**INDEX_BITS - 1`` (the status port's width).
 """
 
-from ..errors import UserError
-from ..spec.isa import InstructionSet, Op, Reg, Status
+from ...errors import UserError
+from ...spec.isa import InstructionSet, Op, Reg, Status
 
 INDEX_BITS = 16         # instruction index in a stream, as the status port reports it (saturating)
 LOOP_OPS = (Op.EXPERTS, Op.SHARED)

@@ -7,17 +7,17 @@ Two executions of the same layer:
   section 2 with activations re-quantized per token before each projection; each expert runs
   its ``full`` weights or its ``draft`` (MSB + augmentation) weights, chosen per expert.
 
-Weights follow the ``(out_features, in_features)`` convention of :mod:`.gemv`; tokens are rows.
+Weights follow the ``(out_features, in_features)`` convention of :mod:`elmoe3d.sim.numerics.gemv`; tokens are rows.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
-from .gemv import check_k, draft_gemv, full_gemv, truncated_gemv
-from .quant import dequantize, quantize_activations, quantize_weights
-from .slices import msb_slice
+from ...errors import UserError
+from ..numerics.gemv import check_k, draft_gemv, full_gemv, truncated_gemv
+from ..numerics.quant import dequantize, quantize_activations, quantize_weights
+from ..numerics.slices import msb_slice
 
 EXPERT_MODES = ("full", "draft", "truncated")
 WEIGHT_DISTRIBUTIONS = ("gaussian", "outlier", "laplace", "uniform")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 SEPARATOR = b"\0"
 HELDOUT_FRACTION = 0.1

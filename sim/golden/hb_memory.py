@@ -32,8 +32,8 @@ latency + 3`` for back-to-back requests. The peak bandwidth is ``line_bytes`` pe
 
 from dataclasses import asdict, dataclass
 
-from ..config import PIPELINE_CYCLES, HBConfig  # noqa: F401  (re-exported: the golden model's parameters)
-from ..errors import UserError
+from ...config import PIPELINE_CYCLES, HBConfig  # noqa: F401  (re-exported: the golden model's parameters)
+from ...errors import UserError
 
 
 TINY = HBConfig(channels=2, width=16, burst=4, outstanding=4, latency=6, lines=256, len_bits=8)

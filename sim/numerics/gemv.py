@@ -18,8 +18,8 @@ against the accumulator range and returned as integers.
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec.numerics import ACC_BITS, ACT_MAX
+from ...errors import UserError
+from ...spec.numerics import ACC_BITS, ACT_MAX
 from .slices import (DRAFT_SHIFT, SLICE_BITS, augment, check_int8, check_lsb, check_msb,
                      correction, lsb_slice, msb_slice)
 

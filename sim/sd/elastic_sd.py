@@ -43,12 +43,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec.sd import GAMMA_MAX, check_gamma, check_k_d  # noqa: F401  (GAMMA_MAX: the bound sd documents)
-from .blas_threads import single_threaded
-from .lm import TARGET, Execution, MoELM
-from .moe_layer import softmax
-from .routing_trace import TraceWriter
+from ...errors import UserError
+from ...spec.sd import GAMMA_MAX, check_gamma, check_k_d  # noqa: F401  (GAMMA_MAX: the bound sd documents)
+from ..lm.blas_threads import single_threaded
+from ..lm.model import TARGET, Execution, MoELM
+from ..golden.moe_layer import softmax
+from ..cache.routing_trace import TraceWriter
 from .sd_cache import POLICIES, SCOPES, make_cache
 
 METHODS = ("plain", "elastic", "separate")
@@ -321,7 +321,7 @@ def generate(target, prompts, n_new, settings=SDSettings(), draft_model=None, se
     settings : SDSettings
     draft_model : MoELM             the separate draft model (method ``separate`` only)
     seed : int                      seed of the sampling random numbers
-    trace_path : path or None       write a routing trace (:mod:`.routing_trace`)
+    trace_path : path or None       write a routing trace (:mod:`elmoe3d.sim.cache.routing_trace`)
     verifier : callable or None     sampling acceptance rule ``(p, q, drafts, rng) -> (j, token)``;
                                     default :func:`speculative_sample` (tests swap in broken ones)
 

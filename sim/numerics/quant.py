@@ -10,8 +10,8 @@ Rounding is round-half-to-even (``numpy.rint``) in both.
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec.numerics import ACT_MAX  # activations are symmetric: -128 is never produced
+from ...errors import UserError
+from ...spec.numerics import ACT_MAX  # activations are symmetric: -128 is never produced
 
 INT8_MIN, INT8_MAX = -128, 127
 

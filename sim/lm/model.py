@@ -1,6 +1,6 @@
 """Decoder-only MoE language model in numpy: the golden model Elastic-SD runs on.
 
-Network (pre-norm, the PyTorch twin is :class:`elmoe3d.sim.train_lm.MoELM`)::
+Network (pre-norm, the PyTorch twin is :class:`elmoe3d.sim.lm.train.MoELM`)::
 
     x = tok_emb[byte]
     for each layer:  x += wo(attention(RoPE(wq h), RoPE(wk h), wv h)),  h = RMSNorm(x)
@@ -8,7 +8,7 @@ Network (pre-norm, the PyTorch twin is :class:`elmoe3d.sim.train_lm.MoELM`)::
     logits = lm_head(RMSNorm(x))
 
 Every pass takes a **batch** of sequences (1 to 16, any lengths): each sequence appends zero or
-more new bytes to its own rows of a :class:`~.kv_cache.KVCache`. All new tokens of all sequences
+more new bytes to its own rows of a :class:`~elmoe3d.sim.lm.kv_cache.KVCache`. All new tokens of all sequences
 are stacked into one ``(T, d_model)`` matrix for the projections and the MoE FFN, so an expert
 runs once per pass on every token routed to it (the union of the batch's experts is what a
 pass loads); attention runs per sequence against its cached keys and values.
@@ -16,18 +16,18 @@ pass loads); attention runs per sequence against its cached keys and values.
 An :class:`Execution` says how a pass computes:
 
 - ``int8=True`` (the target of SPEC section 4): every projection (attention, experts, LM head)
-  is an INT8 GEMV of the golden model (:func:`~.moe_layer.linear_int8`: activations quantized per
-  token, :func:`~.gemv.full_gemv`, dequantized); the router, RMSNorm, RoPE, the attention
+  is an INT8 GEMV of the golden model (:func:`~elmoe3d.sim.golden.moe_layer.linear_int8`: activations quantized per
+  token, :func:`~elmoe3d.sim.numerics.gemv.full_gemv`, dequantized); the router, RMSNorm, RoPE, the attention
   score/value products (activation x activation) and the embedding lookup stay in float64.
   ``int8=False`` is the float64 reference.
-- ``expert_bits``: ``full`` or ``draft`` (MSB planes + LSB augmentation, :func:`~.gemv.draft_gemv`)
+- ``expert_bits``: ``full`` or ``draft`` (MSB planes + LSB augmentation, :func:`~elmoe3d.sim.numerics.gemv.draft_gemv`)
   for the experts; ``dense_bits`` the same for the attention projections and the LM head.
 - ``k``: experts per token (the draft's budget ``k_d``); ``None`` means the model's ``top_k``.
-- ``int_moe``: every MoE layer on the integer path of SPEC section 7 (:mod:`.int_moe`): the host
+- ``int_moe``: every MoE layer on the integer path of SPEC section 7 (:mod:`elmoe3d.sim.golden.int_moe`): the host
   quantizes the normed hidden state per token (INT8 and a fixed-point scale), the layer runs in
   integers (router, top-k, gate weights, SwiGLU, combine) and its INT32 output is dequantized
   by the layer's ``out_scale`` into the residual stream. The layer runs on
-  :attr:`MoELM.moe_engine`: the golden :func:`~.int_moe.int_moe` by default, or any engine with
+  :attr:`MoELM.moe_engine`: the golden :func:`~elmoe3d.sim.golden.int_moe.int_moe` by default, or any engine with
   the same call (the instruction-set simulator, ``elmoe3d.firmware.engine``).
 
 ``allowed`` (per layer, a boolean mask over experts) restricts the choice to the experts whose
@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 from .blas_threads import single_threaded
 from .kv_cache import KVCache
-from .lm_config import LMConfig, load_weights, weight_shapes
-from .int_moe import IntPass, calibrate_layer, fold_layer, int_moe, load_int_scales, quantize_tokens
-from .int_moe import scales_path as int_scales_path
-from .moe_layer import (Expert, QExpert, QLinear, QMoEWeights, expert_float, expert_int8,
+from .config import LMConfig, load_weights, weight_shapes
+from ..golden.int_moe import IntPass, calibrate_layer, fold_layer, int_moe, load_int_scales, quantize_tokens
+from ..golden.int_moe import scales_path as int_scales_path
+from ..golden.moe_layer import (Expert, QExpert, QLinear, QMoEWeights, expert_float, expert_int8,
                         linear_int8, renormalize, router_probs, softmax, top_k)
 
 BIT_MODES = ("full", "draft")
@@ -134,7 +134,7 @@ class MoELM:
     Parameters
     ----------
     cfg : LMConfig
-    weights : dict of float arrays, the :func:`~.lm_config.weight_shapes` layout
+    weights : dict of float arrays, the :func:`~elmoe3d.sim.lm.config.weight_shapes` layout
 
     Use :meth:`load` for a weights file and :meth:`new_cache` for a batch's KV cache.
     """
@@ -163,11 +163,11 @@ class MoELM:
 
     # -- the integer MoE path (SPEC section 7) -----------------------------------------------
     def qlayer(self, layer):
-        """Layer ``layer``'s MoE weights, quantized (:class:`~.moe_layer.QMoEWeights`)."""
+        """Layer ``layer``'s MoE weights, quantized (:class:`~elmoe3d.sim.golden.moe_layer.QMoEWeights`)."""
         return QMoEWeights(self.w[f"layers.{layer}.router"], self.qexperts[layer])
 
     def set_int_scales(self, scales):
-        """Use per-layer static scales (a list of :func:`~.int_moe.calibrate_layer` dicts)."""
+        """Use per-layer static scales (a list of :func:`~elmoe3d.sim.golden.int_moe.calibrate_layer` dicts)."""
         if not isinstance(scales, (list, tuple)) or len(scales) != self.cfg.n_layers:
             raise UserError(f"integer MoE scales must be a list of {self.cfg.n_layers} layers")
         self._int_layers = [fold_layer(self.qlayer(i), sc, self.cfg.top_k) for i, sc in enumerate(scales)]
@@ -189,19 +189,19 @@ class MoELM:
 
     @property
     def int_layers(self):
-        """The folded integer layers (:class:`~.int_moe.IntMoELayer`), one per MoE layer."""
+        """The folded integer layers (:class:`~elmoe3d.sim.golden.int_moe.IntMoELayer`), one per MoE layer."""
         if self._int_layers is None:
             raise UserError("the integer MoE path needs calibrated scales: load a model with its "
                             "scales file, or call calibrate_int()")
         return self._int_layers
 
     def golden_engine(self, layer, x, xm, xe, moe_pass, allowed):
-        """The default engine of the integer path: the golden :func:`~.int_moe.int_moe`."""
+        """The default engine of the integer path: the golden :func:`~elmoe3d.sim.golden.int_moe.int_moe`."""
         return int_moe(self.int_layers[layer], x, xm, xe, moe_pass, allowed)
 
     @classmethod
     def load(cls, path):
-        """A model from a weights file (:func:`~.lm_config.load_weights`; clear errors), with the
+        """A model from a weights file (:func:`~elmoe3d.sim.lm.config.load_weights`; clear errors), with the
         integer path's scales from ``<stem>.int_scales.json`` beside it when that file exists."""
         cfg, weights, meta = load_weights(path)
         model = cls(cfg, weights, meta)

@@ -1,6 +1,6 @@
 """Expert-cache traces: random and Zipf-skewed generators and recorded routing traces.
 
-A *trace* is a list of ``(op, Key, score)`` (``sim/expert_cache.py``: ``Op``, ``Key``); the score
+A *trace* is a list of ``(op, Key, score)`` (``sim/cache/expert_cache.py``: ``Op``, ``Key``); the score
 is the router probability quantized to ``score_bits`` (``round(p * (2**score_bits - 1))``).
 
 Recorded routing trace format (``.npz``, written by the language-model side)
@@ -22,7 +22,7 @@ array             shape/dtype  meaning
 
 Rows with several sequences of a batch simply follow one another.
 
-The language model's own JSON Lines traces (``elmoe3d sd --traces``, ``sim/routing_trace.py``) are
+The language model's own JSON Lines traces (``elmoe3d sd --traces``, ``sim/cache/routing_trace.py``) are
 read too (:func:`routing_file_ops`): every token of a ``prefill`` or ``target`` pass looks up its
 experts, every token of a ``draft`` pass prefetches the MSB planes of the experts the draft ran
 (the draft's routing predicts the verifier's); scores are the router probabilities. :func:`routing_to_ops` turns the
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 from .expert_cache import Key, Op, Plane
 
 REQUIRED = ("layer", "experts", "scores")
@@ -197,7 +197,7 @@ def _jsonl_ops(path, score_bits, planes, prefetch):
     positions), so each pass record gives one operation per *unique* expert, in ascending order
     of the expert's mean router probability over the pass's tokens (its most important experts
     end most recently used), with that mean as the score: the order and scores of
-    ``sim/elastic_sd.py``. Target and prefill passes look up; draft passes prefetch.
+    ``sim/sd/elastic_sd.py``. Target and prefill passes look up; draft passes prefetch.
     """
     from .routing_trace import read_trace
     header, records = read_trace(path)

@@ -14,9 +14,9 @@ A **plane** is the packed nibble layout memory holds: two 4-bit slices per byte,
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec.image import pack_plane, unpack_plane  # noqa: F401  (the plane format is defined there)
-from ..spec.numerics import DRAFT_SHIFT, OPERAND_BITS, SLICE_BITS  # noqa: F401
+from ...errors import UserError
+from ...spec.image import pack_plane, unpack_plane  # noqa: F401  (the plane format is defined there)
+from ...spec.numerics import DRAFT_SHIFT, OPERAND_BITS, SLICE_BITS  # noqa: F401
 
 H_MIN, H_MAX = -(1 << (SLICE_BITS - 1)), (1 << (SLICE_BITS - 1)) - 1
 L_MIN, L_MAX = 0, (1 << SLICE_BITS) - 1

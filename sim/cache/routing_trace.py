@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 FORMAT = "elmoe3d-routing-trace"
 VERSION = 1
@@ -43,7 +43,7 @@ class TraceWriter:
         self._f.write(json.dumps(header) + "\n")
 
     def write(self, step, kind, result):
-        """Record the routing of one :class:`~.lm.ForwardResult`."""
+        """Record the routing of one :class:`~elmoe3d.sim.lm.model.ForwardResult`."""
         seq, pos = result.seq_of_token.tolist(), result.positions.tolist()
         for layer, r in enumerate(result.routing):
             self._f.write(json.dumps({"step": step, "kind": kind, "layer": layer, "seq": seq, "pos": pos,

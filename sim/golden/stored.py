@@ -14,7 +14,7 @@ once touched, so reading a whole mapped image would grow it by the image's size.
 
 Everything that takes an image (``Machine``, ``write_input``, ``read_output``) takes either a
 numpy uint8 array or a :class:`FileImage`; everything that takes a weight matrix of an integer
-layer (:func:`~elmoe3d.sim.int_moe.projection`, the calibration) a numpy array or a
+layer (:func:`~elmoe3d.sim.golden.int_moe.projection`, the calibration) a numpy array or a
 :class:`StoredMatrix`.
 """
 
@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 
 def _slice(key, size):

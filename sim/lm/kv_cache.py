@@ -8,7 +8,7 @@ doubling, up to the model's ``max_seq``.
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 
 class KVCache:

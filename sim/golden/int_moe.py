@@ -1,6 +1,6 @@
 """Integer MoE layer (SPEC section 7): the one definition the ISS and the RTL core match bit for bit.
 
-Every floating-point quantity of the reference layer (:mod:`.moe_layer`) is folded offline by
+Every floating-point quantity of the reference layer (:mod:`elmoe3d.sim.golden.moe_layer`) is folded offline by
 :func:`fold_layer` into integers: fixed-point multipliers, a SiLU table, a power-of-two table,
 fixed-point gate weights. What runs per token is integer arithmetic only. The formulas below are
 normative for ``firmware/`` (the ISS) and the RTL core; the README section "Integer MoE layer"
@@ -60,14 +60,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..spec.numerics import (BIT_MODES, CHOICES, EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT,  # noqa: F401
+from ...errors import UserError
+from ...spec.numerics import (BIT_MODES, CHOICES, EXP_FRAC, GATE_FRAC, MANT_BITS, MAX_SHIFT,  # noqa: F401
                              OUT_BITS, OUT_HEADROOM_BITS, POW2, POW2_ONE, PROJECTIONS, SILU_ENTRIES,
                              SILU_FRAC, UP_BITS, XE_MAX)
-from ..spec import image as image_format
-from .gemv import draft_gemv, full_gemv, int8_gemv
-from .quant import quantize_activations, quantize_weights
-from .slices import msb_slice
+from ...spec import image as image_format
+from ..numerics.gemv import draft_gemv, full_gemv, int8_gemv
+from ..numerics.quant import quantize_activations, quantize_weights
+from ..numerics.slices import msb_slice
 
 
 
@@ -246,7 +246,7 @@ def calibrate_layer(qweights, calib_x, top_k):
     states): ``{"s_r", "S_g", "S_u", "S_h", "S_o"}`` (floats). Every expert sees every
     calibration token, so the ranges cover tokens the router would not send it too. The experts
     are measured one at a time (only the largest magnitudes are kept), so the weights may be
-    :class:`~.stored.StoredMatrix` handles of a layer that is never in memory whole."""
+    :class:`~elmoe3d.sim.golden.stored.StoredMatrix` handles of a layer that is never in memory whole."""
     calib_x = np.asarray(calib_x, dtype=np.float64)
     if calib_x.ndim != 2 or calib_x.shape[0] == 0:
         raise UserError(f"calibration tokens must be a non-empty (N, d) array, got shape {calib_x.shape}")
@@ -268,7 +268,7 @@ SCALE_KEYS = ("s_r", "S_g", "S_u", "S_h", "S_o")
 
 
 def fold_layer(qweights, scales, top_k):
-    """Fold a quantized layer (:class:`~.moe_layer.QMoEWeights`, float router) with its static
+    """Fold a quantized layer (:class:`~elmoe3d.sim.golden.moe_layer.QMoEWeights`, float router) with its static
     ``scales`` (:func:`calibrate_layer`) into an :class:`IntMoELayer`."""
     try:
         s_r, s_g, s_u, s_h, s_o = (float(scales[k]) for k in SCALE_KEYS)
@@ -333,7 +333,7 @@ def gate_weights(layer, logits, chosen, xm, xe):
 
 def by_row_blocks(gemv, q, x):
     """``gemv(q, x)`` computed on blocks of at most ``spec.image.BLOCK_WEIGHTS`` weights (whole
-    rows of ``q``, a numpy array or a :class:`~.stored.StoredMatrix`) put side by side: the same
+    rows of ``q``, a numpy array or a :class:`~elmoe3d.sim.golden.stored.StoredMatrix`) put side by side: the same
     integers, with temporaries (the GEMV's float64 operand) bounded whatever the matrix's size."""
     n, k = q.shape
     step = max(1, image_format.BLOCK_WEIGHTS // max(k, 1))
@@ -450,15 +450,15 @@ CALIBRATION_TOKENS = 64
 
 
 def random_int_layer(shape, seed, store=None, calib_tokens=CALIBRATION_TOKENS):
-    """The integer layer of a random Gaussian layer of :class:`~.moe_layer.MoEShape` ``shape``
+    """The integer layer of a random Gaussian layer of :class:`~elmoe3d.sim.golden.moe_layer.MoEShape` ``shape``
     (what ``elmoe3d compile --random`` compiles), built a block of rows at a time.
 
     Bit for bit ``fold_layer(qw, calibrate_layer(qw, rng.standard_normal((calib_tokens, d)), k), k)``
     with ``qw = random_moe(shape, rng).quantized()`` and ``rng = np.random.default_rng(seed)``:
     the same draws in the same order (a Gaussian block of rows continues the stream exactly
     where the previous block stopped) and per-output-channel quantization is per row. With
-    ``store`` (a :class:`~.stored.MatrixStore`) the INT8 weights go to its file and the layer
-    holds :class:`~.stored.StoredMatrix` handles: no float or INT8 copy of the whole layer is
+    ``store`` (a :class:`~elmoe3d.sim.golden.stored.MatrixStore`) the INT8 weights go to its file and the layer
+    holds :class:`~elmoe3d.sim.golden.stored.StoredMatrix` handles: no float or INT8 copy of the whole layer is
     ever in memory."""
     from .moe_layer import QExpert, QLinear, QMoEWeights, sample_weights
 

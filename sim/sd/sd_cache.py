@@ -3,7 +3,7 @@
 Keys are ``(layer, expert, plane)`` tuples, ``plane`` is ``"msb"`` here (the HB memory holds the
 MSB planes of the hot experts; SPEC sections 1 and 4). Capacity is counted in planes.
 
-Interface (what :mod:`.elastic_sd` needs of any cache model):
+Interface (what :mod:`elmoe3d.sim.sd.elastic_sd` needs of any cache model):
 
 - ``lookup(key, score=None) -> bool``: a demand access; a hit refreshes the key's recency, a
   miss does not insert (the caller decides whether to :meth:`fill`);
@@ -17,7 +17,7 @@ The capacity is shared by all layers or split evenly per layer (:class:`PerLayer
 shared LRU, a pass that touches more planes than fit evicts them in layer order and every plane
 misses on the next pass (a cyclic scan), while a per-layer split keeps each layer's hot experts.
 
-:func:`make_cache` gives the project's golden cache model (:mod:`.expert_cache`: LRU, LFU and a
+:func:`make_cache` gives the project's golden cache model (:mod:`elmoe3d.sim.cache.expert_cache`: LRU, LFU and a
 router-score-aware policy, fully associative) behind this interface (:class:`GoldenCache`); the
 small :class:`LRUCache` here serves capacities below the golden model's two entries and is the
 cross-check of its LRU order (``tests/test_sd_cache.py``).
@@ -25,9 +25,9 @@ cross-check of its LRU order (``tests/test_sd_cache.py``).
 
 from collections import OrderedDict
 
-from ..config import POLICIES
-from ..errors import UserError
-from .expert_cache import CacheConfig, ExpertCache, Key, Op, Plane
+from ...config import POLICIES
+from ...errors import UserError
+from ..cache.expert_cache import CacheConfig, ExpertCache, Key, Op, Plane
 
 
 class LRUCache:
@@ -75,7 +75,7 @@ class LRUCache:
 
 
 class GoldenCache:
-    """The project's golden expert-cache model (:mod:`.expert_cache`) behind this interface.
+    """The project's golden expert-cache model (:mod:`elmoe3d.sim.cache.expert_cache`) behind this interface.
 
     ``lookup`` is the golden ``LOOKUP`` (a miss allocates and fills at once, so the following
     :meth:`fill` finds the plane resident and does nothing); ``fill(prefetch=True)`` is

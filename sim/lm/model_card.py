@@ -1,7 +1,7 @@
 """Measure the shipped language models on held-out text and write their model card.
 
-    python -m elmoe3d.sim.model_card            # writes sim/data/MODEL_CARD.md and heldout_bits.json
-    python -m elmoe3d.sim.model_card --reuse    # re-render the card from heldout_bits.json
+    python -m elmoe3d.sim.lm.model_card            # writes sim/data/MODEL_CARD.md and heldout_bits.json
+    python -m elmoe3d.sim.lm.model_card --reuse    # re-render the card from heldout_bits.json
 
 Held-out bits per byte over the **whole** held-out text (numpy golden model): the text is cut
 into consecutive windows of 257 bytes that overlap by one byte (``corpus.heldout_tiling``), so
@@ -25,10 +25,10 @@ import numpy as np
 
 from . import corpus
 from .blas_threads import single_threaded
-from .elastic_sd import SDSettings, generate
-from .lm import FLOAT, MAX_BATCH, TARGET, Execution, MoELM
+from ..sd.elastic_sd import SDSettings, generate
+from .model import FLOAT, MAX_BATCH, TARGET, Execution, MoELM
 
-DATA = Path(__file__).resolve().parent / "data"
+from .. import DATA
 BITS_JSON = DATA / "heldout_bits.json"
 LENGTH = 257              # bytes per window: 256 predictions
 BLOCK = 16                # windows per block for the standard error
@@ -187,8 +187,8 @@ def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, spee
     lines = [
         "# Model card: the shipped byte-level MoE language models",
         "",
-        "Written by `python -m elmoe3d.sim.model_card` from the shipped weights; trained by",
-        "`python -m elmoe3d.sim.train_lm` (PyTorch, CPU).",
+        "Written by `python -m elmoe3d.sim.lm.model_card` from the shipped weights; trained by",
+        "`python -m elmoe3d.sim.lm.train` (PyTorch, CPU).",
         "",
         "## Models",
         "",
@@ -203,7 +203,7 @@ def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, spee
         "",
         "Architecture: pre-norm decoder, RMSNorm, RoPE attention (no biases), byte vocabulary (256),",
         "MoE FFN per SPEC section 3 (router softmax, top-k, Mixtral renormalization, SwiGLU experts).",
-        "Weights are stored as float16 (`sim/lm_config.py` documents the file); the float16-rounded",
+        "Weights are stored as float16 (`sim/lm/config.py` documents the file); the float16-rounded",
         "weights, upcast to float64, are the float reference below.",
         "",
         "## Training",
@@ -225,12 +225,12 @@ def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, spee
         "The shipped weights came from (nice -n 10, on 2 CPU cores shared with other jobs):",
         "",
         "```sh",
-        "python -m elmoe3d.sim.train_lm --steps 3000 --export-every 250 --max-minutes 52 -o phase1.npz",
-        "python -m elmoe3d.sim.train_lm --init phase1.npz --steps 480 --warmup 20 --lr 1e-3 \\",
+        "python -m elmoe3d.sim.lm.train --steps 3000 --export-every 250 --max-minutes 52 -o phase1.npz",
+        "python -m elmoe3d.sim.lm.train --init phase1.npz --steps 480 --warmup 20 --lr 1e-3 \\",
         "    --export-every 80 --max-minutes 12.5 -o sim/data/moe_lm.npz",
-        "python -m elmoe3d.sim.train_lm --preset draft --steps 1000 --export-every 250 --max-minutes 9 \\",
+        "python -m elmoe3d.sim.lm.train --preset draft --steps 1000 --export-every 250 --max-minutes 9 \\",
         "    -o sim/data/draft_lm.npz",
-        "python -m elmoe3d.sim.model_card      # this file",
+        "python -m elmoe3d.sim.lm.model_card      # this file",
         "```",
         "",
         "Time budgets make the step counts depend on the machine's load; the seeds fix the data order.",
@@ -246,7 +246,7 @@ def card(target, draft, train, held, train_bytes, held_bytes, rows, shares, spee
         + ("All of them are scored. " if every == 1 else
            f"Scored: every {every}th window, {len(range(0, n_windows, every)):,} windows = "
            f"{len(range(0, n_windows, every)) * (LENGTH - 1):,} predictions spread evenly over the whole text "
-           f"(`python -m elmoe3d.sim.model_card --every 1` scores all, about {every} times longer). ")
+           f"(`python -m elmoe3d.sim.lm.model_card --every 1` scores all, about {every} times longer). ")
         + f"Standard error: of the mean of {BLOCK}-window block means ({len(range(0, n_windows, every)) // BLOCK} "
         "blocks), so that neighbouring windows' correlation counts. Per-window figures: `heldout_bits.json`.",
         "",

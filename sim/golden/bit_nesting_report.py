@@ -9,7 +9,7 @@ tokens:
 - bytes of expert weights a draft pass reads per token versus a full pass (MSB planes only
   versus both planes);
 - the golden model's GEMV throughput (MAC/s) for full and draft passes;
-- for a whole layer, the integer path of SPEC section 7 (:mod:`.int_moe`, static scales
+- for a whole layer, the integer path of SPEC section 7 (:mod:`elmoe3d.sim.golden.int_moe`, static scales
   calibrated on separate Gaussian tokens) in its verify and draft passes, and the share of tokens
   whose integer top-k set equals the float router's.
 """
@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 
-from .gemv import draft_gemv, full_gemv
+from ..numerics.gemv import draft_gemv, full_gemv
 from .int_moe import calibrate_layer, draft_pass, fold_layer, int_moe, quantize_tokens
 from .moe_layer import (MoEWeights, expert_float, expert_int8, moe_float, moe_int8,
                         random_expert, random_moe, relative_rms_error, route)
-from .quant import quantize_activations
-from .slices import draft_weight, msb_slice, truncated_weight
+from ..numerics.quant import quantize_activations
+from ..numerics.slices import draft_weight, msb_slice, truncated_weight
 
 
 def weight_error_stats(q):

@@ -1,10 +1,10 @@
 """Instruction-set simulator: runs command streams (``elmoe3d/spec/isa.py``) on memory images.
 
-Bit-exact with the integer golden layer (:mod:`.int_moe`): the ISS reads every operand from the
+Bit-exact with the integer golden layer (:mod:`elmoe3d.sim.golden.int_moe`): the ISS reads every operand from the
 images (:mod:`elmoe3d.firmware.layout`: tiled planes, multiplier tables, the SiLU table, the
 token block), so a wrong layout, a wrong fill or a wrong decode shows up as a wrong output. The
 arithmetic is the golden model's primitives, vectorized (numpy, no per-MAC Python loops).
-Expert-cache decisions go through the golden cache (:class:`~.expert_cache.ExpertCache`); the
+Expert-cache decisions go through the golden cache (:class:`~elmoe3d.sim.cache.expert_cache.ExpertCache`); the
 HB image is written by every fill, and a hit reads its plane back from HB.
 
 Instructions
@@ -25,14 +25,14 @@ from the LSB plane, which must have been fetched). ``SWIGLU``, ``COMBINE`` and `
 golden formulas; ``STOREY`` writes INT32 little-endian to ``Y_ADDR``. ``HALT`` ends the stream.
 
 Errors (``docs/errors.md``): the ISS stops where the RTL core stops, with the same code. The
-stream is sequenced by :class:`~.dispatch.DispatchModel` (the command processor's golden model:
+stream is sequenced by :class:`~elmoe3d.sim.machine.dispatch.DispatchModel` (the command processor's golden model:
 words decoded as they are reached, loops, ``OPCODE``/``FIELD``/``LOOP``/``KEY``/``REGISTER``),
 and each dispatched command is checked in the executor's order: the registers it needs
 (:data:`NEEDS`, ``REGISTER``), an expert context for body commands (``ORDER`` outside a loop),
 its prerequisites (``ORDER``), shapes (``RANGE``), addresses (``ADDRESS``: past the image given),
-then its data (``INPUT``). Each raises :class:`~.dispatch.MachineError` (a ``UserError``) with
+then its data (``INPUT``). Each raises :class:`~elmoe3d.sim.machine.dispatch.MachineError` (a ``UserError``) with
 ``status`` and ``index``; a stream that ends without ``HALT`` raises
-:class:`~.dispatch.StreamEnd` at the index of the word the core would wait for. ``core``
+:class:`~elmoe3d.sim.machine.dispatch.StreamEnd` at the index of the word the core would wait for. ``core``
 (:class:`CoreLimits`) adds the RTL core's own limits (shapes multiples of its vector width, the
 router's slots).
 
@@ -49,17 +49,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec import image as image_format
-from ..spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block,
+from ...spec import image as image_format
+from ...spec.image import (MULTIPLIER, SCALARS, SILU_BYTES, TOKEN_SCALE, constants_block,
                           plane_sections, row_band_blocks, signed_nibbles, tiled_bytes, token_scale_offset,
                           untile_plane)
-from ..spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update
-from ..spec.timing import CoreTiming
-from .expert_cache import ExpertCache, Key
-from .expert_cache import Op as CacheOp
-from .gemv import correction_gemv, draft_gemv
+from ...spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Plane, Proj, Reg, Status, Update
+from ...spec.timing import CoreTiming
+from ..cache.expert_cache import ExpertCache, Key
+from ..cache.expert_cache import Op as CacheOp
+from ..numerics.gemv import correction_gemv, draft_gemv
 from .dispatch import LOOP_OPS, DispatchModel, MachineError, StreamEnd
-from .int_moe import (GATE_FRAC, MANT_BITS, OUT_BITS, XE_MAX, combine, expert_output, gate_weights, sat,
+from ..golden.int_moe import (GATE_FRAC, MANT_BITS, OUT_BITS, XE_MAX, combine, expert_output, gate_weights, sat,
                       select_experts, swiglu)
 
 # Commands that act on the current expert: only inside a loop body (ORDER otherwise).
@@ -110,7 +110,7 @@ class Machine:
     ----------
     config : AccelConfig
     offchip, hb : the images, modified in place by STOREY and fills: uint8 arrays, or
-        :class:`~.stored.FileImage` (images in files; read a block at a time, so a layer of any
+        :class:`~elmoe3d.sim.golden.stored.FileImage` (images in files; read a block at a time, so a layer of any
         size runs in bounded memory: a FETCH notes where the plane is, a GEMV reads it a block of
         row bands at a time, a fill copies it a block at a time)
     cache : ExpertCache or None (a fresh one of ``config.cache`` by default)
@@ -154,7 +154,7 @@ class Machine:
     # -- the stream ----------------------------------------------------------------------------
     def run(self, words):
         """Execute one stream (a list of words or the binary ``bytes``) up to its ``HALT``;
-        returns :class:`RunStats`. Raises :class:`~.dispatch.MachineError` where the core stops."""
+        returns :class:`RunStats`. Raises :class:`~elmoe3d.sim.machine.dispatch.MachineError` where the core stops."""
         if isinstance(words, (bytes, bytearray)):
             words = self.isa.from_bytes(words)
         self.stats = RunStats()
@@ -487,7 +487,7 @@ class Machine:
 
 
 class _Sequencer(DispatchModel):
-    """The ISS's sequencer: :class:`~.dispatch.DispatchModel` with :class:`Machine` as its
+    """The ISS's sequencer: :class:`~elmoe3d.sim.machine.dispatch.DispatchModel` with :class:`Machine` as its
     executor, counting the cycles of the commands the processor runs itself."""
 
     def __init__(self, machine):

@@ -1,0 +1,1 @@
+"""Golden model of the expert cache (policies, LRU/LFU/score) and the traces that drive it."""

@@ -1,0 +1,1 @@
+"""Golden blocks: the reference and integer MoE layers (the one definition the ISS and the RTL core match bit for bit), their calibration, the HB memory's golden model, and matrices/images kept in files."""
