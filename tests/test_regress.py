@@ -93,3 +93,28 @@ def test_regress_runs_a_registered_hb_entry(tmp_path, capsys):
     assert row.split()[1:4] == ["hb_memory", "channels=2,width=16,burst=4,outstanding=4,latency=6,lines=256,len_bits=8",
                                 "1"]
     assert row.split()[-2] == "PASS" and out[-1] == "1 of 1 passed"
+
+
+def test_regress_runs_the_core_error_bench_and_the_native_bench(tmp_path, capsys, monkeypatch):
+    """The core's entries run its error bench on the same build, and the native entry the HDL-memory
+    bench; with Icarus the native entry is left out (it needs Verilator). The runs themselves are
+    recorded, not made (tests/test_errors.py and test_core_rtl.py make them)."""
+    from elmoe3d.sim.benches import launch, native
+    calls = []
+
+    def fake_top(top, params, build, *, module, **kw):
+        calls.append(("cocotb", top, module))
+        (build / "results.xml").write_text('<testsuites><testsuite name="x"><testcase name="t"/></testsuite></testsuites>')
+
+    def fake_native(params, build, testcase, **kw):
+        calls.append(("native", testcase, params))
+        (build / "results.xml").write_text('<testsuites><testsuite name="x"><testcase name="t"/></testsuite></testsuites>')
+
+    monkeypatch.setattr(launch, "run_top_bench", fake_top)
+    monkeypatch.setattr(native, "run_native", fake_native)
+    assert main(["regress", "--only", "core-small", "-o", str(tmp_path)]) == 0
+    assert ("cocotb", "core", ("elmoe3d.sim.benches.tb_core", "elmoe3d.sim.benches.tb_core_errors")) in calls
+    assert ("native", "native_matches_iss", {"preset": "small"}) in calls
+    assert "core-small-native" in capsys.readouterr().out
+    assert main(["regress", "--list", "--simulator", "icarus", "--only", "core-small"]) == 0
+    assert "core-small-native" not in capsys.readouterr().out

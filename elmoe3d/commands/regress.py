@@ -1,7 +1,10 @@
 """``elmoe3d regress``: the cocotb regression of every registered bench, outside pytest, with a summary.
 
 The entries are data: ``REGRESSION`` in ``sim/benches/launch.py`` (a top, its parameters, seeds,
-whether ``--quick`` keeps it); the benches are ``BENCHES`` there. ``--list`` shows the entries,
+whether ``--quick`` keeps it); the benches are ``BENCHES`` there. A top's ``EXTRA_BENCHES`` (the
+core's error bench) run on the same build as its bench; a ``native`` entry runs the top's
+``NATIVE_BENCHES`` bench (the core with memory models in HDL, Verilator only: left out with
+``--simulator icarus``). ``--list`` shows the entries,
 a run ends with a pass/fail table (entry, top, params, seeds, tests, result, seconds) and exits 1
 when any entry fails.
 """
@@ -57,7 +60,7 @@ def _selected(args):
         given = given_params(args)
         name = "-".join([top.name] + [f"{k}{given[k]}" for k in sorted(given)])
         return [Entry(name, top.name, {k: params[k] for k in given}, quick=True)]
-    entries = [e for e in REGRESSION if e.quick or not args.quick]
+    entries = [e for e in REGRESSION if (e.quick or not args.quick) and not (e.native and args.simulator != "verilator")]
     if args.only:
         entries = [e for e in entries if any(t in e.name for t in args.only)]
         if not entries:
@@ -125,7 +128,8 @@ def run(args):
     from ..paths import output_dir
     out = output_dir(args.out)
     from cocotb_tools.check_results import get_results
-    from ..sim.benches.launch import run_top_bench
+    from ..sim.benches.launch import run_top_bench, top_modules
+    from ..sim.benches.native import run_native
     rows = []
     for e in entries:
         build = out / f"{e.name}-{args.simulator}"
@@ -140,8 +144,11 @@ def run(args):
             xml.unlink()                 # a result of an earlier run must not stand for this one
         try:
             with _output_to(log):
-                run_top_bench(e.top, e.params, build, seeds=seeds,
-                              quick=args.quick, simulator=args.simulator, waves=args.waves)
+                if e.native:
+                    run_native(e.params, build, "native_matches_iss", seeds=seeds, quick=args.quick)
+                else:            # the top's bench and its extra ones (the core's error bench) on one build
+                    run_top_bench(e.top, e.params, build, seeds=seeds, module=top_modules(e.top),
+                                  quick=args.quick, simulator=args.simulator, waves=args.waves)
         except UserError:
             raise
         except (AssertionError, SystemExit, RuntimeError) as exc:

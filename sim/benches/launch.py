@@ -24,6 +24,7 @@ class Entry:
     params: dict = field(default_factory=dict)
     quick: bool = False       # part of the quick subset
     seeds: tuple = (1, 2, 3)
+    native: bool = False      # the top's NATIVE_BENCHES bench (HDL memory models; Verilator only)
 
 
 # The regression ``elmoe3d regress`` runs (the pytest launchers cover the same ground).
@@ -66,15 +67,19 @@ REGRESSION = [
     Entry("exec_gemv-tiny", "exec_gemv", dict(preset="tiny"), quick=True, seeds=(1,)),
     Entry("exec_gemv-tiny-lanes3", "exec_gemv", dict(preset="tiny", lanes=3), seeds=(2,)),
     Entry("exec_context-tiny", "exec_context", dict(preset="tiny", max_k=4), quick=True, seeds=(1, 2)),
+    Entry("exec_vector-tiny", "exec_vector", dict(preset="tiny"), quick=True, seeds=(1, 2)),
+    Entry("exec_vector-small", "exec_vector", dict(preset="small"), seeds=(1,)),
     Entry("core-tiny", "core", dict(preset="tiny", max_k=4), quick=True, seeds=(1,)),
     Entry("core-small-lanes2", "core", dict(preset="small", lanes=2), seeds=(1,)),
     Entry("core-small", "core", dict(preset="small"), seeds=(1,)),
+    Entry("core-small-native", "core", dict(preset="small"), seeds=(1,), native=True),
 ]
 
 BENCHES = {
     "core": "elmoe3d.sim.benches.tb_core",
     "exec_gemv": "elmoe3d.sim.benches.tb_exec_gemv",
     "exec_context": "elmoe3d.sim.benches.tb_exec_context",
+    "exec_vector": "elmoe3d.sim.benches.tb_exec_vector",
     "pe": "elmoe3d.sim.benches.tb_pe",
     "pe_array": "elmoe3d.sim.benches.tb_pe_array",
     "mac_array_baseline": "elmoe3d.sim.benches.tb_pe_array",
@@ -102,6 +107,11 @@ EXTRA_BENCHES = {"core": ("elmoe3d.sim.benches.tb_core_errors",)}
 NATIVE_BENCHES = {"core": "elmoe3d.sim.benches.tb_core_native"}
 
 
+def top_modules(top_name):
+    """Every cocotb module that runs on one build of ``top_name``: its bench, then its extra ones."""
+    return (BENCHES[top_name], *EXTRA_BENCHES.get(top_name, ()))
+
+
 def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, simulator="verilator",
                   waves=False, testcase=None, quick_build=False, module=None, **extra):
     """Build ``top_name`` with ``params`` (defaults filled in) and run its bench in ``build_dir``.
@@ -116,7 +126,7 @@ def run_top_bench(top_name, params, build_dir, *, seeds=(1, 2, 3), quick=False, 
     if top_name not in BENCHES:
         raise UserError(f"top {top_name!r} has no cocotb bench; benches exist for {', '.join(sorted(BENCHES))}")
     mods = (module,) if isinstance(module, str) else tuple(module or (BENCHES[top_name],))
-    unknown = [m for m in mods if m not in (BENCHES[top_name], *EXTRA_BENCHES.get(top_name, ()))]
+    unknown = [m for m in mods if m not in top_modules(top_name)]
     if unknown or not mods:
         raise UserError(f"top {top_name!r} has no bench {unknown[0] if unknown else module!r}")
     params = top.resolve(params)
