@@ -301,3 +301,20 @@ def test_compile_refuses_a_layer_the_disk_cannot_hold(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "compile --random 4096,8,2,14336,0 needs about" in err
     assert "of disk in" in err and "2.0 GiB free there" in err and not out.exists()
+
+
+def test_compile_removes_the_scratch_of_a_killed_compile(tmp_path, capsys):
+    """A compile stopped by SIGKILL leaves its scratch folder (a random layer's weights); the next
+    compile into the same folder removes it, and keeps one whose process still runs."""
+    out = tmp_path / "c"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = out / f".compile-scratch-{dead}-abc"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "weights.int8").write_bytes(b"\0" * 1000)
+    live = out / f".compile-scratch-{os.getpid()}-xyz"
+    live.mkdir()
+    assert main(["compile", "--config", "tiny", "--random", "16,4,2,32,0", "-o", str(out)]) == 0
+    assert not stale.exists() and live.exists()
+    assert f"removed {stale.name}" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """``elmoe3d compile``: command streams, listings and memory images of one MoE layer pass."""
 
 import json
+import os
 import sys
 import time
 
@@ -100,6 +101,27 @@ def _layer_shape(layer):
     return layer.n_experts, len(layer.shared), layer.d_model, layer.d_ffn, layer.top_k
 
 
+SCRATCH = ".compile-scratch-"      # + the compiling process's id + "-" + a random suffix
+
+
+def _remove_stale_scratch(out):
+    """Delete scratch folders that a compile killed before it could clean up (SIGKILL, power loss)
+    left in ``out``: those whose process no longer runs. A random layer's weights there can take
+    gigabytes (5.9 GiB for a Mixtral layer)."""
+    import shutil
+    for d in out.glob(SCRATCH + "*"):
+        pid = d.name[len(SCRATCH):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            print(f"elmoe3d compile: removed {d.name}, the scratch of an earlier compile that was stopped", file=sys.stderr)
+        except PermissionError:            # another user's live process
+            pass
+
+
 def run(args):
     import numpy as np
 
@@ -159,7 +181,8 @@ def run(args):
     # what is in memory at any time is a block of them (docs/scale.md, "Compiler and ISS memory").
     # BLAS on one thread: the GEMVs are a few tokens wide, and OpenBLAS's spinning threads only
     # cost time on a shared machine (sim/lm/blas_threads.py).
-    with tempfile.TemporaryDirectory(prefix=".compile-scratch-", dir=out) as scratch, single_threaded():
+    _remove_stale_scratch(out)
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-", dir=out) as scratch, single_threaded():
         store = MatrixStore(Path(scratch) / "weights.int8") if model is None else None
         try:
             layers = model.int_layers if model is not None else \
