@@ -215,6 +215,8 @@ def test_probe_files_are_removed(tmp_path):
     (["sd", "--quick", "--prompt-len", "1000000000", "-o", "P"], "held-out text has"),
     (["sd", "--quick", "--gamma", "1000000000", "-o", "P"], "gamma must be an integer in 1 .. 16"),
     (["sd", "--quick", "--capacity", "1000000000", "-o", "P"], "--capacity 1000000000: the golden expert cache holds at most 4096"),
+    (["sd", "--quick", "--engine", "iss", "--lanes", "1000000000", "-o", "P"], "lanes must be in [1, 16]"),
+    (["sd", "--quick", "--lanes", "2", "-o", "P"], "--lanes sets the accelerator of --engine iss|rtl"),
     (["bench-cache", "--no-rtl", "--no-synth", "--plane-kib", "1000000000", "-o", "P"], "a plane must fit the HB address space"),
 ])
 def test_sizes_are_refused_up_front_with_the_limit(capsys, tmp_path, argv, cause):

@@ -94,6 +94,21 @@ def test_live_elastic_sd_on_the_rtl_core_emits_the_golden_bytes(tmp_path):
 
 
 @pytest.mark.slow
+def test_sd_command_on_the_rtl_core(tmp_path):
+    """``elmoe3d sd --engine rtl`` end to end on a 2-lane small core: it checks the bytes against the
+    integer golden model itself (a difference exits 2) and writes its table with the RTL's cycles."""
+    r = subprocess.run([sys.executable, "-m", "elmoe3d", "sd", "--engine", "rtl", "--preset", "small", "--lanes", "2",
+                        "--batch", "2", "--k-d", "1", "--bits", "draft", "--dense-bits", "full", "--choice", "topk",
+                        "--gamma", "1", "--new", "2", "--prompt-len", "3", "--no-baselines", "-o", str(tmp_path / "sd")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bytes equal the golden integer model's" in r.stdout + r.stderr
+    assert "with 2 lanes" in r.stderr
+    rows = json.loads((tmp_path / "sd" / "sd.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["rtl_equals_golden"] and rows[0]["rtl_cycles"] > 0
+
+
+@pytest.mark.slow
 def test_live_elastic_sd_on_the_quick_prompts(tmp_path):
     """The held-out prompts of ``sd --quick`` (batch 4, 64 bytes, 16 new) on the 16-lane
     ``small`` core: greedy (top-k and cached draft experts) and speculative sampling."""

@@ -52,6 +52,9 @@ def add_arguments(p):
     from ..config import PRESETS as _PRESETS
     p.add_argument("--preset", choices=list(_PRESETS), default="small",
                    help="accelerator of --engine iss|rtl (default small)")
+    p.add_argument("--lanes", type=nonnegative_int, default=0,
+                   help="PE-array lanes of that accelerator (1 .. its buffers.tokens; default 0 keeps the preset's; "
+                        "fewer lanes simulate faster with --engine rtl)")
     p.add_argument("-o", "--out", default="results/sd", metavar="DIR", help="output folder (default %(default)s)")
 
 
@@ -121,6 +124,8 @@ def run(args):
     if args.prompt_len + args.new > target.cfg.max_seq:      # the rule of elastic_sd's prompt check
         raise UserError(f"--prompt-len {args.prompt_len} + --new {args.new} = {args.prompt_len + args.new} positions: "
                         f"the model holds at most max_seq = {target.cfg.max_seq}")
+    if args.lanes and args.engine not in ("iss", "rtl"):
+        raise UserError("--lanes sets the accelerator of --engine iss|rtl; give one of them")
     if args.engine in ("iss", "rtl"):
         _check_engine(args, target)            # the accelerator can hold the model: before any work
     args.out = output_dir(args.out)            # created (nested too) and checked before any work
@@ -135,8 +140,8 @@ def run(args):
         rows = _run_rtl(args, target, model_path, jobs, prompts)
     if args.engine == "iss":
         from ..firmware.engine import IssEngine
-        from ..config import preset
-        target.moe_engine = IssEngine(target, preset(args.preset))
+        from ..hw.core import core_config
+        target.moe_engine = IssEngine(target, core_config(args.preset, args.lanes))
     for b, s in tqdm(jobs if args.engine != "rtl" else [], desc="elmoe3d sd", unit="run", file=sys.stderr):
         trace = args.out / "traces" / f"{s.label().replace(' ', '_').replace('/', '-')}_b{b}.jsonl" if args.traces else None
         r = generate(target, prompts[:b], args.new, s, draft_model=draft, seed=args.seed, trace_path=trace)
@@ -160,8 +165,8 @@ def _check_engine(args, target):
     """One line (UserError) when ``--preset``'s accelerator cannot run the model's layers:
     the compiler's checks; for ``rtl`` also the core's, the bench's memories and the estimated
     Verilator build (``hw/sim_budget.py``, where this checkout has it)."""
-    from ..config import preset
-    cfg = preset(args.preset)
+    from ..hw.core import core_config
+    cfg = core_config(args.preset, args.lanes)         # refuses lanes outside 1 .. buffers.tokens
     if args.engine == "iss":
         from ..firmware.compiler import compile_model
         compile_model(cfg, target.int_layers)
@@ -187,9 +192,10 @@ def _run_rtl(args, target, model_path, jobs, prompts):
         # the separate draft model is another model: only the target's layers run on the core
         print("elmoe3d sd: --engine rtl leaves out the separate-draft baseline", file=sys.stderr)
         jobs = [(b, s) for b, s in jobs if s.method != "separate"]
-    print(f"elmoe3d sd: --engine rtl: {len(jobs)} runs on a Verilated {args.preset} core (building it first "
+    print(f"elmoe3d sd: --engine rtl: {len(jobs)} runs on a Verilated {args.preset} core"
+          f"{f' with {args.lanes} lanes' if args.lanes else ''} (building it first "
           f"unless built before; one line per layer pass follows)", file=sys.stderr, flush=True)
-    results, summary = run_sd_on_rtl(model_path, {"preset": args.preset}, jobs, prompts, args.new,
+    results, summary = run_sd_on_rtl(model_path, {"preset": args.preset, "lanes": args.lanes}, jobs, prompts, args.new,
                                      args.out / "rtl", seed=args.seed)
     rows = []
     for (b, s), res in zip(jobs, results):
