@@ -89,6 +89,10 @@ class Macro:
         """The macro cell's ``area`` from its Liberty file (um^2)."""
         return _lib_figures(self)["area"]
 
+    def pin_cap_ff(self):
+        """The largest input pin capacitance of the macro's Liberty file but the clock's (fF)."""
+        return _lib_figures(self)["pin_cap_ff"]
+
     def min_period_ns(self):
         """The clock pin's ``min_period`` (ns), or None when the Liberty file gives none."""
         return _lib_figures(self)["min_period"]
@@ -121,8 +125,15 @@ def _lib_figures(macro):
                                text, flags=re.S)
         if area is None:
             raise UserError(f"SRAM macro Liberty file {macro.lib_gz} gives no area")
+        unit = re.search(r"capacitive_load_unit\s*\(\s*([0-9.eE+-]+)\s*,\s*\"?(\w+)", text)
+        scale = float(unit.group(1)) * {"ff": 1.0, "pf": 1000.0}.get(unit.group(2).lower(), 1.0) if unit else 1.0
+        # input pins' capacitance; the clock pin's (fakeram45: 25 fF against 5 fF) left out
+        groups = re.findall(r"\b(?:pin|bus)\s*\(\s*\"?([\w\[\]:]+)\"?\s*\)\s*\{([^{}]*)", text)
+        caps = [float(c.group(1)) for name, body in groups if "clk" not in name.lower()
+                for c in [re.search(r"(?<![_\w])capacitance\s*:\s*([0-9.eE+-]+)", body)] if c]
         _FIGURES[macro.name] = {"area": float(area.group(1)),
-                                "min_period": float(period.group(1)) if period else None}
+                                "min_period": float(period.group(1)) if period else None,
+                                "pin_cap_ff": max(caps) * scale if caps else None}
     return _FIGURES[macro.name]
 
 
@@ -217,7 +228,12 @@ def memlib_text(macros):
                     '    port srsw "A" {', "        clock posedge;", "        clken;", "        rdwr undefined;",
                     "        wrbe_separate;", "    }", "}"]
             out += [f"ram block {m.cell}_DP {{", *head[:3], f"    cost {cost + 1};", "    init zero;",
-                    '    port sw "W" {', '        clock posedge "C";', "        wrbe_separate;", "    }",
+                    # read in the first half cycle, write in the second: a read of the address
+                    # being written gives the old word (what a lib.memory read port, not
+                    # transparent, asks for); undeclared, memory_libmap emulated it with a
+                    # register and a multiplexer per data bit and the write delayed a cycle
+                    '    port sw "W" {', '        clock posedge "C";', "        wrbe_separate;", '        wrtrans "R" old;',
+                    "    }",
                     '    port sr "R" {', '        clock posedge "C";', "        clken;", "    }", "}"]
     return "\n".join(out) + "\n"
 
@@ -235,6 +251,28 @@ def _uniform_mask(port, be):
             f"  wire {port}_WE = {port}_SAME ? ({port}_WR_EN & {port}_WR_BE[0]) : {port}_WR_EN;"]
 
 
+def _pin_buffers(pins):
+    """Verilog lines driving each macro input pin ``P_<pin>`` through its own kept buffer.
+
+    ABC sizes and buffers only inside its network: a macro pin is one of its outputs, of the
+    load ``-constr`` gives every output. Without these buffers all the pins one net drives (an
+    address bit into every macro of a wide memory) are one output to ABC, their load unseen (a
+    ``MUX2_X1`` drove 64 address pins, 0.95 ns; a mask net 256 pins, 7.6 ns); with them each pin
+    is an output of its own, so ABC sees the net's fan-out and buffers it. The buffers are
+    Yosys' ``$_BUF_`` (kept until ABC, which absorbs them into its network; where an output is
+    a module input as it is, ABC maps it as a library buffer). The write-data pins are left
+    direct: each data bit goes to one macro but in a table copied per read port."""
+    out = []
+    for pin, width, expr in pins:
+        out += [f"  (* keep *) wire [{width - 1}:0] P_{pin};",
+                f"  wire [{width - 1}:0] S_{pin} = {expr};",
+                f"  genvar G_{pin};",
+                f"  generate for (G_{pin} = 0; G_{pin} < {width}; G_{pin} = G_{pin} + 1) begin : B_{pin}",
+                f"    (* keep *) \\$_BUF_ b (.A(S_{pin}[G_{pin}]), .Y(P_{pin}[G_{pin}]));",
+                "  end endgenerate"]
+    return out
+
+
 def techmap_text(macros):
     """Wrapper modules replacing each ``memory_libmap`` cell with an instance of its macro."""
     out = ["// SRAM macro wrappers for techmap, written by elmoe3d.synth.macros"]
@@ -249,9 +287,12 @@ def techmap_text(macros):
                     f"  input [{w - 1}:0] PORT_A_WR_DATA;",
                     f"  output [{w - 1}:0] PORT_A_RD_DATA, PORT_B_RD_DATA;",
                     *_uniform_mask("PORT_A", be),
-                    f"  {m.name} _TECHMAP_REPLACE_ (.clk0(PORT_A_CLK), .csb0(~PORT_A_CLK_EN), .web0(~PORT_A_WE), "
-                    ".wmask0(PORT_A_MASK), .addr0(PORT_A_ADDR), .din0(PORT_A_WR_DATA), .dout0(PORT_A_RD_DATA), "
-                    ".clk1(PORT_B_CLK), .csb1(~PORT_B_CLK_EN), .addr1(PORT_B_ADDR), .dout1(PORT_B_RD_DATA));",
+                    *_pin_buffers([("csb0", 1, "~PORT_A_CLK_EN"), ("web0", 1, "~PORT_A_WE"), ("wmask0", be, "PORT_A_MASK"),
+                                   ("addr0", a, "PORT_A_ADDR"),
+                                   ("csb1", 1, "~PORT_B_CLK_EN"), ("addr1", a, "PORT_B_ADDR")]),
+                    f"  {m.name} _TECHMAP_REPLACE_ (.clk0(PORT_A_CLK), .csb0(P_csb0), .web0(P_web0), "
+                    ".wmask0(P_wmask0), .addr0(P_addr0), .din0(PORT_A_WR_DATA), .dout0(PORT_A_RD_DATA), "
+                    ".clk1(PORT_B_CLK), .csb1(P_csb1), .addr1(P_addr1), .dout1(PORT_B_RD_DATA));",
                     "endmodule"]
             continue
         out += [f"module \\{m.cell} (PORT_A_CLK, PORT_A_CLK_EN, PORT_A_ADDR, PORT_A_WR_EN, PORT_A_WR_BE, "
@@ -262,8 +303,10 @@ def techmap_text(macros):
                 f"  input [{w - 1}:0] PORT_A_WR_DATA;",
                 f"  output [{w - 1}:0] PORT_A_RD_DATA;",
                 *_uniform_mask("PORT_A", be),
-                f"  {m.name} _TECHMAP_REPLACE_ (.clk(PORT_A_CLK), .ce_in(PORT_A_CLK_EN), .we_in(PORT_A_WE), "
-                ".addr_in(PORT_A_ADDR), .wd_in(PORT_A_WR_DATA), .w_mask_in(PORT_A_MASK), .rd_out(PORT_A_RD_DATA));",
+                *_pin_buffers([("ce_in", 1, "PORT_A_CLK_EN"), ("we_in", 1, "PORT_A_WE"), ("addr_in", a, "PORT_A_ADDR"),
+                               ("w_mask_in", be, "PORT_A_MASK")]),
+                f"  {m.name} _TECHMAP_REPLACE_ (.clk(PORT_A_CLK), .ce_in(P_ce_in), .we_in(P_we_in), "
+                ".addr_in(P_addr_in), .wd_in(PORT_A_WR_DATA), .w_mask_in(P_w_mask_in), .rd_out(PORT_A_RD_DATA));",
                 "endmodule",
                 f"module \\{m.cell}_DP (CLK_C, PORT_W_CLK, PORT_W_ADDR, PORT_W_WR_EN, PORT_W_WR_BE, PORT_W_WR_DATA, "
                 "PORT_R_CLK, PORT_R_CLK_EN, PORT_R_ADDR, PORT_R_RD_DATA);",
@@ -274,9 +317,11 @@ def techmap_text(macros):
                 f"  output [{w - 1}:0] PORT_R_RD_DATA;",
                 *_uniform_mask("PORT_W", be),
                 "  // double pumped (see elmoe3d.synth.macros.DUAL_PORT_RULE): one access per cycle modelled",
-                f"  {m.name} _TECHMAP_REPLACE_ (.clk(CLK_C), .ce_in(PORT_W_WR_EN | PORT_R_CLK_EN), "
-                ".we_in(PORT_W_WE), .addr_in(PORT_W_WR_EN ? PORT_W_ADDR : PORT_R_ADDR), "
-                ".wd_in(PORT_W_WR_DATA), .w_mask_in(PORT_W_MASK), .rd_out(PORT_R_RD_DATA));",
+                *_pin_buffers([("ce_in", 1, "PORT_W_WR_EN | PORT_R_CLK_EN"), ("we_in", 1, "PORT_W_WE"),
+                               ("addr_in", a, "PORT_W_WR_EN ? PORT_W_ADDR : PORT_R_ADDR"),
+                               ("w_mask_in", be, "PORT_W_MASK")]),
+                f"  {m.name} _TECHMAP_REPLACE_ (.clk(CLK_C), .ce_in(P_ce_in), .we_in(P_we_in), .addr_in(P_addr_in), "
+                ".wd_in(PORT_W_WR_DATA), .w_mask_in(P_w_mask_in), .rd_out(PORT_R_RD_DATA));",
                 "endmodule"]
     return "\n".join(out) + "\n"
 
@@ -290,6 +335,13 @@ class MacroFiles:
     techmap: Path
     liberty: list          # decompressed .lib files
     verilog: list          # behavioural models, read as black boxes
+
+    def pin_load_ff(self):
+        """The load ABC gives each output of a module with macros: the largest macro input pin's
+        capacitance (fF), so that a net into N macro pins (N outputs of ABC's network, see
+        :func:`_pin_buffers`) weighs N pins."""
+        caps = [m.pin_cap_ff() for m in self.macros if m.pin_cap_ff()]
+        return max(caps) if caps else None
 
     def areas(self):
         """``{macro cell name: area um^2}``."""

@@ -172,10 +172,16 @@ def yosys_script(verilog_files, top, *, liberty=None, clock_ns=5.0, dont_use=Non
     # Enable flip-flops as a flip-flop and a multiplexer: ABC then sees the enable net's whole
     # fan-out and buffers it (an enable into the library's enable flip-flops sits outside ABC's
     # view: in sky130 hd one o21ai_0 drove 596 of them, a 43 ns net and an 18.5 MHz core).
-    lines += ["dffunmap -ce-only",
-              f"dfflibmap -liberty {lib}{du}",
-              f"abc -liberty {lib} -D {period_ps}"
-              + (f' -constr {_q(constr)} -script "{ABC_LIBERTY_SCRIPT}"' if constr else f' -script "{ABC_SCRIPT}"')
+    lines += ["dffunmap -ce-only", f"dfflibmap -liberty {lib}{du}"]
+    abc = f"abc -liberty {lib} -D {period_ps}"
+    macro_constr = (macros or {}).get("constr")
+    if constr and macro_constr and macros.get("cells"):
+        # modules holding macros first, each output loaded as one macro input pin (the wrappers
+        # give every macro pin an output of its own: synth/macros._pin_buffers), then the rest
+        cells = [f"t:{_q(c)}" for c in macros["cells"]]
+        sel = " ".join(cells[:1] + [f"{c} %u" for c in cells[1:]]) + " %m"
+        lines.append(f'{abc} -constr {_q(macro_constr)} -script "{ABC_LIBERTY_SCRIPT}"{du} {sel}')
+    lines += [abc + (f' -constr {_q(constr)} -script "{ABC_LIBERTY_SCRIPT}"' if constr else f' -script "{ABC_SCRIPT}"')
               + du,
               "opt_clean",
               f"tee -o stat.txt stat -liberty {stat_libs}",
@@ -432,7 +438,12 @@ def synthesize_verilog(verilog_files, top, out_dir, *, liberty=None, clock_ns=5.
     if macros is not None:
         rel = {"liberty": [os.path.relpath(v, out_dir) for v in macros.liberty],
                "memlib": os.path.relpath(macros.memlib, out_dir),
-               "techmap": os.path.relpath(macros.techmap, out_dir)}
+               "techmap": os.path.relpath(macros.techmap, out_dir),
+               "cells": [m.name for m in macros.macros]}
+        load = macros.pin_load_ff()
+        if constr and load:
+            rel["constr"] = "abc_macros.constr"
+            (out_dir / rel["constr"]).write_text(f"set_driving_cell {driver}\nset_load {load:g}\n")
     script = yosys_script([os.path.relpath(v, out_dir) for v in files], top,
                           liberty=None if liberty is None else os.path.relpath(liberty, out_dir),
                           clock_ns=clock_ns, dont_use=dont_use, flatten=flatten, constr=constr, macros=rel)

@@ -136,6 +136,43 @@ def test_fifo_memory_on_macros(tmp_path, key):
                    if line.startswith("read_liberty"))
 
 
+def _macro_pin_fanout(netlist, macro_re=r"fakeram45_\w+"):
+    """{net: macro control pins it drives} (address, enables, mask) in a flat Yosys netlist."""
+    fanout = {}
+    for body in re.findall(rf"^\s*{macro_re} \S+\s*\((.*?)\);", netlist, flags=re.S | re.M):
+        for conn in re.findall(r"\.(?:addr_in|ce_in|we_in|w_mask_in)\((.*?)\)", body, flags=re.S):
+            for net in re.split(r"\s*,\s*", conn.strip().strip("{}").strip()):
+                if re.fullmatch(r"\d+'[dhb]\w+", net):
+                    continue                                  # a constant
+                m = re.fullmatch(r"(\S+)\[(\d+):(\d+)\]", net)
+                bits = [f"{m.group(1)}[{i}]" for i in range(int(m.group(3)), int(m.group(2)) + 1)] if m else [net]
+                for b in bits:
+                    fanout[b] = fanout.get(b, 0) + 1
+    return fanout
+
+
+def test_wide_fifo_on_macros_needs_no_per_bit_logic_and_buffers_macro_pins(tmp_path):
+    """A 1 024-bit FIFO on 32 double-pumped fakeram45 macros: (1) the library declares that a
+    read of the word being written gives the old word (read in the first half cycle), so
+    memory_libmap adds no register and multiplexer per data bit to emulate it (it did: 2 048
+    flip-flops on a 1 024-bit FIFO); (2) every macro control pin is an output of ABC's network
+    of its own, so no net drives all 32 macros' address pins unbuffered (a MUX2_X1 drove 64)."""
+    if not _have("nangate45"):
+        pytest.skip("needs ../shared/pdk (nangate45 Liberty and SRAM macros)")
+    from elmoe3d.synth import flow, sta_flow
+    assert 'wrtrans "R" old;' in macros.memlib_text(MACRO_SETS["nangate45"])
+    rep = flow.synthesize("stream_fifo", {"width": 1024, "depth": 8}, tmp_path, liberty="nangate45",
+                          clock_ns=2.0, log=None)
+    assert rep["area"]["total"]["macros"] == {"fakeram45_64x32": 32}
+    flops = sum(n for c, n in rep["area"]["cells_by_type"].items() if c.startswith(("DFF", "SDFF")))
+    assert flops < 32                      # pointers and levels only, nothing per data bit
+    fanout = _macro_pin_fanout((tmp_path / "netlist.v").read_text())
+    assert fanout and max(fanout.values()) <= 8, sorted(fanout.values())[-5:]
+    assert "set_load 5" in (tmp_path / "abc_macros.constr").read_text()      # fakeram45 pins: 5 fF
+    if sta_flow.sta_binary():
+        assert rep["timing"]["met"], rep["timing"]
+
+
 def test_fifo_memory_as_flip_flops(tmp_path):
     """--no-macros: no macro cell, the memory's bits in flip-flops (far more sequential area than
     the macro version's), and the report says so."""
