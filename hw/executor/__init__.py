@@ -1,7 +1,9 @@
 """The core's executor, as units (see ``docs/core.md``).
 
-- :mod:`.control`: :class:`Executor`, the command sequencers (loads, route, fetch, vector steps,
-  store; still one state machine); it joins the units below with ``wiring.connect``.
+- :mod:`.control`: :class:`Executor`, the dispatcher and the sequencers not yet units (LOADX,
+  LOADP, ROUTE, FETCH, LOADM, GEMV); it joins the units below with ``wiring.connect``.
+- :mod:`.vector`: :class:`VectorSteps`, SWIGLU, COMBINE and STOREY through the requantizers, the
+  SwiGLU and combine blocks (job stream in, done stream out with the Status).
 - :mod:`.context`: :class:`ExpertContext`, the routing table and the expert's token list and gate
   weights (``route`` and ``build`` streams in, ``built`` out).
 - :mod:`.gemv`: :class:`GemvEngine`, one GEMV job (job stream in, done stream out) on the PE array.
@@ -9,8 +11,10 @@
   written, fetched ahead of LOADM) and :class:`PortShare` (two clients on one off-chip read port).
 - :mod:`.buffers`: :class:`Dims` (every size the units share) and :class:`Buffers` (the token
   buffers, one port per client).
-- :mod:`.ports`: the units' protocols (buffer ports, the GEMV job).
-- :mod:`.harness`: bench tops of the units (``exec_gemv``, ``exec_context``), registered for ``generate`` and ``regress``.
+- :mod:`.ports`: the units' protocols (buffer ports, the GEMV job, the vector-step job, the
+  multiplier table's read port).
+- :mod:`.harness`: bench tops of the units (``exec_gemv``, ``exec_context``, ``exec_vector``),
+  registered for ``generate`` and ``regress``.
 """
 
 from .buffers import Buffers, Dims
@@ -19,6 +23,7 @@ from .control import BLOCK_PORTS, Executor, check_core_config, probe_resp_layout
 from .gemv import GemvEngine
 from .loads import MultLoads, PortShare
 from .harness import GENERATE_TOPS
+from .vector import VectorSteps
 
 __all__ = ["BLOCK_PORTS", "Buffers", "Dims", "Executor", "ExpertContext", "GENERATE_TOPS", "GemvEngine",
-           "MultLoads", "PortShare", "check_core_config", "probe_resp_layout"]
+           "MultLoads", "PortShare", "VectorSteps", "check_core_config", "probe_resp_layout"]

@@ -46,7 +46,7 @@ Commands (what the executor does; the ISS is the definition of the result)
   ``o``. ``STOREY``: ``o`` saturated through the combine block (``w = 0``, ``last``) to off-chip.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,12 +60,12 @@ from ..expert_cache import OpCode as CacheOp
 from ..layouts import ArrayOf, Mode
 from ..mux import pick, select
 from ..protocols import WritePort
-from ..vector_common import COMBINE_ACC, OutBits
 from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine, arm_signature, hb_port, off_port
 from .loads import MultLoads, PortShare, mult_words as loads_mult_words
-from .ports import Dest, record_layout, request_register
+from .ports import Dest, VecOp, record_layout, request_register
+from .vector import VectorSteps
 
 
 
@@ -115,6 +115,7 @@ class Executor(wiring.Component):
         self.n_experts, self.max_k = d.n_experts, d.slots
         self.d_words, self.f_words, self.e_words = d.d_words, d.f_words, d.e_words
         self.pe_sig = blocks["pe"].signature
+        self.vec_sigs = (blocks["rq_g"].signature, blocks["swiglu"].signature, blocks["combine"].signature)
         ports = {BLOCK_PORTS[name]: Out(blk.signature.flip()) for name, blk in blocks.items()}
         off = cfg.offchip
         self.off_port, self.hb_port = off_port(cfg), hb_port(cfg)
@@ -138,8 +139,6 @@ class Executor(wiring.Component):
 
     # ------------------------------------------------------------------------------------------
     def elaborate(self, platform):
-        from ..width_adapter import WidthAdapter
-
         cfg, W, T, LANES = self.config, self.W, self.T, self.lanes
         m = Module()
         r = self.regs
@@ -147,14 +146,10 @@ class Executor(wiring.Component):
         R_OFF = L // W                                   # off-chip lines per image line
         hb_bits = cfg.hb.channels * cfg.hb.width
         R_HB = L // (hb_bits // 8)                       # HB lines per image line
-        BEAT = 4 * W * W
         LOG_W = _log2(W)
         isa = self.isa
         sb = cfg.cache.score_bits
         vw = field_widths(cfg)["value"]
-        G_MAX = -(-T // LANES)
-
-        cw = COMBINE_ACC.width                 # bits of one output sum in the o buffer
 
         def field(name, op):
             spec = {s.name: s for s in isa.fields[op]}[name]
@@ -163,8 +158,8 @@ class Executor(wiring.Component):
         # -- units: the token buffers (a port per client) and the GEMV engine -----------------
         dims = self.dims
         bufs = m.submodules.buffers = Buffers(dims, {
-            "x": (("gemv",), ("seq",)), "h": (("gemv",), ("seq",)), "ga": (("seq",), ("gemv",)),
-            "ua": (("seq",), ("gemv",)), "da": (("seq",), ("gemv",)), "o": (("seq",), ("seq",))})
+            "x": (("gemv",), ("seq",)), "h": (("gemv",), ("vec",)), "ga": (("vec",), ("gemv",)),
+            "ua": (("vec",), ("gemv",)), "da": (("seq", "vec"), ("gemv",)), "o": (("vec",), ("vec",))})
         eng = m.submodules.gemv = GemvEngine(dims, self.pe_sig)
         connect = wiring.connect
         for name in ("x", "h"):
@@ -176,16 +171,21 @@ class Executor(wiring.Component):
             """The command sequencers' port on a buffer (named ``seq__<name>__...`` in the Verilog)."""
             return sig.create(path=("seq", name))
         x_w = seq_port(dims.write_port("x"), "x_wr")
-        h_w = seq_port(dims.write_port("h"), "h_wr")
-        ga_r = seq_port(dims.read_port("ga"), "ga_rd")
-        ua_r = seq_port(dims.read_port("ua"), "ua_rd")
         da_r = seq_port(dims.read_port("da"), "da_rd")
-        o_r = seq_port(dims.read_port("o"), "o_rd")
-        o_w = seq_port(dims.write_port("o"), "o_wr")
-        for name, port in (("x_wr", x_w), ("h_wr", h_w), ("ga_rd", ga_r), ("ua_rd", ua_r), ("da_rd", da_r),
-                           ("o_rd", o_r), ("o_wr", o_w)):
+        for name, port in (("x_wr", x_w), ("da_rd", da_r)):
             buf, kind = name.split("_")
             connect(m, port, getattr(bufs, f"{buf}_{kind}_seq"))
+        # the vector steps (SWIGLU, COMBINE, STOREY): their buffer ports, blocks and write port
+        vec = m.submodules.vector = VectorSteps(dims, *self.vec_sigs)
+        for name in ("ga_rd", "ua_rd", "da_rd", "h_wr", "o_rd", "o_wr"):
+            buf, kind = name.split("_")
+            connect(m, getattr(vec, name), getattr(bufs, f"{buf}_{kind}_vec"))
+        connect(m, vec.rq_g, wiring.flipped(self.rqg_port))
+        connect(m, vec.rq_u, wiring.flipped(self.rqu_port))
+        connect(m, vec.cb, wiring.flipped(self.cb_port))
+        connect(m, vec.sw_in, wiring.flipped(self.sw_port.i_data))
+        connect(m, wiring.flipped(self.sw_port.o_data), vec.sw_out)
+        connect(m, vec.wr, wiring.flipped(self.wr))
         # multiplier table: two banks (the running expert's and the one loaded ahead, hw/executor/
         # loads.py) of 4 sub-banks of W/4 entries {m u16, e u8}; word a of bank b is entries a*W ..
         mult_entry = record_layout(MULTIPLIER)                  # as in the image
@@ -198,9 +198,6 @@ class Executor(wiring.Component):
             mrd_a.append(mem.read_port())
             mrd_b.append(mem.read_port())
             mwr.append(mem.write_port())
-        # the W entries of the word read on port a / b (one cycle after the address)
-        mult_a = [e for s in range(4) for e in mrd_a[s].data]
-        mult_b = [e for s in range(4) for e in mrd_b[s].data]
         # the loads unit writes them; the vector steps read the bank of the expert's LOADM
         loads = m.submodules.loads = MultLoads(dims)
         mbank = Signal(name="mult_bank")               # the bank LOADM took last
@@ -208,14 +205,14 @@ class Executor(wiring.Component):
         for s in range(4):
             m.d.comb += [mwr[s].addr.eq(mw.addr + Mux(mw.bank, mult_words, 0)), mwr[s].data.eq(mw.data),
                          mwr[s].en.eq(mw.en[s])]
-
-        def mult_addr(word):
-            return word + Mux(mbank, mult_words, 0)
+        # the vector steps read the running bank on ports a and b (one cycle after the address)
+        for s in range(4):
+            for rd, port in ((mrd_a[s], vec.mult_a), (mrd_b[s], vec.mult_b)):
+                m.d.comb += [rd.addr.eq(port.addr + Mux(mbank, mult_words, 0)), rd.en.eq(port.en)]
+                m.d.comb += [port.data[s * (W // 4) + i].eq(rd.data[i]) for i in range(W // 4)]
 
         # -- sub-blocks' ports -----------------------------------------------------------------
-        pe, rqg, rqu, sw, cb, rt = (self.pe_port, self.rqg_port, self.rqu_port, self.sw_port,
-                                    self.cb_port, self.router_port)
-        ad_y = m.submodules.ad_y = WidthAdapter(32 * W, 8 * W)
+        sw, rt = self.sw_port, self.router_port
 
         # -- latched command and state -----------------------------------------------------------
         op = Signal(4)
@@ -248,9 +245,13 @@ class Executor(wiring.Component):
         ctx = m.submodules.context = ExpertContext(dims, len(expert))
         nact, maxw = ctx.nact, ctx.maxw
         tlist = [ctx.tlist[i] for i in range(T)]
-        tw = [ctx.weights[t] for t in range(T)]
         m.d.comb += ctx.ntok.eq(ntok)
-        touched = Signal(T)
+        # the vector steps' operands
+        m.d.comb += [vec.ntok.eq(ntok), vec.nact.eq(nact), vec.dwords.eq(dwords), vec.fwords.eq(fwords),
+                     vec.tlist.eq(ctx.tlist), vec.weights.eq(ctx.weights), vec.hid_m.eq(hid_m), vec.hid_e.eq(hid_e)]
+        m.d.comb += [vec.xm[t].eq(xm[t]) for t in range(T)]
+        m.d.comb += [vec.xe[t].eq(xe[t]) for t in range(T)]
+        vjob = vec.job.payload
         pl_valid = Signal(2)
         pl_hb = Signal(2)                     # 1: the plane is read from HB
         pl_fill = Signal()                    # the MSB plane is being filled into HB
@@ -268,7 +269,6 @@ class Executor(wiring.Component):
         # off-chip port 0: the GEMV engine's plane requests or the loads' (never both at once)
         seq_rd0 = seq_port(self.off_port, "rd0")
         rd0_v, rd0_base, rd0_len = req_reg(seq_rd0.req, "rd0")
-        wr_v, wr_base, wr_len = req_reg(self.wr.req, "wr")
         m.d.comb += [self.rd0.req.valid.eq(eng.msb.req.valid | seq_rd0.req.valid),
                      self.rd0.req.payload.eq(Mux(eng.msb.req.valid, eng.msb.req.payload, seq_rd0.req.payload)),
                      eng.msb.req.ready.eq(self.rd0.req.ready), seq_rd0.req.ready.eq(self.rd0.req.ready),
@@ -288,8 +288,6 @@ class Executor(wiring.Component):
 
         off_lines = cfg.offchip.lines
         hb_lines = cfg.hb.lines
-        m.d.comb += [self.wr.data.valid.eq(ad_y.o.valid), self.wr.data.payload.eq(ad_y.o.payload),
-                     ad_y.o.ready.eq(self.wr.data.ready), self.wr.done.ready.eq(1)]
         # the expert's token list, for the engine's lanes
         job = eng.job.payload
         m.d.comb += [eng.tlist[i].eq(tlist[i]) for i in range(T)]
@@ -310,19 +308,8 @@ class Executor(wiring.Component):
         q = Signal(range(max(W, 8)))
         bad = Signal()
         li, fi = Signal(range(T + 1), name="li"), Signal(24, name="fi")         # issue side: list index, word
-        lb, fb = Signal(range(T + 1), name="lb"), Signal(24, name="fb")         # stage B
-        lc, fc = Signal(range(T + 1), name="lc"), Signal(24, name="fc")         # output side
-        s1_v = Signal()
-        s1_tok = Signal(range(T))
-        s1_xm, s1_xe = Signal(16, name="s1_xm"), Signal(8, name="s1_xe")
-        b_v = Signal()
-        b_tok = Signal(range(T))
-        b_y = Signal(rqg.o_data.payload.shape())
         allowed = Signal(self.n_experts)
         scal = Signal(max(64, 8 * W * max(1, 8 // W)))
-        wr_seen = Signal()
-        with m.If(self.wr.done.valid):
-            m.d.sync += wr_seen.eq(1)
         tmp_off = Signal(cfg.offchip.addr_bits + vw + 20)
         proj = Signal(2)
         bits_full = Signal()
@@ -382,6 +369,13 @@ class Executor(wiring.Component):
                 m.d.comb += self.done.valid.eq(1)
                 with m.If(self.done.ready):
                     m.next = "IDLE"
+            with m.State("VEC"):
+                m.d.comb += [self.done.valid.eq(vec.done.valid), self.done.payload.eq(vec.done.payload),
+                             vec.done.ready.eq(self.done.ready)]
+                with m.If(vec.done.valid & self.done.ready):
+                    with m.If((op == Op.SWIGLU) & (vec.done.payload.error == StatusShape.NONE)):
+                        m.d.sync += done_h.eq(1)
+                    m.next = "IDLE"
             with m.State("CHECK"):
                 body_ops = Cat(*[op == o_ for o_ in (Op.FETCH, Op.LOADM, Op.GEMV, Op.SWIGLU, Op.COMBINE)]).any()
                 with m.If(missing):
@@ -404,8 +398,7 @@ class Executor(wiring.Component):
                     m.d.sync += ctx_valid.eq(1)
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), bad.eq(0), li.eq(0), fi.eq(0), lb.eq(0), fb.eq(0),
-                             lc.eq(0), fc.eq(0), s1_v.eq(0), b_v.eq(0), wr_seen.eq(0)]
+                m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), bad.eq(0), li.eq(0), fi.eq(0)]
                 with m.Switch(op):
                     with m.Case(Op.LOADX):
                         m.next = "LX_CHECK"
@@ -421,18 +414,18 @@ class Executor(wiring.Component):
                     with m.Case(Op.GEMV):
                         m.d.sync += [proj.eq(field("proj", Op.GEMV)), bits_full.eq(field("bits", Op.GEMV) == Bits.FULL)]
                         m.next = "G_CHECK"
-                    with m.Case(Op.SWIGLU):
-                        with m.If(~(done_g & done_u & mults_ok)):
-                            fail(Status.ORDER)
-                        with m.Else():
-                            m.next = "SW_RUN"
-                    with m.Case(Op.COMBINE):
-                        with m.If(~(done_d & mults_ok)):
-                            fail(Status.ORDER)
-                        with m.Else():
-                            m.next = "CB_RUN"
-                    with m.Case(Op.STOREY):
-                        m.next = "ST_CHECK"
+                    with m.Case(Op.SWIGLU, Op.COMBINE, Op.STOREY):
+                        # a vector-step job (hw/executor/vector.py); its done is the command's
+                        m.d.comb += [vec.job.valid.eq(1), vjob.y_addr.eq(r.y_addr)]
+                        with m.Switch(op):
+                            with m.Case(Op.SWIGLU):
+                                m.d.comb += [vjob.op.eq(VecOp.SWIGLU), vjob.order.eq(done_g & done_u & mults_ok)]
+                            with m.Case(Op.COMBINE):
+                                m.d.comb += [vjob.op.eq(VecOp.COMBINE), vjob.order.eq(done_d & mults_ok)]
+                            with m.Default():
+                                m.d.comb += [vjob.op.eq(VecOp.STOREY), vjob.order.eq(x_ok)]
+                        with m.If(vec.job.ready):
+                            m.next = "VEC"
                     with m.Default():
                         ok()
 
@@ -448,8 +441,9 @@ class Executor(wiring.Component):
                              ((T_ * TOKEN_SCALE.size + W - 1) >> LOG_W)) > off_lines):
                     fail(Status.ADDRESS)        # the token scales, the block's last read, past the space
                 with m.Else():
+                    m.d.comb += vec.clear.eq(1)          # a new group: no output sum started
                     m.d.sync += [rd0_v.eq(1), rd0_base.eq(xbase), rd0_len.eq(xlen), x_ok.eq(0), routed.eq(0),
-                                 ctx_valid.eq(0), touched.eq(0), mask.eq(0), ntok.eq(T_),
+                                 ctx_valid.eq(0), mask.eq(0), ntok.eq(T_),
                                  dwords.eq(words_d), fwords.eq(words_f),
                                  sec_lines.eq((r.d_model * r.d_ffn) >> (1 + _log2(L)))]
                     m.next = "LX_X"
@@ -770,153 +764,4 @@ class Executor(wiring.Component):
                             m.d.sync += done_d.eq(1)
                     ok()
 
-            # ---- SWIGLU -----------------------------------------------------------------------------
-            with m.State("SW_RUN"):
-                adv = Signal(name="sw_adv")      # the issue stage moves
-                more = Signal(name="sw_more")    # words left to issue
-                m.d.comb += [adv.eq(~s1_v | (rqg.i_data.ready & rqu.i_data.ready)), more.eq(li < nact)]
-                tok_i = pick(tlist, li)
-                with m.If(adv):
-                    m.d.comb += [ga_r.raddr.eq(fi), ga_r.ren.eq(1), ua_r.raddr.eq(fi), ua_r.ren.eq(1)]
-                    for s in range(4):
-                        m.d.comb += [mrd_a[s].addr.eq(mult_addr(fi)), mrd_b[s].addr.eq(mult_addr(fwords + fi))]
-                    m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i), s1_xm.eq(pick(xm, tok_i)), s1_xe.eq(pick(xe, tok_i))]
-                    with m.If(more):
-                        with m.If(fi == fwords - 1):
-                            m.d.sync += [fi.eq(0), li.eq(li + 1)]
-                        with m.Else():
-                            m.d.sync += fi.eq(fi + 1)
-                for s in range(4):
-                    m.d.comb += [mrd_a[s].en.eq(adv), mrd_b[s].en.eq(adv)]
-                gword = select(m, "sw_gword", [ga_r.rdata[t].as_value() for t in range(T)], s1_tok)
-                uword = select(m, "sw_uword", [ua_r.rdata[t].as_value() for t in range(T)], s1_tok)
-                m.d.comb += [rqg.i_data.valid.eq(s1_v), rqu.i_data.valid.eq(s1_v),
-                             rqg.i_data.payload.bits.eq(OutBits.B8), rqu.i_data.payload.bits.eq(OutBits.B16)]
-                for i in range(W):
-                    m.d.comb += [rqg.i_data.payload.elem[i].acc.eq(gword[32 * i:32 * i + 32].as_signed()),
-                                 rqg.i_data.payload.elem[i].m.eq(s1_xm * mult_a[i].m),
-                                 rqg.i_data.payload.elem[i].e.eq(s1_xe + mult_a[i].e),
-                                 rqu.i_data.payload.elem[i].acc.eq(uword[32 * i:32 * i + 32].as_signed()),
-                                 rqu.i_data.payload.elem[i].m.eq(s1_xm * mult_b[i].m),
-                                 rqu.i_data.payload.elem[i].e.eq(s1_xe + mult_b[i].e)]
-                # requantized gate/up -> SwiGLU -> h
-                m.d.comb += [sw.i_data.valid.eq(rqg.o_data.valid & rqu.o_data.valid),
-                             rqg.o_data.ready.eq(sw.i_data.ready & rqu.o_data.valid),
-                             rqu.o_data.ready.eq(sw.i_data.ready & rqg.o_data.valid),
-                             sw.i_data.payload.hm.eq(hid_m), sw.i_data.payload.he.eq(hid_e)]
-                for i in range(W):
-                    m.d.comb += [sw.i_data.payload.elem[i].g.eq(rqg.o_data.payload[i]),
-                                 sw.i_data.payload.elem[i].v.eq(rqu.o_data.payload[i])]
-                m.d.comb += sw.o_data.ready.eq(1)
-                tok_c = pick(tlist, lc)
-                with m.If(sw.o_data.valid):
-                    for t in range(T):
-                        m.d.comb += [h_w.we[t].eq(tok_c == t), h_w.waddr[t].eq(fc), h_w.wdata[t].eq(sw.o_data.payload)]
-                    with m.If(fc == fwords - 1):
-                        m.d.sync += [fc.eq(0), lc.eq(lc + 1)]
-                        with m.If(lc == nact - 1):
-                            m.d.sync += done_h.eq(1)
-                            ok()
-                    with m.Else():
-                        m.d.sync += fc.eq(fc + 1)
-
-            # ---- COMBINE ----------------------------------------------------------------------------
-            with m.State("CB_RUN"):
-                adv = Signal(name="cb_adv")      # the issue stage moves
-                more = Signal(name="cb_more")    # words left to issue
-                m.d.comb += [adv.eq(~s1_v | rqg.i_data.ready), more.eq(li < nact)]
-                tok_i = pick(tlist, li)
-                with m.If(adv):
-                    m.d.comb += [da_r.raddr.eq(fi), da_r.ren.eq(1)]
-                    for s in range(4):
-                        m.d.comb += mrd_a[s].addr.eq(mult_addr(2 * fwords + fi))
-                    m.d.sync += [s1_v.eq(more), s1_tok.eq(tok_i)]
-                    with m.If(more):
-                        with m.If(fi == dwords - 1):
-                            m.d.sync += [fi.eq(0), li.eq(li + 1)]
-                        with m.Else():
-                            m.d.sync += fi.eq(fi + 1)
-                for s in range(4):
-                    m.d.comb += mrd_a[s].en.eq(adv)
-                dword_ = select(m, "cb_dword", [da_r.rdata[t].as_value() for t in range(T)], s1_tok)
-                m.d.comb += [rqg.i_data.valid.eq(s1_v), rqg.i_data.payload.bits.eq(OutBits.B32)]
-                for i in range(W):
-                    m.d.comb += [rqg.i_data.payload.elem[i].acc.eq(dword_[32 * i:32 * i + 32].as_signed()),
-                                 rqg.i_data.payload.elem[i].m.eq(mult_a[i].m),
-                                 rqg.i_data.payload.elem[i].e.eq(mult_a[i].e)]
-                # stage B: the output sum of (token, word) read while y waits in a register
-                take_b = Signal()
-                m.d.comb += [take_b.eq(rqg.o_data.valid & (~b_v | cb.i_data.ready)), rqg.o_data.ready.eq(take_b)]
-                tok_b = pick(tlist, lb)
-                with m.If(take_b):
-                    m.d.comb += [o_r.raddr.eq(fb), o_r.ren.eq(1)]
-                    m.d.sync += [b_v.eq(1), b_y.eq(rqg.o_data.payload), b_tok.eq(tok_b)]
-                    with m.If(fb == dwords - 1):
-                        m.d.sync += [fb.eq(0), lb.eq(lb + 1)]
-                    with m.Else():
-                        m.d.sync += fb.eq(fb + 1)
-                with m.Elif(cb.i_data.ready):
-                    m.d.sync += b_v.eq(0)
-                oword = select(m, "cb_oword", [o_r.rdata[t].as_value() for t in range(T)], b_tok)
-                cp = cb.i_data.payload
-                m.d.comb += [cb.i_data.valid.eq(b_v), cp.w.eq(pick(tw, b_tok)), cp.first.eq(~pick(list(touched), b_tok)),
-                             cp.last.eq(0)]
-                for i in range(W):
-                    m.d.comb += [cp.elem[i].y.eq(b_y[i]), cp.elem[i].acc.eq(oword[cw * i:cw * i + cw].as_signed())]
-                m.d.comb += cb.o_data.ready.eq(1)
-                tok_c = pick(tlist, lc)
-                with m.If(cb.o_data.valid):
-                    for t in range(T):
-                        m.d.comb += [o_w.we[t].eq(tok_c == t), o_w.waddr[t].eq(fc), o_w.wdata[t].eq(cb.o_data.payload)]
-                    with m.If(fc == dwords - 1):
-                        m.d.sync += [fc.eq(0), lc.eq(lc + 1)]
-                        with m.If(lc == nact - 1):
-                            m.next = "CB_END"
-                    with m.Else():
-                        m.d.sync += fc.eq(fc + 1)
-            with m.State("CB_END"):
-                for i in range(T):
-                    with m.If(i < nact):
-                        for t in range(T):
-                            with m.If(tlist[i] == t):
-                                m.d.sync += touched[t].eq(1)
-                ok()
-
-            # ---- STOREY -----------------------------------------------------------------------------
-            with m.State("ST_CHECK"):
-                base = r.y_addr << _log2(R_OFF)
-                n_lines = ntok * dwords * 4
-                with m.If(~x_ok):
-                    fail(Status.ORDER)
-                with m.Elif(base + n_lines > off_lines):
-                    fail(Status.ADDRESS)
-                with m.Else():
-                    m.d.sync += [wr_v.eq(1), wr_base.eq(base), wr_len.eq(n_lines)]
-                    m.next = "ST_RUN"
-            with m.State("ST_RUN"):
-                adv = Signal(name="st_adv")      # the issue stage moves
-                more = Signal(name="st_more")    # words left to issue
-                m.d.comb += [adv.eq(~s1_v | cb.i_data.ready), more.eq(li < ntok)]
-                with m.If(adv):
-                    m.d.comb += [o_r.raddr.eq(fi), o_r.ren.eq(1)]
-                    m.d.sync += [s1_v.eq(more), s1_tok.eq(li)]
-                    with m.If(more):
-                        with m.If(fi == dwords - 1):
-                            m.d.sync += [fi.eq(0), li.eq(li + 1)]
-                        with m.Else():
-                            m.d.sync += fi.eq(fi + 1)
-                oword = select(m, "st_oword", [o_r.rdata[t].as_value() for t in range(T)], s1_tok)
-                cp = cb.i_data.payload
-                m.d.comb += [cb.i_data.valid.eq(s1_v), cp.w.eq(0), cp.first.eq(~pick(list(touched), s1_tok)),
-                             cp.last.eq(1)]
-                for i in range(W):
-                    m.d.comb += [cp.elem[i].y.eq(0), cp.elem[i].acc.eq(oword[cw * i:cw * i + cw].as_signed())]
-                m.d.comb += [ad_y.i.valid.eq(cb.o_data.valid),
-                             ad_y.i.payload.data.eq(Cat(*[cb.o_data.payload[i][:32] for i in range(W)])),
-                             ad_y.i.payload.last.eq(n_b == ntok * dwords - 1),
-                             cb.o_data.ready.eq(ad_y.i.ready)]
-                with m.If(cb.o_data.valid & ad_y.i.ready):
-                    m.d.sync += n_b.eq(n_b + 1)
-                with m.If((n_b == ntok * dwords) & (wr_seen | self.wr.done.valid)):
-                    ok()
         return m

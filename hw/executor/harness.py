@@ -6,11 +6,18 @@ ports), its memory read ports, fill arm and fill acknowledgement as the top's po
 (``sim/benches/tb_exec_gemv.py``).
 
 ``exec_context``: :class:`~.context.ExpertContext` as it is (``sim/benches/tb_exec_context.py``).
+
+``exec_vector``: :class:`~.vector.VectorSteps` with the blocks it drives (two requantizers, the
+SwiGLU block, the combine block), the buffers it reads and writes (the bench writes ``ga``,
+``ua``, ``da`` and ``o``, reads ``h`` and ``o``) and one bank of the multiplier table (the bench
+writes it on ``mult_wr``); its operands, ``job``/``done``, the off-chip write port ``wr`` and the
+SwiGLU block's ``table`` are the top's ports (``sim/benches/tb_exec_vector.py``).
 """
 
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 from ...errors import check_int
 from ..pe_array import PEArray
@@ -18,6 +25,9 @@ from ..tops import Param, Top
 from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine
+from .loads import mult_words
+from .ports import record_layout
+from .vector import VectorSteps
 
 
 def _config(preset, lanes):
@@ -89,6 +99,81 @@ def build_context(preset="tiny", max_k=4):
     return ExpertContext(Dims(cfg, max_k), cfg.cache.expert_bits + 1)
 
 
+class VectorHarness(wiring.Component):
+    """The vector-step unit of a preset's core with its blocks, buffers and one multiplier bank."""
+
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "A unit bench top: the core's vector steps (hw/executor/vector.py) with the requantizers, "
+        "SwiGLU and combine blocks they drive, the token buffers they read (ga, ua, da, o) and "
+        "write (h, o), and one bank of the multiplier table. `job` takes one step (`op` 0 SWIGLU, "
+        "1 COMBINE, 2 STOREY; `order`; `y_addr`), `done` carries its Status. `wr` is STOREY's "
+        "off-chip write port (request, lines, one `done` beat per request once written). `table` "
+        "writes the SwiGLU block's SiLU table; `mult_wr` writes word `addr` of the multiplier "
+        "bank when `en` (W entries of 32 bits, entry i at bits [32 i, 32 i + 32): `m` u16 in its "
+        "bits 0-15, `e` u8 in bits 16-23, the image's MULTIPLIER record).",
+        "Buffer ports: `ga_wr`, `ua_wr`, `da_wr`, `o_wr` write bank t's word `wdata[t]` at "
+        "`waddr[t]` when `we[t]`; `h_rd`, `o_rd` read word `raddr` of every bank when `ren`, on "
+        "`rdata[t]` one cycle later. Not while a job runs.",
+    )
+
+    def __init__(self, preset="tiny"):
+        from ..vector_combine import VectorCombine
+        from ..vector_requant import VectorRequant
+        from ..vector_swiglu import VectorSwiGLU
+        from .control import check_core_config
+        cfg = check_core_config(_config(preset, 0))
+        self.config = cfg
+        self.dims = d = Dims(cfg, 8)
+        W = d.W
+        self.rq_g, self.rq_u = VectorRequant(width=W), VectorRequant(width=W)
+        self.sw, self.cb = VectorSwiGLU(width=W), VectorCombine(width=W)
+        self.unit = VectorSteps(d, self.rq_g.signature, self.sw.signature, self.cb.signature)
+        self.bufs = Buffers(d, {"ga": (("vec",), ("tb",)), "ua": (("vec",), ("tb",)), "da": (("vec",), ("tb",)),
+                                "h": (("tb",), ("vec",)), "o": (("vec", "tb"), ("vec", "tb"))})
+        self.mult = Memory(shape=self.unit.mult_a.data.shape(), depth=mult_words(d), init=[])
+        u = self.unit.signature.members
+        super().__init__({
+            **{name: u[name] for name in ("job", "done", "ntok", "nact", "dwords", "fwords", "tlist", "weights",
+                                          "xm", "xe", "hid_m", "hid_e", "clear", "wr")},
+            "table": self.sw.signature.members["i_table"],
+            "mult_wr": In(wiring.Signature({"addr": Out(range(max(2, mult_words(d)))), "en": Out(1),
+                                            "data": Out(self.unit.mult_a.data.shape().size)})),
+            **{f"{b}_wr": In(d.write_port(b)) for b in ("ga", "ua", "da", "o")},
+            **{f"{b}_rd": In(d.read_port(b)) for b in ("h", "o")},
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        u = self.unit
+        for name in ("unit", "rq_g", "rq_u", "sw", "cb", "bufs", "mult"):
+            m.submodules[name] = getattr(self, name)
+        connect = wiring.connect
+        for name in ("job", "wr"):
+            connect(m, wiring.flipped(getattr(self, name)), getattr(u, name))
+        connect(m, u.done, wiring.flipped(self.done))
+        for name in ("ntok", "nact", "dwords", "fwords", "tlist", "weights", "xm", "xe", "hid_m", "hid_e", "clear"):
+            m.d.comb += getattr(u, name).eq(getattr(self, name))
+        connect(m, u.rq_g, self.rq_g)
+        connect(m, u.rq_u, self.rq_u)
+        connect(m, u.cb, self.cb)
+        connect(m, u.sw_in, self.sw.i_data)
+        connect(m, self.sw.o_data, u.sw_out)
+        connect(m, wiring.flipped(self.table), self.sw.i_table)
+        for name in ("ga_rd", "ua_rd", "da_rd", "h_wr", "o_rd", "o_wr"):
+            buf, kind = name.split("_")
+            connect(m, getattr(u, name), getattr(self.bufs, f"{buf}_{kind}_vec"))
+        for name in ("ga_wr", "ua_wr", "da_wr", "o_wr", "h_rd", "o_rd"):
+            buf, kind = name.split("_")
+            connect(m, wiring.flipped(getattr(self, name)), getattr(self.bufs, f"{buf}_{kind}_tb"))
+        wp = self.mult.write_port()
+        m.d.comb += [wp.addr.eq(self.mult_wr.addr), wp.data.eq(self.mult_wr.data), wp.en.eq(self.mult_wr.en)]
+        for port in (u.mult_a, u.mult_b):
+            rp = self.mult.read_port()
+            m.d.comb += [rp.addr.eq(port.addr), rp.en.eq(port.en), port.data.eq(rp.data)]
+        return m
+
+
 GENERATE_TOPS = [
     Top(name="exec_gemv", help="the core's GEMV engine (hw/executor/gemv.py) with its PE array and token buffers "
                                "(a unit bench top)",
@@ -100,4 +185,8 @@ GENERATE_TOPS = [
         build=build_context,
         params=(Param("preset", str, "tiny", "accelerator configuration preset"),
                 Param("max_k", int, 4, "router slots (most experts a token may choose)"))),
+    Top(name="exec_vector", help="the core's vector steps (hw/executor/vector.py: SWIGLU, COMBINE, STOREY) with "
+                                 "their blocks, buffers and a multiplier bank (a unit bench top)",
+        build=lambda preset="tiny": VectorHarness(preset),
+        params=(Param("preset", str, "tiny", "accelerator configuration preset"),)),
 ]

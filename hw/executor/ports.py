@@ -6,7 +6,12 @@
 - :class:`BufferWrite` (client's view): ``we[t]``, ``waddr[t]``, ``wdata[t]`` out, one per bank.
 - :func:`gemv_job_layout`: one GEMV job for :class:`~elmoe3d.hw.executor.gemv.GemvEngine` (what
   ROUTE and GEMV hand it; every field is in words of W elements or in tier lines).
+- :func:`vector_job_layout` (with :class:`VecOp`): one job for
+  :class:`~elmoe3d.hw.executor.vector.VectorSteps` (SWIGLU, COMBINE, STOREY).
+- :class:`MultRead` (client's view): a read port of the multiplier table's running bank.
 """
+
+from amaranth.lib import enum
 
 from amaranth.hdl import Signal, unsigned
 from amaranth.lib import data, wiring
@@ -102,3 +107,34 @@ def request_register(m, port, name):
     with m.If(port.valid & port.ready):
         m.d.sync += v.eq(0)
     return v, base, length
+
+
+class MultRead(wiring.Signature):
+    """A read port of the multiplier table's running bank (client's view): word ``addr`` (W
+    entries of the image's ``MULTIPLIER`` record) read when ``en``, on ``data`` one cycle later
+    (held while ``en`` is low). ``W``: vector width; ``words``: words of one bank."""
+
+    def __init__(self, W, words):
+        from ...spec.image import MULTIPLIER
+        self.W, self.words = W, words
+        super().__init__({"addr": Out(range(max(2, words))), "en": Out(1),
+                          "data": In(ArrayOf(record_layout(MULTIPLIER), W, index="entry"))})
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.W, self.words) == (other.W, other.words)
+
+    def __repr__(self):
+        return f"MultRead({self.W}, {self.words})"
+
+
+class VecOp(enum.Enum, shape=2):
+    """The vector step a :class:`~elmoe3d.hw.executor.vector.VectorSteps` job runs."""
+    SWIGLU = 0
+    COMBINE = 1
+    STOREY = 2
+
+
+def vector_job_layout(y_bits):
+    """One vector-step job: ``op`` (:class:`VecOp`), ``order`` (the command's prerequisites ran:
+    ORDER when 0) and, for STOREY, ``y_addr`` (the Y block's image line, ``y_bits`` bits)."""
+    return data.StructLayout({"op": VecOp, "order": 1, "y_addr": y_bits})
