@@ -252,6 +252,19 @@ def _port_words(netlist, module):
     return ports
 
 
+def _rate(rates, port):
+    """The measured ``(toggles per cycle, duty)`` of ``port`` in ``rates``, or None: a port Yosys
+    renamed (``done__ready$486``) has the activity of the RTL net it carries."""
+    return rates.get(port, rates.get(port.split("$")[0]))
+
+
+def annotated_ports(netlist, module, rates, clock_port="clk", static_ports=("rst",)):
+    """``(annotated, inputs)``: how many input ports of ``module`` (clock and reset aside) get a
+    measured rate from ``rates``; the others toggle at 0 in :func:`block_script`."""
+    ports = [p for p in _port_words(netlist, module) if p != clock_port and p not in static_ports]
+    return sum(_rate(rates, p) is not None for p in ports), len(ports)
+
+
 def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_ACTIVITY,
                  clock_port="clk", static_ports=("rst",), extra_libs=()):
     """OpenSTA script of one block's power: ``rates`` (``{port: (toggles per cycle, duty)}``)
@@ -268,14 +281,30 @@ def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_A
         elif rates is None:
             a, d = activity, 0.5
         else:
-            # a port Yosys renamed (``done__ready$486``) has the activity of the RTL net it carries
-            a, d = rates.get(name, rates.get(name.split("$")[0], (0.0, 0.0)))
+            a, d = _rate(rates, name) or (0.0, 0.0)
         a = min(max(a, 0.0), 2.0)
         d = min(max(d, 0.0), 1.0)
         target = f"{{{name}[*]}}" if width else f"{{{name}}}"      # braces: no Tcl substitution
         lines.append(f"set_power_activity -input_ports [get_ports {target}] -activity {a:.6g} -duty {d:.6g}")
-    lines += ['puts "@@power"', "report_power -digits 6", 'puts "@@end"', "exit"]
+    lines += ['puts "@@power"', "report_power -digits 6"]
+    cells = macro_cells(extra_libs)
+    if cells:
+        # the SRAM macros' own share: their instances anywhere below the block
+        lines += ["set macros {}",
+                  f"foreach c {{{' '.join(cells)}}} {{ set macros [concat $macros "
+                  '[get_cells -hierarchical -filter "ref_name == $c" *]] }',
+                  'puts "@@macros [llength $macros]"',
+                  "if {[llength $macros]} { report_power -instances $macros -digits 6 }"]
+    lines += ['puts "@@end"', "exit"]
     return "\n".join(lines) + "\n"
+
+
+def macro_cells(liberty_files):
+    """Cell names defined in the Liberty files ``liberty_files`` (the SRAM macros')."""
+    names = []
+    for path in liberty_files:
+        names += re.findall(r"^\s*cell\s*\(\s*\"?([\w$]+)\"?\s*\)", Path(path).read_text(errors="replace"), flags=re.M)
+    return sorted(set(names))
 
 
 def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, activity=FLAT_ACTIVITY,
@@ -306,8 +335,17 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
             log.write_text(out.replace("@@end", "@@failed"))
             raise UserError(f"OpenSTA power of {module} failed (exit {res.returncode}): "
                             f"{errors[0] if errors else 'see ' + str(log)}")
-    text = log.read_text()
-    section = text.split("@@power", 1)[-1]
+    res = parse_power_log(log.read_text())
+    if res is None:
+        raise UserError(f"OpenSTA printed no power total for {module}")
+    return res
+
+
+def parse_power_log(text):
+    """mW ``{"internal", "switching", "leakage", "total", "macros"}`` from the log of a
+    :func:`block_script` run (the ``Total`` row after ``@@power``; ``macros``: the sum of the
+    per-instance totals after ``@@macros``, 0 without), or None when it has no total."""
+    section, _, macros = text.split("@@power", 1)[-1].partition("@@macros")
     for line in section.splitlines():
         parts = line.split()
         if parts and parts[0] == "Total" and len(parts) >= 5:
@@ -315,8 +353,20 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
                 w = [float(x) for x in parts[1:5]]
             except ValueError:
                 continue
-            return {"internal": w[0] * 1e3, "switching": w[1] * 1e3, "leakage": w[2] * 1e3, "total": w[3] * 1e3}
-    raise UserError(f"OpenSTA printed no power total for {module}")
+            res = {"internal": w[0] * 1e3, "switching": w[1] * 1e3, "leakage": w[2] * 1e3, "total": w[3] * 1e3}
+            # per macro instance: internal, switching, leakage, total, name
+            rows = [ln.split() for ln in macros.split("@@end", 1)[0].splitlines()[1:]]
+            res["macros"] = sum(float(r[3]) for r in rows if len(r) == 5 and _number(r[3])) * 1e3
+            return res
+    return None
+
+
+def _number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def blocks_of(netlist, top):
@@ -347,8 +397,11 @@ def core_block_power(netlist, liberty, top, out_dir, *, clock_ns, activity=None,
                 rates = port_rates(activity, f"{scope or top}/{inst}")
             except UserError:
                 rates = {}                # not in the dump (a block the simulated core lacks): idle
+        # files per instance: two instances of one module (rq_g, rq_u) see different activity
         out[inst] = run_block_power(netlist, liberty, module, out_dir, clock_ns=clock_ns, rates=rates,
-                                    activity=flat, tag=tag, extra_libs=extra_libs)
+                                    activity=flat, tag=f"{tag}_{inst}", extra_libs=extra_libs)
+        if rates is not None:
+            out[inst]["ports_annotated"] = annotated_ports(netlist, module, rates)
     return out
 
 
@@ -396,9 +449,12 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
     def figures(blocks_of_pass):
         cyc = sum(p["cycles"] for p in passes)
         names = list(next(iter(blocks_of_pass.values())))
-        mean = {b: {k: sum(blocks_of_pass[p["name"]][b][k] * p["cycles"] for p in passes) / cyc
-                    for k in ("internal", "switching", "leakage", "total")} for b in names}
+        mean = {b: {k: sum(blocks_of_pass[p["name"]][b].get(k, 0.0) * p["cycles"] for p in passes) / cyc
+                    for k in ("internal", "switching", "leakage", "total", "macros")} for b in names}
         res = {"clock_mhz": fmax_mhz, "blocks_mw": {k: round(v["total"], 6) for k, v in mean.items()},
+               "blocks_leakage_mw": {k: round(v["leakage"], 6) for k, v in mean.items()},
+               "blocks_macros_mw": {k: round(v["macros"], 6) for k, v in mean.items()},
+               "macros_mw": sum(v["macros"] for v in mean.values()),
                "total_mw": sum(v["total"] for v in mean.values()),
                "leakage_mw": sum(v["leakage"] for v in mean.values())}
         energy = {p["name"]: energy_nj(sum(v["total"] for v in blocks_of_pass[p["name"]].values()),
@@ -422,6 +478,8 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
         return res
 
     entry = {"activity": "simulated", **figures(per_pass)}
+    entry["passes"] = {p["name"]: {"mode": p["mode"], "cycles": p["cycles"], "macs": p.get("macs"),
+                                   "onchip_bytes": p.get("onchip_bytes")} for p in passes}
     flat_fig = figures({p["name"]: flat for p in passes})
     entry[f"at_activity_{FLAT_ACTIVITY:g}"] = {"activity": FLAT_ACTIVITY, **flat_fig}
     entry["method"] = ("per block: each sub-module of the synthesized core linked alone in OpenSTA, its input "
@@ -429,6 +487,10 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
                        "(mean over each port's bits), propagated by OpenSTA; core = sum of blocks")
     entry["blocks_mw_per_pass"] = {name: {k: round(v["total"], 6) for k, v in bl.items()}
                                    for name, bl in per_pass.items()}
+    first = next(iter(per_pass.values()))
+    # input ports of each block (clock and reset aside) that got a measured rate: the others
+    # (absent from the dump) toggled at 0
+    entry["ports_annotated"] = {k: list(v["ports_annotated"]) for k, v in first.items() if "ports_annotated" in v}
     return entry
 
 

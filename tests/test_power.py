@@ -129,6 +129,58 @@ def test_unknown_scope_is_refused(tmp_path):
         power.port_rates(power.read_saif(path), "core/nothing")
 
 
+POWER_LOG = """@@power
+Group                    Internal    Switching      Leakage        Total
+                            Power        Power        Power        Power
+------------------------------------------------------------------------
+Sequential           1.000000e-03 2.000000e-04 1.000000e-05 1.210000e-03  20.0%
+Combinational        4.000000e-03 5.000000e-04 3.000000e-04 4.800000e-03  80.0%
+------------------------------------------------------------------------
+Total                5.000000e-03 7.000000e-04 3.100000e-04 6.010000e-03 100.0%
+@@macros 2
+     Internal    Switching      Leakage        Total
+        Power        Power        Power        Power
+----------------------------------------------------
+ 2.000000e-03 1.000000e-07 1.000000e-04 2.100100e-03 buf.0.0
+ 1.000000e-03 0.000000e+00 1.000000e-04 1.100000e-03 buf.1.0
+@@end
+"""
+
+TINY_NETLIST = """module blk(clk, rst, a, b, q);
+  input clk;
+  input rst;
+  input [3:0] a;
+  input \\b$12 ;
+  output q;
+endmodule
+"""
+
+
+def test_power_log_totals_and_macro_share():
+    res = power.parse_power_log(POWER_LOG)
+    assert res == pytest.approx({"internal": 5.0, "switching": 0.7, "leakage": 0.31, "total": 6.01, "macros": 3.2001})
+    no_macros = power.parse_power_log(POWER_LOG.split("@@macros")[0] + "@@end\n")
+    assert no_macros["macros"] == 0 and no_macros["total"] == pytest.approx(6.01)
+    assert power.parse_power_log("@@power\nError: report_power failed\n@@end") is None
+
+
+def test_block_script_annotates_ports_and_reports_macros(tmp_path):
+    net = tmp_path / "n.v"
+    net.write_text(TINY_NETLIST)
+    lib = tmp_path / "ram.lib"
+    lib.write_text("library (x) {\n  cell (ram_64x32) {\n  }\n  cell(\"ram_8x8\") {\n  }\n}\n")
+    assert power.macro_cells([lib]) == ["ram_64x32", "ram_8x8"]
+    rates = {"a": (0.25, 0.4), "b": (0.5, 0.5)}
+    text = power.block_script(net, tmp_path / "std.lib", "blk", 2.0, rates, extra_libs=[lib])
+    assert "get_ports {a[*]}] -activity 0.25 -duty 0.4" in text
+    assert "get_ports {b$12}] -activity 0.5 -duty 0.5" in text        # a port Yosys renamed: its RTL net
+    assert "get_ports {rst}] -activity 0 -duty 0" in text
+    assert "ram_64x32 ram_8x8" in text and "@@macros" in text
+    assert "@@macros" not in power.block_script(net, tmp_path / "std.lib", "blk", 2.0, rates)
+    assert power.annotated_ports(net, "blk", rates) == (2, 2)
+    assert power.annotated_ports(net, "blk", {"a": (0.1, 0.5)}) == (1, 2)
+
+
 class Mac(wiring.Component):
     """``acc += a * b`` when ``en``."""
 
@@ -198,9 +250,10 @@ def test_block_power_follows_simulated_activity(mac_netlist, tmp_path):
 @pytest.mark.slow
 @pytest.mark.synth
 def test_core_power_from_simulated_passes(tmp_path):
-    """bench-core's power entry end to end (about 30 CPU minutes): a verify and a draft pass of
-    the shipped model on the small core (2 lanes) with SAIF dumps, the cut-down core synthesized
-    in Nangate 45, every block's power from the dumps beside the flat 0.2 figures."""
+    """bench-core's power entry end to end (about 7 CPU minutes with the two Verilator builds):
+    a verify and a draft pass of the shipped model on the native bench of the small core (2
+    lanes) with SAIF dumps, the cut-down core synthesized in Nangate 45, every block's power from
+    the dumps beside the flat 0.2 figures."""
     if not have("sta"):
         pytest.skip("OpenSTA ('sta') is not installed")
     from elmoe3d.commands._power import power_entry, simulate_passes
@@ -214,6 +267,9 @@ def test_core_power_from_simulated_passes(tmp_path):
     for p in passes:
         cyc = p["activity"].cycles()
         assert p["cycles"] <= cyc < 1.2 * p["cycles"] + 1000   # the dump's difference spans the pass
+        # traced: the bench, the core and its blocks, nothing deeper (Verilator inlines the core)
+        scopes = set(p["activity"].nets)
+        assert "core_bench/u_core/ex" in scopes and max(x.count("/") for x in scopes) == 2
     syn = synthesize_blocks("nangate45", SYNTH_CLOCK_NS["nangate45"], tmp_path / "synth", config=CUT_DOWN,
                             power=lambda entry, d: power_entry(d, "nangate45", entry["fmax_mhz"], passes))
     pw, flat = syn["power"], syn["power"]["at_activity_0.2"]
@@ -223,6 +279,9 @@ def test_core_power_from_simulated_passes(tmp_path):
     verify, draft = (p["name"] for p in passes)
     assert pw["energy_per_pass_nj"][draft] < pw["energy_per_pass_nj"][verify]
     assert set(pw["pj_per_mac"]) == {"draft", "full"} and pw["pj_per_byte_onchip"] > 0
+    # every block's inputs found in the dump (by port name, across the two configurations)
+    assert all(0 < a <= n for a, n in pw["ports_annotated"].values()), pw["ports_annotated"]
+    assert 0 < pw["macros_mw"] < pw["total_mw"] and syn["macro_area_um2"] > 0
 
 
 @pytest.mark.slow

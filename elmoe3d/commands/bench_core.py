@@ -376,18 +376,10 @@ def format_report(cfg, report):
             lines += ["", "Rule: " + syn["macro_set"]["dual_port_rule"] + "."]
         pw = syn.get("power", {})
         if "total_mw" in pw:
-            flat = pw.get("at_activity_0.2", {})
-            lines += ["", f"Power at {pw['clock_mhz']:.1f} MHz from simulated activity (per block, OpenSTA): "
-                          f"{pw['total_mw']:.2f} mW (leakage {pw['leakage_mw']:.3f}); at activity 0.2: "
-                          f"{flat.get('total_mw', float('nan')):.2f} mW", "",
-                      "| pass | energy nJ (simulated) | at activity 0.2 |", "| --- | ---: | ---: |"]
-            for name, nj in pw.get("energy_per_pass_nj", {}).items():
-                lines.append(f"| {name} | {nj:.2f} | {flat.get('energy_per_pass_nj', {}).get(name, float('nan')):.2f} |")
-            for mode, pj in pw.get("pj_per_mac", {}).items():
-                lines.append(f"| pJ per MAC, {mode} | {pj:.3f} | {flat.get('pj_per_mac', {}).get(mode, float('nan')):.3f} |")
-            if "pj_per_byte_onchip" in pw:
-                lines.append(f"| pJ per byte moved on chip | {pw['pj_per_byte_onchip']:.3f} | "
-                             f"{flat.get('pj_per_byte_onchip', float('nan')):.3f} |")
+            from ._power import format_power
+            lines += ["", *format_power(pw)]
+        elif "missing" in pw:
+            lines += ["", f"Power: {pw['missing']}"]
         path = syn.get("critical_path", "")
         ends = re.findall(r"^(Startpoint|Endpoint): (\S+)", path, flags=re.M)
         if ends:
