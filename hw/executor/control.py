@@ -52,8 +52,8 @@ from amaranth.lib.wiring import In, Out
 
 from ...errors import UserError
 from ...spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
-from ...spec.image import MULT_BYTES, MULTIPLIER, SCALAR_BYTES, SCALARS, SILU_BYTES, SILU_ENTRY_BYTES, TOKEN_SCALE
-from ...sim.golden.int_moe import GATE_FRAC, MANT_BITS, XE_MAX
+from ...spec.image import MULT_BYTES, MULTIPLIER
+from ...spec.numerics import GATE_FRAC
 from ..command_processor import StatusShape, done_layout, exec_layout, regs_layout
 from ..expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
 from ..expert_cache import OpCode as CacheOp
@@ -64,7 +64,8 @@ from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine, arm_signature, hb_port, off_port
 from .loads import MultLoads, PortShare, mult_words as loads_mult_words
-from .ports import Dest, VecOp, record_layout, request_register
+from .group import GroupLoads
+from .ports import Dest, GroupOp, VecOp, record_layout
 from .vector import VectorSteps
 
 
@@ -116,6 +117,7 @@ class Executor(wiring.Component):
         self.d_words, self.f_words, self.e_words = d.d_words, d.f_words, d.e_words
         self.pe_sig = blocks["pe"].signature
         self.vec_sigs = (blocks["rq_g"].signature, blocks["swiglu"].signature, blocks["combine"].signature)
+        self.table_sig = blocks["swiglu"].signature.members["i_table"].signature.flip()
         ports = {BLOCK_PORTS[name]: Out(blk.signature.flip()) for name, blk in blocks.items()}
         off = cfg.offchip
         self.off_port, self.hb_port = off_port(cfg), hb_port(cfg)
@@ -158,7 +160,7 @@ class Executor(wiring.Component):
         # -- units: the token buffers (a port per client) and the GEMV engine -----------------
         dims = self.dims
         bufs = m.submodules.buffers = Buffers(dims, {
-            "x": (("gemv",), ("seq",)), "h": (("gemv",), ("vec",)), "ga": (("vec",), ("gemv",)),
+            "x": (("gemv",), ("grp",)), "h": (("gemv",), ("vec",)), "ga": (("vec",), ("gemv",)),
             "ua": (("vec",), ("gemv",)), "da": (("seq", "vec"), ("gemv",)), "o": (("vec",), ("vec",))})
         eng = m.submodules.gemv = GemvEngine(dims, self.pe_sig)
         connect = wiring.connect
@@ -170,11 +172,12 @@ class Executor(wiring.Component):
         def seq_port(sig, name):
             """The command sequencers' port on a buffer (named ``seq__<name>__...`` in the Verilog)."""
             return sig.create(path=("seq", name))
-        x_w = seq_port(dims.write_port("x"), "x_wr")
         da_r = seq_port(dims.read_port("da"), "da_rd")
-        for name, port in (("x_wr", x_w), ("da_rd", da_r)):
-            buf, kind = name.split("_")
-            connect(m, port, getattr(bufs, f"{buf}_{kind}_seq"))
+        connect(m, da_r, bufs.da_rd_seq)
+        # the group loads (LOADX, LOADP): x, the token scales, the scalars, the SiLU table
+        grp = m.submodules.group = GroupLoads(dims, self.table_sig)
+        connect(m, grp.x_wr, bufs.x_wr_grp)
+        connect(m, grp.table, wiring.flipped(self.sw_port.i_table))
         # the vector steps (SWIGLU, COMBINE, STOREY): their buffer ports, blocks and write port
         vec = m.submodules.vector = VectorSteps(dims, *self.vec_sigs)
         for name in ("ga_rd", "ua_rd", "da_rd", "h_wr", "o_rd", "o_wr"):
@@ -222,18 +225,14 @@ class Executor(wiring.Component):
         in_loop = Signal()
         err = Signal(StatusShape)
 
-        ntok = Signal(range(T + 1))           # tokens of the group (LOADX)
-        dwords = Signal(range(self.d_words + 1))
-        fwords = Signal(range(self.f_words + 1))
-        x_ok = Signal()
-        p_ok = Signal()
+        # the group's sizes, token scales and layer scalars (the group loads' outputs)
+        ntok, dwords, fwords, x_ok, p_ok = grp.ntok, grp.dwords, grp.fwords, grp.x_ok, grp.p_ok
+        xm = [grp.xm[t] for t in range(T)]
+        xe = [grp.xe[t] for t in range(T)]
+        router_m, router_e, hid_m, hid_e = grp.router_m, grp.router_e, grp.hid_m, grp.hid_e
+        sec_lines = grp.sec_lines             # image lines of one projection's section (F*d/(2L))
+        router_lines = grp.router_lines       # image lines of one router plane
         routed = Signal()
-        xm = [Signal(16, name=f"xm{t}") for t in range(T)]
-        xe = [Signal(8, name=f"xe{t}") for t in range(T)]
-        router_m, router_e = Signal(16, name="router_m"), Signal(8, name="router_e")
-        hid_m, hid_e = Signal(16, name="hid_m"), Signal(8, name="hid_e")
-        sec_lines = Signal(vw + 2 * 17)       # image lines of one projection's section (F*d/(2L))
-        router_lines = Signal(vw + 17)        # image lines of one router plane
         # the experts the group chose (for the command processor's loops)
         mask = Signal(self.n_experts)
         m.d.comb += self.experts.eq(mask)
@@ -252,6 +251,11 @@ class Executor(wiring.Component):
         m.d.comb += [vec.xm[t].eq(xm[t]) for t in range(T)]
         m.d.comb += [vec.xe[t].eq(xe[t]) for t in range(T)]
         vjob = vec.job.payload
+        gjob = grp.job.payload
+        # a LOADX that passed its checks starts a new group: no routing, context or output sum
+        with m.If(grp.started):
+            m.d.comb += vec.clear.eq(1)
+            m.d.sync += [routed.eq(0), ctx_valid.eq(0), mask.eq(0)]
         pl_valid = Signal(2)
         pl_hb = Signal(2)                     # 1: the plane is read from HB
         pl_fill = Signal()                    # the MSB plane is being filled into HB
@@ -264,11 +268,8 @@ class Executor(wiring.Component):
         m.d.comb += self.done.payload.error.eq(err)
 
         # -- request registers of the memory ports -------------------------------------------------
-        def req_reg(port, name):
-            return request_register(m, port, name)
-        # off-chip port 0: the GEMV engine's plane requests or the loads' (never both at once)
-        seq_rd0 = seq_port(self.off_port, "rd0")
-        rd0_v, rd0_base, rd0_len = req_reg(seq_rd0.req, "rd0")
+        # off-chip port 0: the GEMV engine's plane requests or the group loads' (never both at once)
+        seq_rd0 = grp.rd
         m.d.comb += [self.rd0.req.valid.eq(eng.msb.req.valid | seq_rd0.req.valid),
                      self.rd0.req.payload.eq(Mux(eng.msb.req.valid, eng.msb.req.payload, seq_rd0.req.payload)),
                      eng.msb.req.ready.eq(self.rd0.req.ready), seq_rd0.req.ready.eq(self.rd0.req.ready),
@@ -295,7 +296,6 @@ class Executor(wiring.Component):
         # ==========================================================================================
         # the command sequencers
         # ==========================================================================================
-        T_ = r.tokens[:max(1, T.bit_length())]
         E_ = r.n_experts
         missing = Signal()
         for o_, regs_ in NEEDS.items():
@@ -304,12 +304,9 @@ class Executor(wiring.Component):
 
         # counters shared by the sequencers
         n_a = Signal(24)                      # lines / items issued
-        n_b = Signal(24)                      # lines / items taken
         q = Signal(range(max(W, 8)))
-        bad = Signal()
         li, fi = Signal(range(T + 1), name="li"), Signal(24, name="fi")         # issue side: list index, word
         allowed = Signal(self.n_experts)
-        scal = Signal(max(64, 8 * W * max(1, 8 // W)))
         tmp_off = Signal(cfg.offchip.addr_bits + vw + 20)
         proj = Signal(2)
         bits_full = Signal()
@@ -324,17 +321,6 @@ class Executor(wiring.Component):
             m.d.sync += err.eq(Status.NONE)
             m.next = "DONE"
 
-        def end_input_check(flag):
-            """After a load that checked its data: INPUT if any item was bad, else mark it loaded."""
-            with m.If(bad):
-                fail(Status.INPUT)
-            with m.Else():
-                m.d.sync += flag.eq(1)
-                ok()
-
-        words_d = r.d_model >> LOG_W
-        words_f = r.d_ffn >> LOG_W
-        w_mask = W - 1
 
         # -- multipliers loaded ahead (hw/executor/loads.py): after ROUTE the first expert of the
         # mask, after each LOADM the next one above it; LOADM's own load overrides (LM_ISSUE)
@@ -369,6 +355,11 @@ class Executor(wiring.Component):
                 m.d.comb += self.done.valid.eq(1)
                 with m.If(self.done.ready):
                     m.next = "IDLE"
+            with m.State("GROUP"):
+                m.d.comb += [self.done.valid.eq(grp.done.valid), self.done.payload.eq(grp.done.payload),
+                             grp.done.ready.eq(self.done.ready)]
+                with m.If(grp.done.valid & self.done.ready):
+                    m.next = "IDLE"
             with m.State("VEC"):
                 m.d.comb += [self.done.valid.eq(vec.done.valid), self.done.payload.eq(vec.done.payload),
                              vec.done.ready.eq(self.done.ready)]
@@ -398,12 +389,15 @@ class Executor(wiring.Component):
                     m.d.sync += ctx_valid.eq(1)
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), bad.eq(0), li.eq(0), fi.eq(0)]
+                m.d.sync += [n_a.eq(0), q.eq(0), li.eq(0), fi.eq(0)]
                 with m.Switch(op):
-                    with m.Case(Op.LOADX):
-                        m.next = "LX_CHECK"
-                    with m.Case(Op.LOADP):
-                        m.next = "LP_CHECK"
+                    with m.Case(Op.LOADX, Op.LOADP):
+                        # a group-load job (hw/executor/group.py); its done is the command's
+                        m.d.comb += [grp.job.valid.eq(1), gjob.op.eq(Mux(op == Op.LOADX, GroupOp.LOADX, GroupOp.LOADP)),
+                                     gjob.tokens.eq(r.tokens), gjob.d_model.eq(r.d_model), gjob.d_ffn.eq(r.d_ffn),
+                                     gjob.n_experts.eq(r.n_experts), gjob.addr.eq(Mux(op == Op.LOADX, r.x_addr, r.p_addr))]
+                        with m.If(grp.job.ready):
+                            m.next = "GROUP"
                     with m.Case(Op.ROUTE):
                         m.d.sync += [kreq.eq(field("k", Op.ROUTE)), cached.eq(field("choice", Op.ROUTE) == Choice.CACHED)]
                         m.next = "RT_CHECK"
@@ -428,118 +422,6 @@ class Executor(wiring.Component):
                             m.next = "VEC"
                     with m.Default():
                         ok()
-
-            # ---- LOADX ------------------------------------------------------------------------------
-            with m.State("LX_CHECK"):
-                xbase = r.x_addr << _log2(R_OFF)
-                xlen = T_ * words_d
-                with m.If((T_ == 0) | (r.tokens > T) | (r.d_model == 0) | (r.d_model > cfg.buffers.d_max) |
-                          (r.d_model & w_mask).any() | (r.d_ffn == 0) | (r.d_ffn > cfg.buffers.f_max) |
-                          (r.d_ffn & w_mask).any()):
-                    fail(Status.RANGE)
-                with m.Elif((xbase + (((cfg.buffers.tokens * r.d_model + L - 1) >> _log2(L)) << (_log2(L) - LOG_W)) +
-                             ((T_ * TOKEN_SCALE.size + W - 1) >> LOG_W)) > off_lines):
-                    fail(Status.ADDRESS)        # the token scales, the block's last read, past the space
-                with m.Else():
-                    m.d.comb += vec.clear.eq(1)          # a new group: no output sum started
-                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(xbase), rd0_len.eq(xlen), x_ok.eq(0), routed.eq(0),
-                                 ctx_valid.eq(0), mask.eq(0), ntok.eq(T_),
-                                 dwords.eq(words_d), fwords.eq(words_f),
-                                 sec_lines.eq((r.d_model * r.d_ffn) >> (1 + _log2(L)))]
-                    m.next = "LX_X"
-            with m.State("LX_X"):
-                line = seq_rd0.data.payload.data
-                m.d.comb += seq_rd0.data.ready.eq(1)
-                tok = Signal(range(T + 1))
-                wa = Signal(range(self.d_words + 1))
-                with m.If(seq_rd0.data.valid):
-                    for t in range(T):
-                        m.d.comb += [x_w.we[t].eq(tok == t), x_w.waddr[t].eq(wa), x_w.wdata[t].eq(line)]
-                    with m.If(Cat(*[line[8 * i:8 * i + 8] == 0x80 for i in range(W)]).any()):
-                        m.d.sync += bad.eq(1)
-                    with m.If(wa == dwords - 1):
-                        m.d.sync += [wa.eq(0), tok.eq(tok + 1)]
-                    with m.Else():
-                        m.d.sync += wa.eq(wa + 1)
-                    with m.If(seq_rd0.data.payload.last):
-                        sbase = (r.x_addr << _log2(R_OFF)) + \
-                            (((cfg.buffers.tokens * r.d_model + L - 1) >> _log2(L)) << (_log2(L) - LOG_W))
-                        m.d.sync += [tok.eq(0), wa.eq(0), rd0_v.eq(1), rd0_base.eq(sbase),
-                                     rd0_len.eq((ntok * TOKEN_SCALE.size + W - 1) >> LOG_W)]
-                        m.next = "LX_S"
-            with m.State("LX_S"):
-                line = seq_rd0.data.payload.data
-                m.d.comb += seq_rd0.data.ready.eq(1)
-                per = W // TOKEN_SCALE.size
-                scales = data.View(ArrayOf(record_layout(TOKEN_SCALE), per, index="entry"), line)
-                with m.If(seq_rd0.data.valid):
-                    for k_ in range(per):
-                        ent = scales[k_]
-                        idx = n_b * per + k_
-                        for t in range(T):
-                            with m.If(idx == t):
-                                m.d.sync += [xm[t].eq(ent.xm), xe[t].eq(ent.xe)]
-                        # INPUT: xe outside 1..XE_MAX or xm >= 2**MANT_BITS (sim/int_moe.check_inputs)
-                        with m.If((idx < ntok) & ((ent.xe == 0) | (ent.xe > XE_MAX) | ent.xm[MANT_BITS:].any())):
-                            m.d.sync += bad.eq(1)
-                    m.d.sync += n_b.eq(n_b + 1)
-                    with m.If(seq_rd0.data.payload.last):
-                        m.next = "LX_END"
-            with m.State("LX_END"):
-                end_input_check(x_ok)
-
-            # ---- LOADP ------------------------------------------------------------------------------
-            SC_LINES = max(1, SCALAR_BYTES // W)
-            with m.State("LP_CHECK"):
-                e_tiles = (E_ + W - 1) >> LOG_W
-                rl = (e_tiles * r.d_model) >> (1 + _log2(L) - LOG_W)
-                with m.If((E_ < 2) | (E_ > self.n_experts) | (r.d_model == 0) | (r.d_model > cfg.buffers.d_max) |
-                          (r.d_model & w_mask).any()):
-                    fail(Status.RANGE)
-                with m.Else():
-                    m.d.sync += router_lines.eq(rl)
-                    m.next = "LP_ADDR"
-            with m.State("LP_ADDR"):
-                sc_img = r.p_addr + 2 * router_lines
-                silu_img = sc_img + max(1, SCALAR_BYTES // L)
-                with m.If(((silu_img << _log2(R_OFF)) + SILU_BYTES // W) > off_lines):
-                    fail(Status.ADDRESS)
-                with m.Else():
-                    m.d.sync += [rd0_v.eq(1), rd0_base.eq(sc_img << _log2(R_OFF)), rd0_len.eq(SC_LINES), p_ok.eq(0),
-                                 tmp_off.eq(silu_img << _log2(R_OFF))]
-                    m.next = "LP_SC"
-            with m.State("LP_SC"):
-                m.d.comb += seq_rd0.data.ready.eq(1)
-                with m.If(seq_rd0.data.valid):
-                    for k_ in range(SC_LINES):
-                        with m.If(n_b == k_):
-                            m.d.sync += scal[8 * W * k_:8 * W * (k_ + 1)].eq(seq_rd0.data.payload.data)
-                    m.d.sync += n_b.eq(n_b + 1)
-                    with m.If(seq_rd0.data.payload.last):
-                        m.d.sync += [rd0_v.eq(1), rd0_base.eq(tmp_off), rd0_len.eq(SILU_BYTES // W), n_b.eq(0)]
-                        m.next = "LP_SILU"
-            with m.State("LP_SILU"):
-                sc = data.View(record_layout(SCALARS), scal[:8 * SCALAR_BYTES])
-                m.d.sync += [router_m.eq(sc.router_m), router_e.eq(sc.router_e), hid_m.eq(sc.hid_m),
-                             hid_e.eq(sc.hid_e)]
-                per = W // SILU_ENTRY_BYTES
-                eb = 8 * SILU_ENTRY_BYTES
-                ent = pick([seq_rd0.data.payload.data[eb * k_:eb * k_ + eb] for k_ in range(per)], q)
-                m.d.comb += [sw.i_table.valid.eq(seq_rd0.data.valid),
-                             sw.i_table.payload.index.eq(n_b * per + q),
-                             sw.i_table.payload.value.eq(ent)]
-                with m.If(seq_rd0.data.valid):
-                    with m.If(q == per - 1):
-                        m.d.comb += seq_rd0.data.ready.eq(1)
-                        m.d.sync += [q.eq(0), n_b.eq(n_b + 1)]
-                        with m.If(seq_rd0.data.payload.last):
-                            with m.If((sc.router_e == 0) | (sc.hid_e == 0)):
-                                fail(Status.INPUT)          # router_e or hid_e of 0 (sim/int_moe.check_layer)
-                            with m.Else():
-                                m.d.sync += p_ok.eq(1)
-                                ok()
-                    with m.Else():
-                        m.d.sync += q.eq(q + 1)
 
             # ---- ROUTE ------------------------------------------------------------------------------
             with m.State("RT_CHECK"):
@@ -587,7 +469,7 @@ class Executor(wiring.Component):
             with m.State("RT_WAIT"):
                 m.d.comb += eng.done.ready.eq(1)
                 with m.If(eng.done.valid):
-                    m.d.sync += [n_a.eq(0), n_b.eq(0), q.eq(0), li.eq(0)]
+                    m.d.sync += [n_a.eq(0), q.eq(0), li.eq(0)]
                     m.next = "RT_CMD"
             with m.State("RT_CMD"):
                 # token li: a router command, then its E logits from da (word by word)

@@ -12,6 +12,10 @@ SwiGLU block, the combine block), the buffers it reads and writes (the bench wri
 ``ua``, ``da`` and ``o``, reads ``h`` and ``o``) and one bank of the multiplier table (the bench
 writes it on ``mult_wr``); its operands, ``job``/``done``, the off-chip write port ``wr`` and the
 SwiGLU block's ``table`` are the top's ports (``sim/benches/tb_exec_vector.py``).
+
+``exec_group``: :class:`~.group.GroupLoads` with the ``x`` buffer it writes (the bench reads it
+on ``x_rd``); its job/done, read port, SiLU-table stream and outputs are the top's ports
+(``sim/benches/tb_exec_group.py``).
 """
 
 from amaranth.hdl import Module
@@ -25,6 +29,7 @@ from ..tops import Param, Top
 from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine
+from .group import GroupLoads
 from .loads import mult_words
 from .ports import record_layout
 from .vector import VectorSteps
@@ -174,6 +179,54 @@ class VectorHarness(wiring.Component):
         return m
 
 
+class GroupHarness(wiring.Component):
+    """The group-load unit of a preset's core with the ``x`` buffer it writes."""
+
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "A unit bench top: the core's group loads (hw/executor/group.py: LOADX, LOADP) with the "
+        "x buffer they write. `job` takes one load (`op` 0 LOADX, 1 LOADP, and the registers it "
+        "reads), `done` carries its Status. `rd` is off-chip read port 0 (each request answered by "
+        "`length` lines in order, `last` on the final one); `table` carries the SiLU table's "
+        "entries (index, value) in order.",
+        "`x_rd` reads word `raddr` of every bank of x when `ren`, on `rdata[t]` one cycle later "
+        "(not while a job runs). The other ports are the unit's outputs: `x_ok`, `p_ok`, "
+        "`started`, the group's sizes, token scales and layer scalars.",
+    )
+
+    def __init__(self, preset="tiny"):
+        from ..vector_swiglu import VectorSwiGLU
+        from .control import check_core_config
+        cfg = check_core_config(_config(preset, 0))
+        self.config = cfg
+        self.dims = d = Dims(cfg, 8)
+        table = VectorSwiGLU(width=d.W).signature.members["i_table"].signature.flip()
+        self.unit = GroupLoads(d, table)
+        self.bufs = Buffers(d, {"x": (("tb",), ("grp",))})
+        u = self.unit.signature.members
+        super().__init__({
+            **{name: u[name] for name in ("job", "done", "rd", "table", "started", "x_ok", "p_ok", "ntok", "dwords",
+                                          "fwords", "sec_lines", "router_lines", "xm", "xe", "router_m", "router_e",
+                                          "hid_m", "hid_e")},
+            "x_rd": In(d.read_port("x")),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        u = self.unit
+        m.submodules.unit, m.submodules.bufs = u, self.bufs
+        connect = wiring.connect
+        connect(m, wiring.flipped(self.job), u.job)
+        for name in ("done", "rd", "table"):
+            connect(m, getattr(u, name), wiring.flipped(getattr(self, name)))
+        for name in ("started", "x_ok", "p_ok", "ntok", "dwords", "fwords", "sec_lines", "router_lines", "xm", "xe",
+                     "router_m", "router_e", "hid_m", "hid_e"):
+            m.d.comb += getattr(self, name).eq(getattr(u, name))
+        connect(m, u.x_wr, self.bufs.x_wr_grp)
+        connect(m, wiring.flipped(self.x_rd), self.bufs.x_rd_tb)
+        return m
+
+
 GENERATE_TOPS = [
     Top(name="exec_gemv", help="the core's GEMV engine (hw/executor/gemv.py) with its PE array and token buffers "
                                "(a unit bench top)",
@@ -188,5 +241,9 @@ GENERATE_TOPS = [
     Top(name="exec_vector", help="the core's vector steps (hw/executor/vector.py: SWIGLU, COMBINE, STOREY) with "
                                  "their blocks, buffers and a multiplier bank (a unit bench top)",
         build=lambda preset="tiny": VectorHarness(preset),
+        params=(Param("preset", str, "tiny", "accelerator configuration preset"),)),
+    Top(name="exec_group", help="the core's group loads (hw/executor/group.py: LOADX, LOADP) with the x buffer "
+                                "(a unit bench top)",
+        build=lambda preset="tiny": GroupHarness(preset),
         params=(Param("preset", str, "tiny", "accelerator configuration preset"),)),
 ]

@@ -9,6 +9,8 @@
 - :func:`vector_job_layout` (with :class:`VecOp`): one job for
   :class:`~elmoe3d.hw.executor.vector.VectorSteps` (SWIGLU, COMBINE, STOREY).
 - :class:`MultRead` (client's view): a read port of the multiplier table's running bank.
+- :func:`group_job_layout` (with :class:`GroupOp`): one job for
+  :class:`~elmoe3d.hw.executor.group.GroupLoads` (LOADX, LOADP).
 """
 
 from amaranth.lib import enum
@@ -138,3 +140,17 @@ def vector_job_layout(y_bits):
     """One vector-step job: ``op`` (:class:`VecOp`), ``order`` (the command's prerequisites ran:
     ORDER when 0) and, for STOREY, ``y_addr`` (the Y block's image line, ``y_bits`` bits)."""
     return data.StructLayout({"op": VecOp, "order": 1, "y_addr": y_bits})
+
+
+class GroupOp(enum.Enum, shape=1):
+    """The load a :class:`~elmoe3d.hw.executor.group.GroupLoads` job runs."""
+    LOADX = 0
+    LOADP = 1
+
+
+def group_job_layout(value_bits):
+    """One LOADX / LOADP job: ``op`` (:class:`GroupOp`) and the registers it reads (each
+    ``value_bits`` wide, as SETR sets them): ``tokens``, ``d_model``, ``d_ffn`` (LOADX),
+    ``n_experts`` (LOADP) and ``addr`` (``X_ADDR`` for LOADX, ``P_ADDR`` for LOADP; image lines)."""
+    return data.StructLayout({"op": GroupOp, "tokens": value_bits, "d_model": value_bits, "d_ffn": value_bits,
+                              "n_experts": value_bits, "addr": value_bits})
