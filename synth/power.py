@@ -3,9 +3,9 @@
 The Debian OpenSTA (a 2019 snapshot) has neither ``read_saif`` nor ``read_vcd``, and its
 ``report_power`` crashes (exit 139) on the whole core's netlist. The method here, per block:
 
-1. A simulation dumps switching activity: a SAIF file from Verilator (``--trace-saif``; the
-   benches' ``waves="saif"``, :mod:`elmoe3d.sim.benches.activity`) or a VCD (Verilator's
-   ``--trace``, Amaranth's simulator). :func:`load_activity` reads either into an
+1. A simulation dumps switching activity: a SAIF file from Verilator (``--trace-saif``: the
+   native core bench's SAIF build, :mod:`elmoe3d.sim.benches.activity`; the cocotb benches'
+   ``waves="saif"``) or a VCD (Verilator's ``--trace``, Amaranth's simulator). :func:`load_activity` reads either into an
    :class:`Activity`: per instance path, per net bit, its toggle count and time at 1.
 2. Yosys writes the mapped design with its hierarchy (``netlist_hier.v``). Each block (a
    sub-module of the top) is linked alone in OpenSTA; every input port of it gets the toggle
@@ -431,7 +431,10 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
     passes of a mode pooled); ``pj_per_byte_onchip`` = the energy of the ``onchip_blocks``
     (memories and buffers; all blocks when None) over the bytes moved on chip.
     ``at_activity_0.2`` holds the same figures with every input at 0.2. ``extra_libs``: the SRAM
-    macros' Liberty files when the netlist holds macros.
+    macros' Liberty files when the netlist holds macros; ``macros_mw`` / ``blocks_macros_mw``
+    is the macros' own share of the power (their instances' totals). Also: ``blocks_leakage_mw``,
+    ``passes`` (per pass: mode, cycles, MACs, bytes moved on chip) and ``ports_annotated`` (per
+    block: input ports with a measured rate, of all; clock and reset aside).
     """
     if not passes:
         raise UserError("power_entry: no simulated passes")
