@@ -12,9 +12,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..sim.golden.int_moe import SILU_ENTRIES
+from .held_copy import held_copy
 from .tops import Param, Top
-from .vector_common import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width, lockstep,
-                          requant_stages, swiglu_in_layout, swiglu_out_layout)
+from .vector_common import (ACC, REQUANT_STAGES, SILU, SILU_WRITE, SWIGLU_ELEM, check_width,
+                          lockstep, requant_stages, swiglu_in_layout, swiglu_out_layout)
 
 DEFAULT_WIDTH = 16      # VectorConfig().width
 
@@ -91,14 +92,14 @@ class VectorSwiGLU(wiring.Component):
         # registered up value and the scalars.
         hm1 = Signal.like(i.payload.hm, name="s1_hm")
         he1 = Signal.like(i.payload.he, name="s1_he")
-        hm2 = Signal.like(i.payload.hm, name="s2_hm")
-        he2 = Signal.like(i.payload.he, name="s2_he")
-        # hm2 feeds the multipliers of every element (32 x width partial products per bit): the
-        # critical path of the synthesized unit at width 16 (a buffer chain). Per-element copies
-        # do not help: Yosys merges registers with equal inputs (tried; see the README).
+        # Stage 2's scalars, one copy per element (hw/held_copy.py: copies synthesis keeps): one
+        # hm register fed the multipliers of every element, 32 x width partial-product bits per
+        # bit, which ABC buffered as a chain (1.5 ns at width 16 in Nangate 45).
         with m.If(en):
-            m.d.sync += [hm1.eq(i.payload.hm), he1.eq(i.payload.he), hm2.eq(hm1), he2.eq(he1)]
+            m.d.sync += [hm1.eq(i.payload.hm), he1.eq(i.payload.he)]
         for lane, rd in enumerate(reads):
+            hm2 = held_copy(m, en, hm1, f"elem_{lane}_s2_hm")
+            he2 = held_copy(m, en, he1, f"elem_{lane}_s2_he")
             e = i.payload.elem[lane]
             v1 = Signal(SWIGLU_ELEM["v"].shape, name=f"elem_{lane}_s1_v")
             prod = Signal(ACC, name=f"elem_{lane}_s2_prod")

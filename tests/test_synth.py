@@ -324,3 +324,35 @@ def test_a_wide_enable_is_buffered_in_sky130(tmp_path):
     report = flow.synthesize_component(WideEnable(), "wide", tmp_path, liberty=lib, clock_ns=10.0)
     assert "edfxtp" not in (tmp_path / "netlist.v").read_text()
     assert report["timing"]["met"], report["timing"]
+
+
+class Copies(wiring.Component):
+    """``n`` copies of one 8-bit register loaded on ``en``, each feeding its own output:
+    ``held=True`` through :func:`~elmoe3d.hw.held_copy.held_copy`, else plain enable registers."""
+
+    def __init__(self, held, n=4):
+        self.held, self.n = held, n
+        super().__init__({"en": In(1), "d": In(8), **{f"q{i}": Out(8) for i in range(n)}})
+
+    def elaborate(self, platform):
+        from elmoe3d.hw.held_copy import held_copy
+        m = Module()
+        for i in range(self.n):
+            if self.held:
+                reg = held_copy(m, self.en, self.d, f"copy{i}")
+            else:
+                reg = Signal(8, name=f"copy{i}")
+                with m.If(self.en):
+                    m.d.sync += reg.eq(self.d)
+            m.d.comb += getattr(self, f"q{i}").eq(reg)
+        return m
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_held_copies_stay_apart_and_plain_copies_merge(held, tmp_path):
+    """Yosys merges registers with equal inputs; held_copy's copies stay four registers (what lets
+    the PE array and the vector blocks give each row or element its own copy of a wide-fan-out
+    register)."""
+    report = flow.synthesize_component(Copies(held), "copies", tmp_path, log=None)
+    flops = sum(n for c, n in report["area"]["cells_by_type"].items() if c.startswith(("$_DFF", "$_SDFF")))
+    assert flops == (4 * 8 if held else 8)
