@@ -1,7 +1,9 @@
 """The core's executor, as units (see ``docs/core.md``).
 
 - :mod:`.control`: :class:`Executor`, the dispatcher and the sequencers not yet units (ROUTE,
-  FETCH, LOADM, GEMV); it joins the units below with ``wiring.connect``.
+  LOADM, GEMV); it joins the units below with ``wiring.connect``.
+- :mod:`.fetch`: :class:`Fetch`, FETCH (cache lookup or probe, the expert's planes; job stream
+  in, done stream out with the Status).
 - :mod:`.group`: :class:`GroupLoads`, LOADX (``x``, token scales, the group's sizes) and LOADP
   (scalars, SiLU table) on off-chip port 0 (job stream in, done stream out with the Status).
 - :mod:`.vector`: :class:`VectorSteps`, SWIGLU, COMBINE and STOREY through the requantizers, the
@@ -14,19 +16,20 @@
 - :mod:`.buffers`: :class:`Dims` (every size the units share) and :class:`Buffers` (the token
   buffers, one port per client).
 - :mod:`.ports`: the units' protocols (buffer ports, the GEMV job, the vector-step job, the
-  group-load job, the multiplier table's read port).
+  group-load job, the fetch job and the planes it leaves, the multiplier table's read port).
 - :mod:`.harness`: bench tops of the units (``exec_gemv``, ``exec_context``, ``exec_vector``,
-  ``exec_group``), registered for ``generate`` and ``regress``.
+  ``exec_group``, ``exec_fetch``), registered for ``generate`` and ``regress``.
 """
 
 from .buffers import Buffers, Dims
 from .context import ExpertContext
-from .control import BLOCK_PORTS, Executor, check_core_config, probe_resp_layout
+from .control import BLOCK_PORTS, Executor, check_core_config
+from .fetch import Fetch, probe_resp_layout
 from .gemv import GemvEngine
 from .group import GroupLoads
 from .loads import MultLoads, PortShare
 from .harness import GENERATE_TOPS
 from .vector import VectorSteps
 
-__all__ = ["BLOCK_PORTS", "Buffers", "Dims", "Executor", "ExpertContext", "GENERATE_TOPS", "GemvEngine",
+__all__ = ["BLOCK_PORTS", "Buffers", "Dims", "Executor", "ExpertContext", "Fetch", "GENERATE_TOPS", "GemvEngine",
            "GroupLoads", "MultLoads", "PortShare", "VectorSteps", "check_core_config", "probe_resp_layout"]

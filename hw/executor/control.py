@@ -47,16 +47,14 @@ Commands (what the executor does; the ISS is the definition of the result)
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...errors import UserError
-from ...spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Proj, Reg, Status, Update, field_widths
+from ...spec.isa import NEEDS, Bits, Choice, InstructionSet, Op, Proj, Reg, Status, field_widths
 from ...spec.image import MULT_BYTES, MULTIPLIER
-from ...spec.numerics import GATE_FRAC
 from ..command_processor import StatusShape, done_layout, exec_layout, regs_layout
 from ..expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
-from ..expert_cache import OpCode as CacheOp
 from ..layouts import ArrayOf, Mode
 from ..mux import pick, select
 from ..protocols import WritePort
@@ -64,6 +62,7 @@ from .buffers import Buffers, Dims
 from .context import ExpertContext
 from .gemv import GemvEngine, arm_signature, hb_port, off_port
 from .loads import MultLoads, PortShare, mult_words as loads_mult_words
+from .fetch import Fetch, probe_resp_layout
 from .group import GroupLoads
 from .ports import Dest, GroupOp, VecOp, record_layout
 from .vector import VectorSteps
@@ -97,10 +96,6 @@ def check_core_config(config):
 # the executor's member that drives each compute block (hw/core.py compute_blocks() builds them)
 BLOCK_PORTS = {"pe": "pe_port", "rq_g": "rqg_port", "rq_u": "rqu_port", "swiglu": "sw_port",
                "combine": "cb_port", "router": "router_port"}
-
-
-def probe_resp_layout(cache):
-    return data.StructLayout({"key": key_layout(cache), "hit": 1, "slot": cache.slot_bits})
 
 
 class Executor(wiring.Component):
@@ -150,7 +145,6 @@ class Executor(wiring.Component):
         R_HB = L // (hb_bits // 8)                       # HB lines per image line
         LOG_W = _log2(W)
         isa = self.isa
-        sb = cfg.cache.score_bits
         vw = field_widths(cfg)["value"]
 
         def field(name, op):
@@ -256,11 +250,19 @@ class Executor(wiring.Component):
         with m.If(grp.started):
             m.d.comb += vec.clear.eq(1)
             m.d.sync += [routed.eq(0), ctx_valid.eq(0), mask.eq(0)]
-        pl_valid = Signal(2)
-        pl_hb = Signal(2)                     # 1: the plane is read from HB
-        pl_fill = Signal()                    # the MSB plane is being filled into HB
-        pl_off = [Signal(cfg.offchip.addr_bits + 2, name=f"pl_off{p}") for p in range(2)]
-        pl_hbase = [Signal(cfg.hb.addr_bits + 2, name=f"pl_hb{p}") for p in range(2)]
+        # where the expert's planes are: the fetch unit's (FETCH), read by GEMV
+        fetch = m.submodules.fetch = Fetch(cfg)
+        connect(m, fetch.cache_req, wiring.flipped(self.cache_req))
+        connect(m, wiring.flipped(self.cache_resp), fetch.cache_resp)
+        # the probe port: the fetch unit's (PEEK), or ROUTE's probes (RT_PROBE*, below, which
+        # override these while ROUTE runs; the fetch unit is idle then)
+        m.d.comb += [self.probe_req.valid.eq(fetch.probe_req.valid), self.probe_req.payload.eq(fetch.probe_req.payload),
+                     fetch.probe_req.ready.eq(self.probe_req.ready),
+                     fetch.probe_resp.valid.eq(self.probe_resp.valid), fetch.probe_resp.payload.eq(self.probe_resp.payload),
+                     self.probe_resp.ready.eq(fetch.probe_resp.ready)]
+        pl_valid, pl_hb, pl_fill = fetch.planes.valid, fetch.planes.hb, fetch.planes.fill
+        pl_off, pl_hbase = fetch.planes.off, fetch.planes.hbase
+        fjob = fetch.job.payload
         mults_ok = Signal()
         done_g, done_u, done_d, done_h = (Signal(name=f"done_{p}") for p in "gudh")
 
@@ -288,7 +290,6 @@ class Executor(wiring.Component):
         connect(m, wiring.flipped(self.pe_port), eng.pe)
 
         off_lines = cfg.offchip.lines
-        hb_lines = cfg.hb.lines
         # the expert's token list, for the engine's lanes
         job = eng.job.payload
         m.d.comb += [eng.tlist[i].eq(tlist[i]) for i in range(T)]
@@ -355,6 +356,11 @@ class Executor(wiring.Component):
                 m.d.comb += self.done.valid.eq(1)
                 with m.If(self.done.ready):
                     m.next = "IDLE"
+            with m.State("FETCH"):
+                m.d.comb += [self.done.valid.eq(fetch.done.valid), self.done.payload.eq(fetch.done.payload),
+                             fetch.done.ready.eq(self.done.ready)]
+                with m.If(fetch.done.valid & self.done.ready):
+                    m.next = "IDLE"
             with m.State("GROUP"):
                 m.d.comb += [self.done.valid.eq(grp.done.valid), self.done.payload.eq(grp.done.payload),
                              grp.done.ready.eq(self.done.ready)]
@@ -375,9 +381,9 @@ class Executor(wiring.Component):
                     fail(Status.ORDER)
                 with m.Elif(body_ops & (~ctx_valid | (ctx_expert != expert) | (ctx_shared != shared))):
                     m.d.sync += [ctx_expert.eq(expert), ctx_shared.eq(shared),
-                                 pl_valid.eq(0), pl_hb.eq(0), pl_fill.eq(0), mults_ok.eq(0),
+                                 mults_ok.eq(0),
                                  done_g.eq(0), done_u.eq(0), done_d.eq(0), done_h.eq(0)]
-                    m.d.comb += [ctx.build.valid.eq(1), ctx.build.payload.expert.eq(expert),
+                    m.d.comb += [fetch.forget.eq(1), ctx.build.valid.eq(1), ctx.build.payload.expert.eq(expert),
                                  ctx.build.payload.shared.eq(shared)]
                     m.next = "CTX"
                 with m.Else():
@@ -402,7 +408,14 @@ class Executor(wiring.Component):
                         m.d.sync += [kreq.eq(field("k", Op.ROUTE)), cached.eq(field("choice", Op.ROUTE) == Choice.CACHED)]
                         m.next = "RT_CHECK"
                     with m.Case(Op.FETCH):
-                        m.next = "F_CHECK"
+                        # a fetch job (hw/executor/fetch.py); its done is the command's
+                        m.d.comb += [fetch.job.valid.eq(1), fjob.plane.eq(field("plane", Op.FETCH)),
+                                     fjob.update.eq(field("update", Op.FETCH)), fjob.expert.eq(expert),
+                                     fjob.maxw.eq(maxw), fjob.layer.eq(r.layer), fjob.e_addr.eq(r.e_addr),
+                                     fjob.e_stride.eq(r.e_stride), fjob.plane_lines.eq(r.plane_lines),
+                                     fjob.hb_base.eq(r.hb_base)]
+                        with m.If(fetch.job.ready):
+                            m.next = "FETCH"
                     with m.Case(Op.LOADM):
                         m.next = "LM_CHECK"
                     with m.Case(Op.GEMV):
@@ -511,70 +524,6 @@ class Executor(wiring.Component):
                         ok()
                     with m.Else():
                         m.next = "RT_CMD"
-
-            # ---- FETCH ------------------------------------------------------------------------------
-            with m.State("F_CHECK"):
-                plane = field("plane", Op.FETCH)
-                upd = field("update", Op.FETCH)
-                base = (r.e_addr + expert * r.e_stride + plane * r.plane_lines) << _log2(R_OFF)
-                with m.If(plane & (upd == Update.LOOKUP)):
-                    fail(Status.RANGE)          # LSB planes are never cached by this core
-                with m.Elif(base + (r.plane_lines << _log2(R_OFF)) > off_lines):
-                    fail(Status.ADDRESS)
-                with m.Else():
-                    for p_ in range(2):
-                        with m.If(plane == p_):
-                            m.d.sync += pl_off[p_].eq(base)
-                    m.next = "F_REQ"
-            with m.State("F_REQ"):
-                plane = field("plane", Op.FETCH)
-                upd = field("update", Op.FETCH)
-                key = dict(layer=r.layer, expert=expert, plane=plane)
-                score = maxw >> max(GATE_FRAC - sb, 0)
-                with m.If(upd == Update.LOOKUP):
-                    cr = self.cache_req.payload
-                    m.d.comb += [self.cache_req.valid.eq(1), cr.op.eq(CacheOp.LOOKUP),
-                                 cr.key.layer.eq(r.layer), cr.key.expert.eq(expert), cr.key.plane.eq(plane),
-                                 cr.score.eq(Mux(score > (1 << sb) - 1, (1 << sb) - 1, score))]
-                    with m.If(self.cache_req.ready):
-                        m.next = "F_RESP"
-                with m.Else():
-                    pr = self.probe_req.payload
-                    m.d.comb += [self.probe_req.valid.eq(1), pr.layer.eq(key["layer"]), pr.expert.eq(expert),
-                                 pr.plane.eq(plane)]
-                    with m.If(self.probe_req.ready):
-                        m.next = "F_PROBE"
-            hb_slot = Signal(cfg.cache.slot_bits)
-            with m.State("F_RESP"):
-                m.d.comb += self.cache_resp.ready.eq(1)
-                with m.If(self.cache_resp.valid):
-                    rs = self.cache_resp.payload
-                    m.d.sync += [pl_hb[0].eq(rs.hit), pl_fill.eq(rs.fill), hb_slot.eq(rs.slot)]
-                    m.next = "F_HB"
-            with m.State("F_PROBE"):
-                plane = field("plane", Op.FETCH)
-                m.d.comb += self.probe_resp.ready.eq(1)
-                with m.If(self.probe_resp.valid):
-                    rs = self.probe_resp.payload
-                    for p_ in range(2):
-                        with m.If(plane == p_):
-                            m.d.sync += [pl_hb[p_].eq(rs.hit)]
-                    with m.If(plane == 0):
-                        m.d.sync += pl_fill.eq(0)
-                    m.d.sync += hb_slot.eq(rs.slot)
-                    m.next = "F_HB"
-            with m.State("F_HB"):
-                plane = field("plane", Op.FETCH)
-                hbase = (r.hb_base + hb_slot * r.plane_lines) * R_HB
-                uses_hb = pick([pl_hb[0] | pl_fill, pl_hb[1]], plane)
-                with m.If(uses_hb & (hbase + r.plane_lines * R_HB > hb_lines)):
-                    fail(Status.ADDRESS)
-                with m.Elif(plane == 1):
-                    m.d.sync += [pl_hbase[1].eq(hbase), pl_valid[1].eq(1)]
-                    ok()
-                with m.Else():
-                    m.d.sync += [pl_hbase[0].eq(hbase), pl_valid[0].eq(1)]
-                    ok()
 
             # ---- LOADM ------------------------------------------------------------------------------
             with m.State("LM_CHECK"):

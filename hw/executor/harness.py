@@ -16,6 +16,8 @@ SwiGLU block's ``table`` are the top's ports (``sim/benches/tb_exec_vector.py``)
 ``exec_group``: :class:`~.group.GroupLoads` with the ``x`` buffer it writes (the bench reads it
 on ``x_rd``); its job/done, read port, SiLU-table stream and outputs are the top's ports
 (``sim/benches/tb_exec_group.py``).
+
+``exec_fetch``: :class:`~.fetch.Fetch` as it is (``sim/benches/tb_exec_fetch.py``).
 """
 
 from amaranth.hdl import Module
@@ -28,6 +30,7 @@ from ..pe_array import PEArray
 from ..tops import Param, Top
 from .buffers import Buffers, Dims
 from .context import ExpertContext
+from .fetch import Fetch
 from .gemv import GemvEngine
 from .group import GroupLoads
 from .loads import mult_words
@@ -227,6 +230,12 @@ class GroupHarness(wiring.Component):
         return m
 
 
+def build_fetch(preset="tiny"):
+    """The fetch unit of a preset's core."""
+    from .control import check_core_config
+    return Fetch(check_core_config(_config(preset, 0)))
+
+
 GENERATE_TOPS = [
     Top(name="exec_gemv", help="the core's GEMV engine (hw/executor/gemv.py) with its PE array and token buffers "
                                "(a unit bench top)",
@@ -245,5 +254,9 @@ GENERATE_TOPS = [
     Top(name="exec_group", help="the core's group loads (hw/executor/group.py: LOADX, LOADP) with the x buffer "
                                 "(a unit bench top)",
         build=lambda preset="tiny": GroupHarness(preset),
+        params=(Param("preset", str, "tiny", "accelerator configuration preset"),)),
+    Top(name="exec_fetch", help="the core's fetch unit (hw/executor/fetch.py: FETCH, the expert's planes) "
+                                "(a unit bench top)",
+        build=build_fetch,
         params=(Param("preset", str, "tiny", "accelerator configuration preset"),)),
 ]

@@ -11,6 +11,8 @@
 - :class:`MultRead` (client's view): a read port of the multiplier table's running bank.
 - :func:`group_job_layout` (with :class:`GroupOp`): one job for
   :class:`~elmoe3d.hw.executor.group.GroupLoads` (LOADX, LOADP).
+- :func:`fetch_job_layout`, :func:`planes_layout`: one job for
+  :class:`~elmoe3d.hw.executor.fetch.Fetch` and where the expert's planes are.
 """
 
 from amaranth.lib import enum
@@ -154,3 +156,25 @@ def group_job_layout(value_bits):
     ``n_experts`` (LOADP) and ``addr`` (``X_ADDR`` for LOADX, ``P_ADDR`` for LOADP; image lines)."""
     return data.StructLayout({"op": GroupOp, "tokens": value_bits, "d_model": value_bits, "d_ffn": value_bits,
                               "n_experts": value_bits, "addr": value_bits})
+
+
+def fetch_job_layout(cfg):
+    """One FETCH job: the command's ``plane`` (0 MSB, 1 LSB) and ``update``
+    (:class:`~elmoe3d.spec.isa.Update`), the loop's ``expert``, the expert's largest gate weight
+    ``maxw`` (the cache score) and the registers it reads (``layer``, ``e_addr``, ``e_stride``,
+    ``plane_lines``, ``hb_base``; image lines)."""
+    from ...spec.isa import field_widths
+    from ...spec.numerics import GATE_FRAC
+    vw = field_widths(cfg)["value"]
+    return data.StructLayout({"plane": 1, "update": 1, "expert": cfg.cache.expert_bits + 1, "maxw": GATE_FRAC + 1,
+                              "layer": vw, "e_addr": vw, "e_stride": vw, "plane_lines": vw, "hb_base": vw})
+
+
+def planes_layout(cfg):
+    """Where the running expert's planes are (FETCH's result, GEMV's operands): per plane p
+    (0 MSB, 1 LSB) ``valid[p]`` (fetched), ``hb[p]`` (read from HB), ``off[p]`` (its first
+    off-chip line), ``hbase[p]`` (its HB slot's first HB line); ``fill``: the MSB plane is being
+    filled into HB (a LOOKUP that missed and fills)."""
+    return data.StructLayout({"valid": 2, "hb": 2, "fill": 1,
+                              "off": ArrayOf(unsigned(cfg.offchip.addr_bits + 2), 2, index="plane"),
+                              "hbase": ArrayOf(unsigned(cfg.hb.addr_bits + 2), 2, index="plane")})
