@@ -482,7 +482,8 @@ def format_markdown(report):
         buffered = (f", buffering and sizing with inputs driven by {area['driving_cell']}"
                     if area.get("driving_cell") else "")
         out.append(f"- Yosys {report['tools']['yosys'] or ''}: `synth -top` ({flat}), `dfflibmap`, "
-                   f"`abc -D {round(report['clock_ns'] * 1000)}` (ps{buffered})"
+                   f"`abc -D {yosys_flow.abc_delay_ps(report['clock_ns'])}` (ps, "
+                   f"{yosys_flow.ABC_DELAY_TARGET:g} of the period{buffered})"
                    + (f" with dont_use {', '.join(area['dont_use'])}" if area.get("dont_use") else "")
                    + ", `stat -liberty`.")
         if timing:
