@@ -2,9 +2,9 @@
 """The executor as units (``hw/executor/``): every signal of the generated core has a name, the
 buffer block merges its clients' ports as a model does, HBMemory speaks the shared port
 protocol, and the units' cocotb benches (``sim/benches/tb_exec_gemv.py``, ``tb_exec_context.py``,
-``tb_exec_vector.py``, ``tb_exec_group.py``, ``tb_exec_fetch.py``) are registered (their Verilator
-runs are ``slow`` but for one short run of the vector steps, the group loads and the fetch unit;
-``elmoe3d regress`` runs them)."""
+``tb_exec_vector.py``, ``tb_exec_group.py``, ``tb_exec_fetch.py``, ``tb_exec_route.py``) are
+registered (their Verilator runs are ``slow`` but for one short run of the vector steps, the
+group loads, the fetch unit and the route unit; ``elmoe3d regress`` runs them)."""
 
 from dataclasses import replace
 
@@ -107,7 +107,8 @@ def test_gemv_engine_declares_its_streams():
     assert members["ga_wr"].signature == d.write_port("ga")
 
 
-@pytest.mark.parametrize("top", ["exec_gemv", "exec_context", "exec_vector", "exec_group", "exec_fetch"])
+@pytest.mark.parametrize("top", ["exec_gemv", "exec_context", "exec_vector", "exec_group", "exec_fetch",
+                                 "exec_route"])
 def test_every_executor_unit_bench_is_registered(top):
     assert BENCHES[top] == f"elmoe3d.sim.benches.tb_{top}"
     assert any(e.top == top and e.quick for e in REGRESSION)
@@ -149,6 +150,17 @@ def test_group_loads_bench(params, seeds, tmp_path):
 ], ids=["tiny", "tiny-seeds", "small"])
 def test_fetch_bench(params, seeds, tmp_path):
     run_top_bench("exec_fetch", params, tmp_path, seeds=seeds, quick=True, quick_build=True)
+
+
+# the route unit (hw/executor/route.py): the router GEMV job, probes, and each token's experts and
+# gate weights against sim/golden/int_moe select_experts / gate_weights
+@pytest.mark.parametrize("params, seeds", [
+    (dict(preset="tiny", max_k=4), (1,)),
+    pytest.param(dict(preset="tiny", max_k=4), (2, 3), marks=pytest.mark.slow),
+    pytest.param(dict(preset="small", max_k=8), (1, 2), marks=pytest.mark.slow),
+], ids=["tiny", "tiny-seeds", "small"])
+def test_route_bench(params, seeds, tmp_path):
+    run_top_bench("exec_route", params, tmp_path, seeds=seeds, quick=True, quick_build=True)
 
 
 @pytest.mark.slow

@@ -9,6 +9,14 @@ expert cache, the off-chip read ports (0: MSB / data, 1: LSB), the off-chip writ
 read port and the fill path. Every operand comes from the memory images; the numerics are the
 integer layer of ``sim/golden/int_moe.py`` and the ISS (``sim/machine/iss.py``) is the golden machine.
 
+The executor itself is the dispatcher: it checks a command's registers and the loop order, has
+the context unit build the expert's context, and hands the command to its unit as a job
+(LOADX / LOADP: :class:`~.group.GroupLoads`; ROUTE: :class:`~.route.Route`; FETCH:
+:class:`~.fetch.Fetch`; SWIGLU / COMBINE / STOREY: :class:`~.vector.VectorSteps`), whose
+``done`` it forwards as its own in the same cycle; LOADM (the loads unit's job, the tag compare)
+and GEMV (the engine's job from the planes FETCH left) are its own few states. Each unit raises
+its command's Status codes; the processor reports them with the command's index.
+
 Core restrictions (checked by :func:`check_core_config`): a square array with ``rows = cols =
 vector.width = W``, W a power of two >= 4, an off-chip line of W bytes, a power-of-two image line;
 at run time ``D_MODEL`` and ``D_FFN`` multiples of W (``RANGE`` otherwise).
@@ -46,7 +54,7 @@ Commands (what the executor does; the ISS is the definition of the result)
   ``o``. ``STOREY``: ``o`` saturated through the combine block (``w = 0``, ``last``) to off-chip.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,7 +64,6 @@ from ...spec.image import MULT_BYTES, MULTIPLIER
 from ..command_processor import StatusShape, done_layout, exec_layout, regs_layout
 from ..expert_cache import key_layout, request_layout as cache_request_layout, response_layout as cache_response_layout
 from ..layouts import ArrayOf, Mode
-from ..mux import pick, select
 from ..protocols import WritePort
 from .buffers import Buffers, Dims
 from .context import ExpertContext
@@ -64,7 +71,8 @@ from .gemv import GemvEngine, arm_signature, hb_port, off_port
 from .loads import MultLoads, PortShare, mult_words as loads_mult_words
 from .fetch import Fetch, probe_resp_layout
 from .group import GroupLoads
-from .ports import Dest, GroupOp, VecOp, record_layout
+from .route import Route
+from .ports import GroupOp, VecOp, record_layout
 from .vector import VectorSteps
 
 
@@ -113,6 +121,7 @@ class Executor(wiring.Component):
         self.pe_sig = blocks["pe"].signature
         self.vec_sigs = (blocks["rq_g"].signature, blocks["swiglu"].signature, blocks["combine"].signature)
         self.table_sig = blocks["swiglu"].signature.members["i_table"].signature.flip()
+        self.router_sig = blocks["router"].signature
         ports = {BLOCK_PORTS[name]: Out(blk.signature.flip()) for name, blk in blocks.items()}
         off = cfg.offchip
         self.off_port, self.hb_port = off_port(cfg), hb_port(cfg)
@@ -143,7 +152,6 @@ class Executor(wiring.Component):
         R_OFF = L // W                                   # off-chip lines per image line
         hb_bits = cfg.hb.channels * cfg.hb.width
         R_HB = L // (hb_bits // 8)                       # HB lines per image line
-        LOG_W = _log2(W)
         isa = self.isa
         vw = field_widths(cfg)["value"]
 
@@ -155,7 +163,7 @@ class Executor(wiring.Component):
         dims = self.dims
         bufs = m.submodules.buffers = Buffers(dims, {
             "x": (("gemv",), ("grp",)), "h": (("gemv",), ("vec",)), "ga": (("vec",), ("gemv",)),
-            "ua": (("vec",), ("gemv",)), "da": (("seq", "vec"), ("gemv",)), "o": (("vec",), ("vec",))})
+            "ua": (("vec",), ("gemv",)), "da": (("route", "vec"), ("gemv",)), "o": (("vec",), ("vec",))})
         eng = m.submodules.gemv = GemvEngine(dims, self.pe_sig)
         connect = wiring.connect
         for name in ("x", "h"):
@@ -163,11 +171,10 @@ class Executor(wiring.Component):
         for name in ("ga", "ua", "da"):
             connect(m, getattr(eng, f"{name}_wr"), getattr(bufs, f"{name}_wr_gemv"))
 
-        def seq_port(sig, name):
-            """The command sequencers' port on a buffer (named ``seq__<name>__...`` in the Verilog)."""
-            return sig.create(path=("seq", name))
-        da_r = seq_port(dims.read_port("da"), "da_rd")
-        connect(m, da_r, bufs.da_rd_seq)
+        # ROUTE (the router GEMV job, the router block, the routing table): logits from da
+        rte = m.submodules.route = Route(dims, self.router_sig)
+        connect(m, rte.da_rd, bufs.da_rd_route)
+        connect(m, rte.router, wiring.flipped(self.router_port))
         # the group loads (LOADX, LOADP): x, the token scales, the scalars, the SiLU table
         grp = m.submodules.group = GroupLoads(dims, self.table_sig)
         connect(m, grp.x_wr, bufs.x_wr_grp)
@@ -209,7 +216,6 @@ class Executor(wiring.Component):
                 m.d.comb += [port.data[s * (W // 4) + i].eq(rd.data[i]) for i in range(W // 4)]
 
         # -- sub-blocks' ports -----------------------------------------------------------------
-        sw, rt = self.sw_port, self.router_port
 
         # -- latched command and state -----------------------------------------------------------
         op = Signal(4)
@@ -226,9 +232,8 @@ class Executor(wiring.Component):
         router_m, router_e, hid_m, hid_e = grp.router_m, grp.router_e, grp.hid_m, grp.hid_e
         sec_lines = grp.sec_lines             # image lines of one projection's section (F*d/(2L))
         router_lines = grp.router_lines       # image lines of one router plane
-        routed = Signal()
         # the experts the group chose (for the command processor's loops)
-        mask = Signal(self.n_experts)
+        mask = rte.mask
         m.d.comb += self.experts.eq(mask)
         # expert context
         ctx_valid = Signal()
@@ -239,6 +244,11 @@ class Executor(wiring.Component):
         nact, maxw = ctx.nact, ctx.maxw
         tlist = [ctx.tlist[i] for i in range(T)]
         m.d.comb += ctx.ntok.eq(ntok)
+        connect(m, rte.route, ctx.route)
+        m.d.comb += [rte.ntok.eq(ntok), rte.dwords.eq(dwords), rte.router_lines.eq(router_lines),
+                     rte.router_m.eq(router_m), rte.router_e.eq(router_e), rte.clear.eq(grp.started)]
+        m.d.comb += [rte.xm[t].eq(xm[t]) for t in range(T)]
+        m.d.comb += [rte.xe[t].eq(xe[t]) for t in range(T)]
         # the vector steps' operands
         m.d.comb += [vec.ntok.eq(ntok), vec.nact.eq(nact), vec.dwords.eq(dwords), vec.fwords.eq(fwords),
                      vec.tlist.eq(ctx.tlist), vec.weights.eq(ctx.weights), vec.hid_m.eq(hid_m), vec.hid_e.eq(hid_e)]
@@ -249,17 +259,21 @@ class Executor(wiring.Component):
         # a LOADX that passed its checks starts a new group: no routing, context or output sum
         with m.If(grp.started):
             m.d.comb += vec.clear.eq(1)
-            m.d.sync += [routed.eq(0), ctx_valid.eq(0), mask.eq(0)]
+            m.d.sync += ctx_valid.eq(0)
+        with m.If(rte.started):                  # a new routing: no expert's context
+            m.d.sync += ctx_valid.eq(0)
         # where the expert's planes are: the fetch unit's (FETCH), read by GEMV
         fetch = m.submodules.fetch = Fetch(cfg)
         connect(m, fetch.cache_req, wiring.flipped(self.cache_req))
         connect(m, wiring.flipped(self.cache_resp), fetch.cache_resp)
-        # the probe port: the fetch unit's (PEEK), or ROUTE's probes (RT_PROBE*, below, which
-        # override these while ROUTE runs; the fetch unit is idle then)
-        m.d.comb += [self.probe_req.valid.eq(fetch.probe_req.valid), self.probe_req.payload.eq(fetch.probe_req.payload),
-                     fetch.probe_req.ready.eq(self.probe_req.ready),
+        # the probe port: the fetch unit's (PEEK) or the route unit's (cached choice); one
+        # command runs at a time, so at most one of them requests or waits for a response
+        m.d.comb += [self.probe_req.valid.eq(fetch.probe_req.valid | rte.probe_req.valid),
+                     self.probe_req.payload.eq(Mux(rte.probe_req.valid, rte.probe_req.payload, fetch.probe_req.payload)),
+                     fetch.probe_req.ready.eq(self.probe_req.ready), rte.probe_req.ready.eq(self.probe_req.ready),
                      fetch.probe_resp.valid.eq(self.probe_resp.valid), fetch.probe_resp.payload.eq(self.probe_resp.payload),
-                     self.probe_resp.ready.eq(fetch.probe_resp.ready)]
+                     rte.probe_resp.valid.eq(self.probe_resp.valid), rte.probe_resp.payload.eq(self.probe_resp.payload),
+                     self.probe_resp.ready.eq(fetch.probe_resp.ready | rte.probe_resp.ready)]
         pl_valid, pl_hb, pl_fill = fetch.planes.valid, fetch.planes.hb, fetch.planes.fill
         pl_off, pl_hbase = fetch.planes.off, fetch.planes.hbase
         fjob = fetch.job.payload
@@ -292,27 +306,25 @@ class Executor(wiring.Component):
         off_lines = cfg.offchip.lines
         # the expert's token list, for the engine's lanes
         job = eng.job.payload
+        # the engine's jobs: the route unit's router GEMV, or GEMV's (G_START, below, which
+        # overrides these; the route unit is idle then)
+        m.d.comb += [eng.job.valid.eq(rte.gemv.valid), eng.job.payload.eq(rte.gemv.payload),
+                     rte.gemv.ready.eq(eng.job.ready),
+                     rte.gemv_done.valid.eq(eng.done.valid), eng.done.ready.eq(rte.gemv_done.ready)]
         m.d.comb += [eng.tlist[i].eq(tlist[i]) for i in range(T)]
 
         # ==========================================================================================
         # the command sequencers
         # ==========================================================================================
-        E_ = r.n_experts
         missing = Signal()
         for o_, regs_ in NEEDS.items():
             with m.If(op == o_):
                 m.d.comb += missing.eq(~Cat(*[self.regs_set[int(x)] for x in regs_]).all())
 
         # counters shared by the sequencers
-        n_a = Signal(24)                      # lines / items issued
-        q = Signal(range(max(W, 8)))
-        li, fi = Signal(range(T + 1), name="li"), Signal(24, name="fi")         # issue side: list index, word
-        allowed = Signal(self.n_experts)
         tmp_off = Signal(cfg.offchip.addr_bits + vw + 20)
         proj = Signal(2)
         bits_full = Signal()
-        kreq = Signal(vw)
-        cached = Signal()
 
         def fail(code):
             m.d.sync += err.eq(code)
@@ -343,6 +355,8 @@ class Executor(wiring.Component):
                 m.d.comb += [loads.job.valid.eq(1), loads.job.payload.base.eq(pf_base),
                              loads.job.payload.length.eq(pf_len), loads.job.payload.bank.eq(~mbank)]
             m.d.sync += pf_want.eq(0)
+        with m.If(rte.routed):                   # ROUTE's last token: load the mask's first expert
+            m.d.sync += [pf_want.eq(1), pf_from.eq(0)]
 
         with m.FSM(name="exec"):
             with m.State("IDLE"):
@@ -355,6 +369,11 @@ class Executor(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += self.done.valid.eq(1)
                 with m.If(self.done.ready):
+                    m.next = "IDLE"
+            with m.State("ROUTE"):
+                m.d.comb += [self.done.valid.eq(rte.done.valid), self.done.payload.eq(rte.done.payload),
+                             rte.done.ready.eq(self.done.ready)]
+                with m.If(rte.done.valid & self.done.ready):
                     m.next = "IDLE"
             with m.State("FETCH"):
                 m.d.comb += [self.done.valid.eq(fetch.done.valid), self.done.payload.eq(fetch.done.payload),
@@ -395,7 +414,6 @@ class Executor(wiring.Component):
                     m.d.sync += ctx_valid.eq(1)
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                m.d.sync += [n_a.eq(0), q.eq(0), li.eq(0), fi.eq(0)]
                 with m.Switch(op):
                     with m.Case(Op.LOADX, Op.LOADP):
                         # a group-load job (hw/executor/group.py); its done is the command's
@@ -405,8 +423,14 @@ class Executor(wiring.Component):
                         with m.If(grp.job.ready):
                             m.next = "GROUP"
                     with m.Case(Op.ROUTE):
-                        m.d.sync += [kreq.eq(field("k", Op.ROUTE)), cached.eq(field("choice", Op.ROUTE) == Choice.CACHED)]
-                        m.next = "RT_CHECK"
+                        # a route job (hw/executor/route.py); its done is the command's
+                        rj = rte.job.payload
+                        m.d.comb += [rte.job.valid.eq(1), rj.k.eq(field("k", Op.ROUTE)),
+                                     rj.cached.eq(field("choice", Op.ROUTE) == Choice.CACHED), rj.order.eq(x_ok & p_ok),
+                                     rj.top_k.eq(r.top_k), rj.n_experts.eq(r.n_experts), rj.p_addr.eq(r.p_addr),
+                                     rj.layer.eq(r.layer)]
+                        with m.If(rte.job.ready):
+                            m.next = "ROUTE"
                     with m.Case(Op.FETCH):
                         # a fetch job (hw/executor/fetch.py); its done is the command's
                         m.d.comb += [fetch.job.valid.eq(1), fjob.plane.eq(field("plane", Op.FETCH)),
@@ -435,95 +459,6 @@ class Executor(wiring.Component):
                             m.next = "VEC"
                     with m.Default():
                         ok()
-
-            # ---- ROUTE ------------------------------------------------------------------------------
-            with m.State("RT_CHECK"):
-                top = Mux(r.top_k < E_, r.top_k, E_)
-                with m.If(~x_ok | ~p_ok):
-                    fail(Status.ORDER)
-                with m.Elif((kreq == 0) | (kreq > top) | (kreq > self.max_k)):
-                    fail(Status.RANGE)
-                with m.Elif(((r.p_addr + 2 * router_lines) << _log2(R_OFF)) > off_lines):
-                    fail(Status.ADDRESS)
-                with m.Else():
-                    m.d.sync += [routed.eq(0), ctx_valid.eq(0), mask.eq(0), allowed.eq(0), n_a.eq(0)]
-                    m.next = "RT_PROBE"
-            with m.State("RT_PROBE"):
-                # cached choice: probe every expert's MSB key (sequentially; one in flight)
-                with m.If(~cached | (n_a == E_)):
-                    m.next = "RT_GEMV"
-                with m.Else():
-                    m.d.comb += [self.probe_req.valid.eq(1), self.probe_req.payload.layer.eq(r.layer),
-                                 self.probe_req.payload.expert.eq(n_a), self.probe_req.payload.plane.eq(0)]
-                    with m.If(self.probe_req.ready):
-                        m.next = "RT_PROBE_WAIT"
-            with m.State("RT_PROBE_WAIT"):
-                m.d.comb += self.probe_resp.ready.eq(1)
-                with m.If(self.probe_resp.valid):
-                    for e in range(self.n_experts):
-                        with m.If(n_a == e):
-                            m.d.sync += allowed[e].eq(self.probe_resp.payload.hit)
-                    m.d.sync += n_a.eq(n_a + 1)
-                    m.next = "RT_PROBE"
-            with m.State("RT_GEMV"):
-                m.next = "RT_START"
-            with m.State("RT_START"):
-                # the router GEMV: FULL, router planes on ports 0 and 1, logits into da, tokens in order
-                plen = router_lines << _log2(R_OFF)
-                m.d.comb += [eng.job.valid.eq(1),
-                             job.groups.eq((ntok + LANES - 1) // LANES if LANES > 1 else ntok),
-                             job.nt.eq((E_ + W - 1) >> LOG_W), job.kb.eq(dwords), job.mode.eq(Mode.FULL),
-                             job.src_h.eq(0), job.dest.eq(Dest.DA), job.ident.eq(1), job.ntok.eq(ntok), job.lsb.eq(1),
-                             job.fill.eq(0), job.msb_hb.eq(0), job.msb_base.eq(r.p_addr << _log2(R_OFF)),
-                             job.msb_len.eq(plen), job.lsb_base.eq((r.p_addr + router_lines) << _log2(R_OFF)),
-                             job.lsb_len.eq(plen)]
-                with m.If(eng.job.ready):
-                    m.next = "RT_WAIT"
-            with m.State("RT_WAIT"):
-                m.d.comb += eng.done.ready.eq(1)
-                with m.If(eng.done.valid):
-                    m.d.sync += [n_a.eq(0), q.eq(0), li.eq(0)]
-                    m.next = "RT_CMD"
-            with m.State("RT_CMD"):
-                # token li: a router command, then its E logits from da (word by word)
-                c = rt.i_cmd.payload
-                m.d.comb += [rt.i_cmd.valid.eq(1), c.n.eq(E_), c.k.eq(kreq), c.cached.eq(cached),
-                             c.allowed.eq(allowed), c.xm.eq(pick(xm, li)), c.xe.eq(pick(xe, li)),
-                             c.rm.eq(router_m), c.re.eq(router_e)]
-                with m.If(rt.i_cmd.ready):
-                    m.d.sync += [n_a.eq(0), fi.eq(0)]
-                    m.next = "RT_READ"
-            with m.State("RT_READ"):
-                m.d.comb += [da_r.raddr.eq(fi), da_r.ren.eq(1)]
-                m.d.sync += [fi.eq(fi + 1), q.eq(0)]
-                m.next = "RT_LOGIT"
-            with m.State("RT_LOGIT"):
-                word = select(m, "rt_word", [da_r.rdata[t].as_value() for t in range(T)], li)
-                lg = pick([word[32 * k_:32 * k_ + 32] for k_ in range(W)], q)
-                m.d.comb += [rt.i_logit.valid.eq(1), rt.i_logit.payload.eq(lg)]
-                with m.If(rt.i_logit.ready):
-                    m.d.sync += [n_a.eq(n_a + 1), q.eq(q + 1)]
-                    with m.If(n_a == E_ - 1):
-                        m.next = "RT_RESULT"
-                    with m.Elif(q == W - 1):
-                        m.next = "RT_READ"
-            with m.State("RT_RESULT"):
-                res = rt.o_result.payload
-                # token li's experts and gate weights into the context unit's routing table
-                m.d.comb += [rt.o_result.ready.eq(ctx.route.ready), ctx.route.valid.eq(rt.o_result.valid),
-                             ctx.route.payload.token.eq(li), ctx.route.payload.count.eq(res.count)]
-                m.d.comb += [ctx.route.payload.expert[j].eq(res.expert[j]) for j in range(self.max_k)]
-                m.d.comb += [ctx.route.payload.weight[j].eq(res.weight[j]) for j in range(self.max_k)]
-                with m.If(rt.o_result.valid & ctx.route.ready):
-                    onehot = 0
-                    for j in range(self.max_k):
-                        onehot = onehot | Mux(j < res.count, Const(1, self.n_experts) << res.expert[j], 0)
-                    m.d.sync += [mask.eq(mask | onehot), li.eq(li + 1)]
-                    with m.If(li == ntok - 1):
-                        m.d.sync += [routed.eq(1), pf_want.eq(1), pf_from.eq(0)]
-                        ok()
-                    with m.Else():
-                        m.next = "RT_CMD"
 
             # ---- LOADM ------------------------------------------------------------------------------
             with m.State("LM_CHECK"):

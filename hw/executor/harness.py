@@ -18,6 +18,10 @@ on ``x_rd``); its job/done, read port, SiLU-table stream and outputs are the top
 (``sim/benches/tb_exec_group.py``).
 
 ``exec_fetch``: :class:`~.fetch.Fetch` as it is (``sim/benches/tb_exec_fetch.py``).
+
+``exec_route``: :class:`~.route.Route` with the router block it drives and the ``da`` buffer it
+reads (the bench, standing in for the GEMV engine, writes the logits on ``da_wr`` when it takes
+the router GEMV job on ``gemv`` and answers on ``gemv_done``; ``sim/benches/tb_exec_route.py``).
 """
 
 from amaranth.hdl import Module
@@ -33,6 +37,7 @@ from .context import ExpertContext
 from .fetch import Fetch
 from .gemv import GemvEngine
 from .group import GroupLoads
+from .route import Route
 from .loads import mult_words
 from .ports import record_layout
 from .vector import VectorSteps
@@ -236,6 +241,58 @@ def build_fetch(preset="tiny"):
     return Fetch(check_core_config(_config(preset, 0)))
 
 
+class RouteHarness(wiring.Component):
+    """The route unit of a preset's core with its router block and the ``da`` buffer."""
+
+    # Written into the generated interface documentation (hw/interface_doc.py).
+    INTERFACE_NOTES = (
+        "A unit bench top: the core's route unit (hw/executor/route.py) with the router block it "
+        "drives and the da buffer it reads the logits from. `job` takes one ROUTE, `done` carries "
+        "its Status; `gemv` carries the router GEMV job (hw/executor/ports.py gemv_job_layout), "
+        "answered by one beat on `gemv_done` once the logits are in da (written on `da_wr`: bank "
+        "t's word `wdata[t]` at `waddr[t]` when `we[t]`); `route` carries one beat per token; "
+        "`probe_req`/`probe_resp` are the expert cache's probe port.",
+        "Operands (levels): `ntok`, `dwords`, `router_lines`, `xm`, `xe`, `router_m`, `router_e`; "
+        "`clear` clears `mask`; `started` and `routed` are one-cycle pulses.",
+    )
+
+    def __init__(self, preset="tiny", max_k=4):
+        from ..vector_router import VectorRouter
+        from .control import check_core_config
+        cfg = check_core_config(_config(preset, 0))
+        check_int("max_k", max_k, 1, 64)
+        self.config = cfg
+        self.dims = d = Dims(cfg, max_k)
+        self.router = VectorRouter(max_experts=d.n_experts, max_k=d.slots)
+        self.unit = Route(d, self.router.signature)
+        self.bufs = Buffers(d, {"da": (("route",), ("tb",))})
+        u = self.unit.signature.members
+        super().__init__({
+            **{name: u[name] for name in ("job", "done", "ntok", "dwords", "router_lines", "xm", "xe", "router_m",
+                                          "router_e", "clear", "probe_req", "probe_resp", "gemv", "gemv_done",
+                                          "route", "mask", "started", "routed")},
+            "da_wr": In(d.write_port("da")),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        u = self.unit
+        m.submodules.unit, m.submodules.router, m.submodules.bufs = u, self.router, self.bufs
+        connect = wiring.connect
+        for name in ("job", "probe_resp", "gemv_done"):
+            connect(m, wiring.flipped(getattr(self, name)), getattr(u, name))
+        for name in ("done", "probe_req", "gemv", "route"):
+            connect(m, getattr(u, name), wiring.flipped(getattr(self, name)))
+        for name in ("ntok", "dwords", "router_lines", "xm", "xe", "router_m", "router_e", "clear"):
+            m.d.comb += getattr(u, name).eq(getattr(self, name))
+        for name in ("mask", "started", "routed"):
+            m.d.comb += getattr(self, name).eq(getattr(u, name))
+        connect(m, u.router, self.router)
+        connect(m, u.da_rd, self.bufs.da_rd_route)
+        connect(m, wiring.flipped(self.da_wr), self.bufs.da_wr_tb)
+        return m
+
+
 GENERATE_TOPS = [
     Top(name="exec_gemv", help="the core's GEMV engine (hw/executor/gemv.py) with its PE array and token buffers "
                                "(a unit bench top)",
@@ -259,4 +316,9 @@ GENERATE_TOPS = [
                                 "(a unit bench top)",
         build=build_fetch,
         params=(Param("preset", str, "tiny", "accelerator configuration preset"),)),
+    Top(name="exec_route", help="the core's route unit (hw/executor/route.py: ROUTE) with its router block and "
+                                "the da buffer (a unit bench top)",
+        build=lambda preset="tiny", max_k=4: RouteHarness(preset, max_k),
+        params=(Param("preset", str, "tiny", "accelerator configuration preset"),
+                Param("max_k", int, 4, "router slots (most experts a token may choose)"))),
 ]

@@ -13,6 +13,7 @@
   :class:`~elmoe3d.hw.executor.group.GroupLoads` (LOADX, LOADP).
 - :func:`fetch_job_layout`, :func:`planes_layout`: one job for
   :class:`~elmoe3d.hw.executor.fetch.Fetch` and where the expert's planes are.
+- :func:`route_job_layout`: one job for :class:`~elmoe3d.hw.executor.route.Route`.
 """
 
 from amaranth.lib import enum
@@ -178,3 +179,12 @@ def planes_layout(cfg):
     return data.StructLayout({"valid": 2, "hb": 2, "fill": 1,
                               "off": ArrayOf(unsigned(cfg.offchip.addr_bits + 2), 2, index="plane"),
                               "hbase": ArrayOf(unsigned(cfg.hb.addr_bits + 2), 2, index="plane")})
+
+
+def route_job_layout(cfg):
+    """One ROUTE job: the command's ``k`` and ``cached`` (the choice), ``order`` (LOADX and LOADP
+    ran) and the registers it reads (``top_k``, ``n_experts``, ``p_addr``, ``layer``)."""
+    from ...spec.isa import field_widths
+    vw = field_widths(cfg)["value"]
+    return data.StructLayout({"k": vw, "cached": 1, "order": 1, "top_k": vw, "n_experts": vw, "p_addr": vw,
+                              "layer": vw})

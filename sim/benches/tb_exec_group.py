@@ -166,7 +166,7 @@ class TB:
         self.seen.add(st)
         return st, reqs, entries, len(started)
 
-    async def loadx(self, quick, tag):
+    async def loadx(self, quick, tag, kind):
         rng, W, T, G, L = self.rng, self.W, self.T, self.G, self.L
         c = self.config
         n = rng.randint(1, T)
@@ -175,7 +175,6 @@ class TB:
         tso = token_scale_offset(G, d, L)
         scale_lines = ceil_div(n * TOKEN_SCALE.size, W)
         last_good = (self.off_lines - scale_lines - tso // W) // self.r_off
-        kind = rng.choice(["ok", "ok", "ok", "last", "neg128", "scale", "past", "range", "address"])
         x_addr = last_good if kind == "last" else rng.randrange(0, 4000)
         x = np.array([[rng.randint(-127, 127) for _ in range(d)] for _ in range(G)], np.int64)
         xm = np.array([rng.randrange(1 << (MANT_BITS - 1), 1 << MANT_BITS) for _ in range(G)])
@@ -240,7 +239,7 @@ class TB:
         xs = await self.read_x(n, d // W)
         assert np.array_equal(xs.reshape(n, d), x[:n]), f"{tag}: x differs from the X block"
 
-    async def loadp(self, quick, tag):
+    async def loadp(self, quick, tag, kind):
         rng, W, L = self.rng, self.W, self.L
         c = self.config
         E = rng.randint(2, self.d.n_experts)
@@ -248,7 +247,6 @@ class TB:
         router_lines = ceil_div(tiled_bytes(E, d, W, W), L)
         cb = constants_block(router_lines, L)
         last_good = (self.off_lines - SILU_BYTES // W) // self.r_off - cb["silu"]
-        kind = rng.choice(["ok", "ok", "ok", "last", "input", "range", "address"])
         p_addr = last_good if kind == "last" else rng.randrange(0, 4000)
         sc = dict(router_m=rng.randrange(1 << 14, 1 << 15), router_e=rng.randint(1, 60),
                   hid_m=rng.randrange(1 << 14, 1 << 15), hid_e=rng.randint(1, 60))
@@ -303,11 +301,22 @@ async def _run(dut, *, idle, stall):
     for seed in cfg.get("seeds", [1]):
         tb = TB(dut, cfg, seed, idle=idle, stall=stall)
         await tb.reset()
-        for i in range(24 if quick else 60):
-            if tb.rng.random() < 0.55:
-                await tb.loadx(quick, f"seed {seed} job {i}")
+        n = 24 if quick else 60
+        # every kind of job at least once (LOADX: ok, last address, -128, bad scale, bad values
+        # past the listed tokens, RANGE, ADDRESS; LOADP: ok, last address, INPUT, RANGE,
+        # ADDRESS), the rest drawn at random
+        jobs = [("x", k) for k in ("ok", "last", "neg128", "scale", "past", "range", "address")]
+        jobs += [("p", k) for k in ("ok", "last", "input", "range", "address")]
+        while len(jobs) < n:
+            jobs.append(("x", tb.rng.choice(["ok", "ok", "ok", "last", "neg128", "scale", "past", "range", "address"]))
+                        if tb.rng.random() < 0.55 else
+                        ("p", tb.rng.choice(["ok", "ok", "ok", "last", "input", "range", "address"])))
+        tb.rng.shuffle(jobs)
+        for i, (which, kind) in enumerate(jobs):
+            if which == "x":
+                await tb.loadx(quick, f"seed {seed} job {i}", kind)
             else:
-                await tb.loadp(quick, f"seed {seed} job {i}")
+                await tb.loadp(quick, f"seed {seed} job {i}", kind)
         tb.data.stop()
         await tb.server
         missing = {Status.NONE, Status.RANGE, Status.ADDRESS, Status.INPUT} - tb.seen
