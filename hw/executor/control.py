@@ -215,8 +215,6 @@ class Executor(wiring.Component):
                 m.d.comb += [rd.addr.eq(port.addr + Mux(mbank, mult_words, 0)), rd.en.eq(port.en)]
                 m.d.comb += [port.data[s * (W // 4) + i].eq(rd.data[i]) for i in range(W // 4)]
 
-        # -- sub-blocks' ports -----------------------------------------------------------------
-
         # -- latched command and state -----------------------------------------------------------
         op = Signal(4)
         cmd_word = Signal(cfg.word_bits)        # the command being executed
@@ -283,16 +281,16 @@ class Executor(wiring.Component):
         # -- done ------------------------------------------------------------------------------
         m.d.comb += self.done.payload.error.eq(err)
 
-        # -- request registers of the memory ports -------------------------------------------------
+        # -- memory ports --------------------------------------------------------------------------
         # off-chip port 0: the GEMV engine's plane requests or the group loads' (never both at once)
-        seq_rd0 = grp.rd
-        m.d.comb += [self.rd0.req.valid.eq(eng.msb.req.valid | seq_rd0.req.valid),
-                     self.rd0.req.payload.eq(Mux(eng.msb.req.valid, eng.msb.req.payload, seq_rd0.req.payload)),
-                     eng.msb.req.ready.eq(self.rd0.req.ready), seq_rd0.req.ready.eq(self.rd0.req.ready),
-                     eng.msb.data.payload.eq(self.rd0.data.payload), seq_rd0.data.payload.eq(self.rd0.data.payload),
+        grp_rd0 = grp.rd
+        m.d.comb += [self.rd0.req.valid.eq(eng.msb.req.valid | grp_rd0.req.valid),
+                     self.rd0.req.payload.eq(Mux(eng.msb.req.valid, eng.msb.req.payload, grp_rd0.req.payload)),
+                     eng.msb.req.ready.eq(self.rd0.req.ready), grp_rd0.req.ready.eq(self.rd0.req.ready),
+                     eng.msb.data.payload.eq(self.rd0.data.payload), grp_rd0.data.payload.eq(self.rd0.data.payload),
                      eng.msb.data.valid.eq(self.rd0.data.valid & eng.weights),
-                     seq_rd0.data.valid.eq(self.rd0.data.valid & ~eng.weights),
-                     self.rd0.data.ready.eq(Mux(eng.weights, eng.msb.data.ready, seq_rd0.data.ready))]
+                     grp_rd0.data.valid.eq(self.rd0.data.valid & ~eng.weights),
+                     self.rd0.data.ready.eq(Mux(eng.weights, eng.msb.data.ready, grp_rd0.data.ready))]
         # off-chip port 1: the engine's LSB planes and the multiplier loads, each request's lines to its owner
         share1 = m.submodules.port1 = PortShare(cfg, dims.g_max + 2)
         connect(m, share1.a, eng.lsb)
@@ -314,14 +312,14 @@ class Executor(wiring.Component):
         m.d.comb += [eng.tlist[i].eq(tlist[i]) for i in range(T)]
 
         # ==========================================================================================
-        # the command sequencers
+        # the dispatcher, LOADM and GEMV
         # ==========================================================================================
         missing = Signal()
         for o_, regs_ in NEEDS.items():
             with m.If(op == o_):
                 m.d.comb += missing.eq(~Cat(*[self.regs_set[int(x)] for x in regs_]).all())
 
-        # counters shared by the sequencers
+        # LOADM's lines, GEMV's projection and bits
         tmp_off = Signal(cfg.offchip.addr_bits + vw + 20)
         proj = Signal(2)
         bits_full = Signal()
