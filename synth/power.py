@@ -36,6 +36,7 @@ from ..errors import UserError
 from . import sta_flow
 
 FLAT_ACTIVITY = 0.2          # the vectorless figure that simulated activity is compared with
+CRASH_RETRIES = 1            # reruns of a block's OpenSTA run that died on a signal
 
 
 @dataclass
@@ -326,8 +327,12 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
     if not (script.exists() and script.read_text() == netlist_stamp + text and log.exists()
             and "@@end" in log.read_text()):
         script.write_text(netlist_stamp + text)
-        res = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
-                             capture_output=True, text=True)
+        for attempt in range(CRASH_RETRIES + 1):
+            res = subprocess.run([binary, "-no_init", "-no_splash", "-exit", script.name], cwd=out_dir,
+                                 capture_output=True, text=True)
+            # this OpenSTA sometimes dies on a signal (SIGSEGV) in report_power: once more
+            if res.returncode >= 0 and res.returncode != 139:
+                break
         out = res.stdout + res.stderr
         log.write_text(out)
         errors = [ln.strip() for ln in out.splitlines() if ln.startswith("Error")]
