@@ -267,13 +267,17 @@ def annotated_ports(netlist, module, rates, clock_port="clk", static_ports=("rst
 
 
 def block_script(netlist, liberty, module, clock_ns, rates=None, activity=FLAT_ACTIVITY,
-                 clock_port="clk", static_ports=("rst",), extra_libs=()):
+                 clock_port="clk", static_ports=("rst",), extra_libs=(), global_activity=None):
     """OpenSTA script of one block's power: ``rates`` (``{port: (toggles per cycle, duty)}``)
     or, without them, ``activity`` on every input; the clock ideal at ``clock_ns``; the reset
-    and ports missing from ``rates`` at 0. ``extra_libs``: more Liberty files (SRAM macros)."""
+    and ports missing from ``rates`` at 0. ``extra_libs``: more Liberty files (SRAM macros).
+    ``global_activity`` ``(activity, duty)``: every net of the block at it instead of the
+    activity OpenSTA propagates from the inputs (the fallback of :func:`run_block_power`)."""
     ports = _port_words(netlist, module)
     lines = [*sta_flow.library_lines(liberty, [Path(x).resolve() for x in extra_libs]),
              *sta_flow.design_lines(netlist, module, clock_ns, clock_port, clock_port in ports, io_delays=False)]
+    if global_activity is not None:
+        lines.append(f"set_power_activity -global -activity {global_activity[0]:.6g} -duty {global_activity[1]:.6g}")
     for name, width in sorted(ports.items()):
         if name == clock_port:
             continue
@@ -318,10 +322,43 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^\w]+", "_", module)
-    script = out_dir / f"power_{safe}_{tag}.tcl"
-    log = out_dir / f"power_{safe}_{tag}.log"
+    try:
+        return _block_power(netlist, liberty, module, out_dir / f"power_{safe}_{tag}", clock_ns, rates, activity,
+                            extra_libs, None)
+    except _Crashed as crash:
+        # this OpenSTA can die (SIGSEGV) propagating activity through a block, deterministically
+        # for a netlist (the executor at some commits; each of its sub-modules alone runs): every
+        # net of the block at the mean rate of its inputs instead of propagated, inputs as measured
+        glob = _mean_rate(netlist, module, rates, activity)
+        res = _block_power(netlist, liberty, module, out_dir / f"power_{safe}_{tag}_global", clock_ns, rates,
+                           activity, extra_libs, glob)
+        res["fallback"] = (f"OpenSTA crashed propagating activity ({crash}); every net at the inputs' mean "
+                           f"activity {glob[0]:.4g}, duty {glob[1]:.4g}")
+        return res
+
+
+class _Crashed(Exception):
+    """OpenSTA died on a signal (twice)."""
+
+
+def _mean_rate(netlist, module, rates, activity):
+    """``(activity, duty)``: the mean over the input ports of ``module`` (clock, reset aside) of
+    their measured rates (0 where absent), or the flat ``activity`` at duty 0.5 without rates."""
+    if rates is None:
+        return activity, 0.5
+    ports = [p for p in _port_words(netlist, module) if p not in ("clk", "rst")]
+    got = [_rate(rates, p) or (0.0, 0.0) for p in ports]
+    if not got:
+        return 0.0, 0.0
+    return sum(a for a, _ in got) / len(got), sum(d for _, d in got) / len(got)
+
+
+def _block_power(netlist, liberty, module, stem, clock_ns, rates, activity, extra_libs, global_activity):
+    binary = sta_flow.sta_binary()
+    out_dir = stem.parent
+    script, log = Path(f"{stem}.tcl"), Path(f"{stem}.log")
     text = block_script(Path(netlist).resolve(), Path(liberty).resolve(), module, clock_ns, rates, activity,
-                        extra_libs=extra_libs)
+                        extra_libs=extra_libs, global_activity=global_activity)
     netlist_stamp = f"# netlist {Path(netlist).stat().st_mtime_ns} {Path(netlist).stat().st_size}\n"
     # a rerun with the same script on the same netlist reuses OpenSTA's finished report
     if not (script.exists() and script.read_text() == netlist_stamp + text and log.exists()
@@ -336,6 +373,9 @@ def run_block_power(netlist, liberty, module, out_dir, *, clock_ns, rates=None, 
         out = res.stdout + res.stderr
         log.write_text(out)
         errors = [ln.strip() for ln in out.splitlines() if ln.startswith("Error")]
+        if not errors and global_activity is None and (res.returncode < 0 or res.returncode == 139):
+            log.write_text(out.replace("@@end", "@@failed"))
+            raise _Crashed(f"exit {res.returncode}")
         if errors or res.returncode != 0:
             log.write_text(out.replace("@@end", "@@failed"))
             raise UserError(f"OpenSTA power of {module} failed (exit {res.returncode}): "
@@ -495,6 +535,10 @@ def power_entry(netlist, liberty, top, out_dir, *, fmax_mhz, passes, scope=None,
                        "(mean over each port's bits), propagated by OpenSTA; core = sum of blocks")
     entry["blocks_mw_per_pass"] = {name: {k: round(v["total"], 6) for k, v in bl.items()}
                                    for name, bl in per_pass.items()}
+    fallbacks = {f"{run}/{blk}": v["fallback"] for run, bl in [*per_pass.items(), (f"activity {FLAT_ACTIVITY:g}", flat)]
+                 for blk, v in bl.items() if "fallback" in v}
+    if fallbacks:                 # blocks whose activity OpenSTA could not propagate (see run_block_power)
+        entry["fallback"] = fallbacks
     first = next(iter(per_pass.values()))
     # input ports of each block (clock and reset aside) that got a measured rate: the others
     # (absent from the dump) toggled at 0

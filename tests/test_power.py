@@ -181,6 +181,34 @@ def test_block_script_annotates_ports_and_reports_macros(tmp_path):
     assert power.annotated_ports(net, "blk", {"a": (0.1, 0.5)}) == (1, 2)
 
 
+def test_a_block_whose_propagation_crashes_opensta_falls_back_to_global_activity(tmp_path, monkeypatch):
+    """OpenSTA dying on a signal in a block's run: reran once, then the block's nets all at the
+    mean rate of its inputs (``-global``), said in the result; other failures stay errors."""
+    import subprocess
+    net = tmp_path / "n.v"
+    net.write_text(TINY_NETLIST)
+    runs = []
+
+    def fake_run(cmd, cwd, **kw):
+        text = (cwd / cmd[-1]).read_text()
+        runs.append("-global" in text)
+        if "-global" in text:
+            assert "-global -activity 0.375 -duty 0.45" in text     # (0.25 + 0.5) / 2, (0.4 + 0.5) / 2
+            return subprocess.CompletedProcess(cmd, 0, POWER_LOG, "")
+        return subprocess.CompletedProcess(cmd, -11, "@@power\n", "")
+
+    monkeypatch.setattr(power.sta_flow, "sta_binary", lambda: "sta")
+    monkeypatch.setattr(power.subprocess, "run", fake_run)
+    res = power.run_block_power(net, tmp_path / "std.lib", "blk", tmp_path / "p", clock_ns=2.0,
+                                rates={"a": (0.25, 0.4), "b": (0.5, 0.5)}, tag="t")
+    assert runs == [False, False, True]
+    assert res["total"] == pytest.approx(6.01) and "crashed" in res["fallback"]
+    monkeypatch.setattr(power.subprocess, "run",
+                        lambda cmd, cwd, **kw: subprocess.CompletedProcess(cmd, 1, "Error: no cell x\n", ""))
+    with pytest.raises(UserError, match="no cell x"):
+        power.run_block_power(net, tmp_path / "std.lib", "blk", tmp_path / "q", clock_ns=2.0, tag="t")
+
+
 class Mac(wiring.Component):
     """``acc += a * b`` when ``en``."""
 
