@@ -95,4 +95,6 @@ def format_power(pw):
     lines.append(f"| leakage, mW | {pw['leakage_mw']:.3f} | {flat.get('leakage_mw', nan):.3f} |")
     if pw.get("macros_mw"):
         lines.append(f"| of the power: SRAM macros, mW | {pw['macros_mw']:.2f} | {flat.get('macros_mw', nan):.2f} |")
+    for where, why in pw.get("fallback", {}).items():
+        lines += ["", f"{where}: {why}"]
     return lines
