@@ -127,3 +127,16 @@ def test_the_rule_itself(src, target, bad):
     s, d = layer_of(src), layer_of(target)
     forbidden = any(src.startswith(a) and target.startswith(b) for a, b in FORBIDDEN)
     assert (d > s or forbidden) == bad
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """A sub-package missing from pyproject's ``packages`` works in the editable install and is
+    left out of a wheel (elmoe3d.hw.executor was, for a while)."""
+    import tomllib
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for folder, package in FOLDERS.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            found.add(".".join([package, *rel.parts]))
+    assert not found - listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
