@@ -35,7 +35,8 @@ class VectorSwiGLU(wiring.Component):
     i_data : In(stream.Signature(StructLayout{hm: unsigned(15), he: unsigned(7), elem: ArrayLayout({g: signed(8), v: signed(16)}, width)}))
     o_data : Out(stream.Signature(ArrayLayout(signed(8), width)))
 
-    Latency ``LATENCY`` = 6 cycles (table read, product, the four requantization stages).
+    Latency ``LATENCY`` = 7 cycles (table read, its register, product, the four requantization
+    stages).
 
     Raises
     ------
@@ -43,7 +44,7 @@ class VectorSwiGLU(wiring.Component):
         ``width`` not an integer in [1, 256].
     """
 
-    LATENCY = 2 + REQUANT_STAGES
+    LATENCY = 3 + REQUANT_STAGES
 
     INTERFACE_NOTES = (
         "Function: each element `i` of an `i_data` beat gives `o_data[i] = sat(rshift_round(SILU[g + "
@@ -57,7 +58,7 @@ class VectorSwiGLU(wiring.Component):
         "(all zeros in simulation): write all {SILU_ENTRIES} entries before the first beat.",
         "Ranges: every `g`, `v`, `hm` and every table value is computed exactly (|SILU * v| < "
         "2**31); `he` above 62 acts as 62 and `he = 0` acts as 1. No input is refused.",
-        "Timing: {LATENCY} register stages (table read, product, partial products, product, "
+        "Timing: {LATENCY} register stages (table read, read register, product, partial products, product, "
         "shift, round + saturate) advancing as one: `i_data.ready = ~o_data.valid | "
         "o_data.ready`. Without stalls a beat leaves {LATENCY} cycles after its transfer; one "
         "beat per cycle.",
@@ -89,25 +90,31 @@ class VectorSwiGLU(wiring.Component):
                      wr.data.eq(t.payload.value)]
 
         # Stage 1: the table read (synchronous port, enabled with the pipeline) beside the
-        # registered up value and the scalars.
+        # registered up value and the scalars. Stage 2 registers the read data: the sky130
+        # macro gives it at the clock's falling edge, which left the product half a period
+        # (101 MHz); stage 3 is the product.
         hm1 = Signal.like(i.payload.hm, name="s1_hm")
         he1 = Signal.like(i.payload.he, name="s1_he")
-        # Stage 2's scalars, one copy per element (hw/held_copy.py: copies synthesis keeps): one
-        # hm register fed the multipliers of every element, 32 x width partial-product bits per
-        # bit, which ABC buffered as a chain (1.5 ns at width 16 in Nangate 45).
+        hm2 = Signal.like(i.payload.hm, name="s2_hm")
+        he2 = Signal.like(i.payload.he, name="s2_he")
         with m.If(en):
-            m.d.sync += [hm1.eq(i.payload.hm), he1.eq(i.payload.he)]
+            m.d.sync += [hm1.eq(i.payload.hm), he1.eq(i.payload.he), hm2.eq(hm1), he2.eq(he1)]
         for lane, rd in enumerate(reads):
-            hm2 = held_copy(m, en, hm1, f"elem_{lane}_s2_hm")
-            he2 = held_copy(m, en, he1, f"elem_{lane}_s2_he")
+            # Stage 3's scalars, one copy per element (hw/held_copy.py: copies synthesis keeps):
+            # one hm register fed the multipliers of every element, 32 x width partial-product
+            # bits per bit, which ABC buffered as a chain (1.5 ns at width 16 in Nangate 45).
+            hm3 = held_copy(m, en, hm2, f"elem_{lane}_s3_hm")
+            he3 = held_copy(m, en, he2, f"elem_{lane}_s3_he")
             e = i.payload.elem[lane]
             v1 = Signal(SWIGLU_ELEM["v"].shape, name=f"elem_{lane}_s1_v")
-            prod = Signal(ACC, name=f"elem_{lane}_s2_prod")
+            v2 = Signal(SWIGLU_ELEM["v"].shape, name=f"elem_{lane}_s2_v")
+            silu2 = Signal(SILU, name=f"elem_{lane}_s2_silu")
+            prod = Signal(ACC, name=f"elem_{lane}_s3_prod")
             # index g + 128 of a two's-complement g: its sign bit inverted
             m.d.comb += [rd.en.eq(en), rd.addr.eq(e.g.as_unsigned() ^ (SILU_ENTRIES // 2))]
             with m.If(en):
-                m.d.sync += [v1.eq(e.v), prod.eq(rd.data * v1)]
-            out = requant_stages(m, en, f"elem_{lane}", prod, hm2, he2, 8)
+                m.d.sync += [v1.eq(e.v), v2.eq(v1), silu2.eq(rd.data), prod.eq(silu2 * v2)]
+            out = requant_stages(m, en, f"elem_{lane}", prod, hm3, he3, 8)
             m.d.comb += o.payload[lane].eq(out)
         return m
 
