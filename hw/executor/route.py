@@ -154,7 +154,8 @@ class Route(wiring.Component):
                              job.groups.eq((ntok + LANES - 1) // LANES if LANES > 1 else ntok),
                              job.nt.eq((E_ + W - 1) >> LOG_W), job.kb.eq(self.dwords), job.mode.eq(Mode.FULL),
                              job.src_h.eq(0), job.dest.eq(Dest.DA), job.ident.eq(1), job.ntok.eq(ntok), job.lsb.eq(1),
-                             job.fill.eq(0), job.msb_hb.eq(0), job.msb_base.eq(j.p_addr << _log2(R_OFF)),
+                             job.fill.eq(0), job.fill_base.eq(0), job.fill_len.eq(0),   # no fill arm: driven, not left
+                             job.msb_hb.eq(0), job.msb_base.eq(j.p_addr << _log2(R_OFF)),
                              job.msb_len.eq(plen), job.lsb_base.eq((j.p_addr + self.router_lines) << _log2(R_OFF)),
                              job.lsb_len.eq(plen)]
                 with m.If(self.gemv.ready):
