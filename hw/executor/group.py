@@ -196,7 +196,12 @@ class GroupLoads(wiring.Component):
                           (d_model > cfg.buffers.d_max) | (d_model & w_mask).any()):
                     finish(Status.RANGE)
                 with m.Else():
-                    m.d.sync += self.router_lines.eq((e_tiles * d_model) >> (1 + _log2(L) - LOG_W))
+                    # both factors are in range here (RANGE otherwise): the product of their in-range
+                    # bits is the same number from a narrow multiplier (it was the cut-down core's
+                    # critical path at full register width)
+                    e_in = e_tiles[:max(1, ((d.n_experts + W - 1) >> LOG_W).bit_length())]
+                    d_in = d_model[:cfg.buffers.d_max.bit_length()]
+                    m.d.sync += self.router_lines.eq((e_in * d_in) >> (1 + _log2(L) - LOG_W))
                     m.next = "LP_ADDR"
             with m.State("LP_ADDR"):
                 # the constants block: router MSB and LSB planes, scalars, SiLU table
