@@ -38,6 +38,7 @@ from ...hw.protocols import line_layout, request_layout
 from ..numerics.gemv import draft_gemv, full_gemv
 from ..numerics.quant import ACT_MAX
 from ..numerics.slices import lsb_slice, msb_slice
+from . import buffer_ports
 from .runner import bench_config
 from .streams import StreamSink, StreamSource, cycle_counter, pack, unpack
 
@@ -121,35 +122,12 @@ class TB:
 
     # -- buffers -----------------------------------------------------------------------------
     async def write_buffer(self, name, words):
-        """Write ``words`` (T x n x W int8) into buffer ``name`` (all banks, one word per cycle)."""
-        dut = self.dut
-        word_l = self.d.word(name)
-        for a in range(words.shape[1]):
-            await FallingEdge(dut.clk)
-            for t in range(self.T):
-                getattr(dut, f"{name}_wr__we__{t}").value = 1
-                getattr(dut, f"{name}_wr__waddr__{t}").value = a
-                getattr(dut, f"{name}_wr__wdata__{t}").value = pack(word_l, words[t, a].tolist())
-        await FallingEdge(dut.clk)
-        for t in range(self.T):
-            getattr(dut, f"{name}_wr__we__{t}").value = 0
+        """Write ``words`` (T x n x W) into words 0 .. n-1 of every bank of ``name``."""
+        await buffer_ports.write_buffer(self.dut, self.d.word(name), self.T, name, words)
 
     async def read_buffer(self, name, n):
         """Words ``0 .. n-1`` of every bank of ``name`` (T x n x W)."""
-        dut = self.dut
-        word_l = self.d.word(name)
-        out = np.zeros((self.T, n, self.W), np.int64)
-        for a in range(n):
-            await FallingEdge(dut.clk)
-            getattr(dut, f"{name}_rd__raddr").value = a
-            getattr(dut, f"{name}_rd__ren").value = 1
-            await FallingEdge(dut.clk)
-            getattr(dut, f"{name}_rd__ren").value = 0
-            await ReadOnly()
-            for t in range(self.T):
-                v = unpack(word_l, int(getattr(dut, f"{name}_rd__rdata__{t}").value))
-                out[t, a] = [int(v[i]) for i in range(self.W)]
-        return out
+        return await buffer_ports.read_buffer(self.dut, self.d.word(name), self.T, self.W, name, n)
 
     # -- one job --------------------------------------------------------------------------------
     def make_job(self, big=False):

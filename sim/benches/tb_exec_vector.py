@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
 from ...hw.core import core_config
 from ...hw.executor.buffers import Dims
@@ -46,6 +46,7 @@ from ...spec.image import MULTIPLIER
 from ...spec.isa import Status, field_widths
 from ...spec.numerics import GATE_FRAC, OUT_BITS, SILU_ENTRIES
 from ..golden.int_moe import combine, expert_output, sat, swiglu
+from . import buffer_ports
 from .runner import bench_config
 from .streams import StreamSink, StreamSource, cycle_counter, pack, unpack
 
@@ -103,34 +104,11 @@ class TB:
     # -- buffers and the multiplier bank ------------------------------------------------------
     async def write_buffer(self, name, words):
         """Write ``words`` (T x n x W) into words 0 .. n-1 of every bank of ``name``."""
-        dut = self.dut
-        word_l = self.d.word(name)
-        for a in range(words.shape[1]):
-            await FallingEdge(dut.clk)
-            for t in range(self.T):
-                getattr(dut, f"{name}_wr__we__{t}").value = 1
-                getattr(dut, f"{name}_wr__waddr__{t}").value = a
-                getattr(dut, f"{name}_wr__wdata__{t}").value = pack(word_l, [int(v) for v in words[t, a]])
-        await FallingEdge(dut.clk)
-        for t in range(self.T):
-            getattr(dut, f"{name}_wr__we__{t}").value = 0
+        await buffer_ports.write_buffer(self.dut, self.d.word(name), self.T, name, words)
 
     async def read_buffer(self, name, n):
-        """Words 0 .. n-1 of every bank of ``name`` (T x n x W)."""
-        dut = self.dut
-        word_l = self.d.word(name)
-        out = np.zeros((self.T, n, self.W), np.int64)
-        for a in range(n):
-            await FallingEdge(dut.clk)
-            getattr(dut, f"{name}_rd__raddr").value = a
-            getattr(dut, f"{name}_rd__ren").value = 1
-            await FallingEdge(dut.clk)
-            getattr(dut, f"{name}_rd__ren").value = 0
-            await ReadOnly()
-            for t in range(self.T):
-                v = unpack(word_l, int(getattr(dut, f"{name}_rd__rdata__{t}").value))
-                out[t, a] = [int(v[i]) for i in range(self.W)]
-        return out
+        """Words ``0 .. n-1`` of every bank of ``name`` (T x n x W)."""
+        return await buffer_ports.read_buffer(self.dut, self.d.word(name), self.T, self.W, name, n)
 
     async def write_mults(self, m, e):
         """Multiplier entries ``(m[i], e[i])`` into the bank (word i // W)."""
