@@ -167,3 +167,20 @@ def test_bench_core_refuses_bad_input_in_one_line(tmp_path):
                             str(tmp_path / "out")], capture_output=True, text=True)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and cause in r.stderr, r.stderr
+
+
+def test_bench_core_results_page(tmp_path, monkeypatch, capsys):
+    """--results-page writes the report to docs/results/bench-core.md (here a temporary folder)
+    with the command, commit and date stamp; the RTL replay is stood in for (its rows as
+    replay_on_rtl returns them), so this checks the page, not the core."""
+    from elmoe3d import results_page
+    from elmoe3d.cli import main
+    from elmoe3d.commands import bench_core
+    rows = [dict(name="verify, cold cache", tokens=16, core=1100, iss=1000, floor=1000, pe_beats=550, golden=True)]
+    monkeypatch.setattr(bench_core, "replay_on_rtl", lambda *a, **k: rows)
+    monkeypatch.setattr(results_page, "RESULTS_DIR", tmp_path / "results")
+    assert main(["bench-core", "--no-synth", "--results-page", "-o", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "results" / "bench-core.md").read_text()
+    assert "Measured by `elmoe3d bench-core" in page and "at commit `" in page
+    assert "| verify, cold cache | 16 | 1,100 | 1,000 | 1,000 | 1.10x | 50.0 % | bit-exact |" in page
+    assert "wrote" in capsys.readouterr().err

@@ -59,6 +59,8 @@ def add_arguments(p):
                         "core with SAIF dumps, each synthesized block annotated with them in OpenSTA)")
     p.add_argument("--no-macros", action="store_true",
                    help="keep the memories as flip-flops (default: SRAM macros where the library has a set)")
+    p.add_argument("--results-page", action="store_true",
+                   help="also write docs/results/bench-core.md (the report, stamped with the command, commit and date)")
     p.add_argument("-o", "--out", default="results/bench_core", help="output folder (default %(default)s)")
 
 
@@ -166,6 +168,9 @@ def run(args):
         # a core too large to convert is refused before any work (as synth refuses it)
         check_core_synthesis(core, "bench-core")
     out = output_dir(args.out)
+    if args.results_page:
+        from ..results_page import RESULTS_DIR
+        output_dir(RESULTS_DIR, "--results-page")     # writable, checked before any work
     from ..results_page import commit
     report = {"commit": commit(), "preset": cfg.name, "layer": args.layer}
     if not args.no_rtl:
@@ -187,7 +192,16 @@ def run(args):
                                                          macros=not args.no_macros, power=_power_hook(lib, passes),
                                                          core=core)
     write_results(out, report)
-    print(format_report(cfg, report))
+    text = format_report(cfg, report)
+    print(text)
+    if args.results_page:
+        import sys
+
+        from ..results_page import write_page
+        cmd = "elmoe3d bench-core " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench-core"] else "elmoe3d bench-core"
+        page = write_page("bench-core", "The core on shipped-model passes: cycles, area, timing, power (elmoe3d bench-core)",
+                          cmd, text + "\n")
+        print(f"wrote {page}", file=sys.stderr)
     return 0
 
 
