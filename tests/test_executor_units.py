@@ -120,47 +120,28 @@ def test_gemv_engine_bench(params, tmp_path):
     run_top_bench("exec_gemv", params, tmp_path, seeds=(1, 2), quick=False, quick_build=True)
 
 
-# the vector steps (hw/executor/vector.py): SWIGLU, COMBINE and STOREY bit-exact against
-# sim/golden/int_moe, every Status they raise, with random stalls and without (latency)
-@pytest.mark.parametrize("params, seeds", [
-    (dict(preset="tiny"), (1,)),
-    pytest.param(dict(preset="tiny"), (2, 3), marks=pytest.mark.slow),
-    pytest.param(dict(preset="small"), (1, 2), marks=pytest.mark.slow),
-], ids=["tiny", "tiny-seeds", "small"])
-def test_vector_steps_bench(params, seeds, tmp_path):
-    run_top_bench("exec_vector", params, tmp_path, seeds=seeds, quick=True, quick_build=True)
+def _unit_cases(top, tiny, small):
+    """One seed on tiny in the default run; more seeds and the small preset behind -m slow."""
+    return [pytest.param(top, tiny, (1,), id=f"{top}-tiny"),
+            pytest.param(top, tiny, (2, 3), marks=pytest.mark.slow, id=f"{top}-tiny-seeds"),
+            pytest.param(top, small, (1, 2), marks=pytest.mark.slow, id=f"{top}-small")]
 
 
-# the group loads (hw/executor/group.py): LOADX and LOADP against sections laid out by
-# elmoe3d/spec/image.py, valid and mutated toward NONE, RANGE, ADDRESS and INPUT
-@pytest.mark.parametrize("params, seeds", [
-    (dict(preset="tiny"), (1,)),
-    pytest.param(dict(preset="tiny"), (2, 3), marks=pytest.mark.slow),
-    pytest.param(dict(preset="small"), (1, 2), marks=pytest.mark.slow),
-], ids=["tiny", "tiny-seeds", "small"])
-def test_group_loads_bench(params, seeds, tmp_path):
-    run_top_bench("exec_group", params, tmp_path, seeds=seeds, quick=True, quick_build=True)
-
-
-# the fetch unit (hw/executor/fetch.py): FETCH's requests, Status and planes against a model
-@pytest.mark.parametrize("params, seeds", [
-    (dict(preset="tiny"), (1,)),
-    pytest.param(dict(preset="tiny"), (2, 3), marks=pytest.mark.slow),
-    pytest.param(dict(preset="small"), (1, 2), marks=pytest.mark.slow),
-], ids=["tiny", "tiny-seeds", "small"])
-def test_fetch_bench(params, seeds, tmp_path):
-    run_top_bench("exec_fetch", params, tmp_path, seeds=seeds, quick=True, quick_build=True)
-
-
-# the route unit (hw/executor/route.py): the router GEMV job, probes, and each token's experts and
-# gate weights against sim/golden/int_moe select_experts / gate_weights
-@pytest.mark.parametrize("params, seeds", [
-    (dict(preset="tiny", max_k=4), (1,)),
-    pytest.param(dict(preset="tiny", max_k=4), (2, 3), marks=pytest.mark.slow),
-    pytest.param(dict(preset="small", max_k=8), (1, 2), marks=pytest.mark.slow),
-], ids=["tiny", "tiny-seeds", "small"])
-def test_route_bench(params, seeds, tmp_path):
-    run_top_bench("exec_route", params, tmp_path, seeds=seeds, quick=True, quick_build=True)
+# exec_vector (hw/executor/vector.py): SWIGLU, COMBINE and STOREY bit-exact against sim/golden/int_moe,
+#   every Status they raise, with random stalls and without (latency);
+# exec_group (group.py): LOADX and LOADP against sections laid out by elmoe3d/spec/image.py, valid and
+#   mutated toward NONE, RANGE, ADDRESS and INPUT;
+# exec_fetch (fetch.py): FETCH's requests, Status and planes against a model;
+# exec_route (route.py): the router GEMV job, probes, and each token's experts and gate weights
+#   against sim/golden/int_moe select_experts / gate_weights
+@pytest.mark.parametrize("top, params, seeds", [
+    *_unit_cases("exec_vector", dict(preset="tiny"), dict(preset="small")),
+    *_unit_cases("exec_group", dict(preset="tiny"), dict(preset="small")),
+    *_unit_cases("exec_fetch", dict(preset="tiny"), dict(preset="small")),
+    *_unit_cases("exec_route", dict(preset="tiny", max_k=4), dict(preset="small", max_k=8)),
+])
+def test_sequencer_unit_bench(top, params, seeds, tmp_path):
+    run_top_bench(top, params, tmp_path, seeds=seeds, quick=True, quick_build=True)
 
 
 @pytest.mark.slow
