@@ -28,6 +28,15 @@ def commit():
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
+def command_line(name, default=None):
+    """The command line that ran ``elmoe3d <name>`` in this process, for a page's stamp; when it
+    was not run from the command line (a test calling ``cli.main``), ``default`` (``elmoe3d <name>``)."""
+    import sys
+    if sys.argv[1:2] == [name]:
+        return " ".join(["elmoe3d", *sys.argv[1:]])
+    return default or f"elmoe3d {name}"
+
+
 def stamp(command):
     """The header lines of a results page: the command, the commit and the date."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -8,6 +8,7 @@ fraction, and area per block, Fmax and power of the core in sky130 hd and Nangat
 
 import json
 import re
+import sys
 import time
 
 HELP = ("the RTL core on a shipped-model layer: cycles of verify and draft passes in Verilator "
@@ -195,10 +196,8 @@ def run(args):
     text = format_report(cfg, report)
     print(text)
     if args.results_page:
-        import sys
-
-        from ..results_page import write_page
-        cmd = "elmoe3d bench-core " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench-core"] else "elmoe3d bench-core"
+        from ..results_page import command_line, write_page
+        cmd = command_line("bench-core")
         page = write_page("bench-core", "The core on shipped-model passes: cycles, area, timing, power (elmoe3d bench-core)",
                           cmd, text + "\n")
         print(f"wrote {page}", file=sys.stderr)

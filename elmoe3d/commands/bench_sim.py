@@ -77,8 +77,8 @@ def run(args):
     write_text(out / "bench-sim.txt", text + "\n")
     print(text)
     if args.results_page:
-        from ..results_page import write_page
-        cmd = "elmoe3d bench-sim " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench-sim"] else "elmoe3d bench-sim"
+        from ..results_page import command_line, write_page
+        cmd = command_line("bench-sim")
         page = write_page("bench-sim", "Simulation speed of the core (elmoe3d bench-sim)", cmd,
                           "```\n" + text + "\n```\n\nVerilator options: `" + " ".join(native.VERILATOR_ARGS)
                           + "`, C++ `" + (native.CXX_QUICK if args.quick_build else native.CXX_OPT)

@@ -60,7 +60,8 @@ def run(args):
     stats = {}
     records = explore(space, out, cache, address=args.address, serial=args.serial, num_cpus=args.num_cpus,
                       progress=not args.no_progress, stats=stats)
-    command = "elmoe3d explore " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["explore"] else "elmoe3d explore"
+    from ..results_page import command_line
+    command = command_line("explore")
     text = report.write(out, space, records, command, stats)
     blob = json.dumps(report.payload(records, space), indent=1, default=str)
     write_text(out / "results.json", blob)

@@ -196,8 +196,8 @@ def run(args):
         report.plot_batch(rows, out / "batch.png")
         written += [out / "roofline.png", out / "batch.png"]
     if args.results_page:
-        from ..results_page import write_page
-        cmd = "elmoe3d perf " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["perf"] else "elmoe3d perf --results-page"
+        from ..results_page import command_line, write_page
+        cmd = command_line("perf", "elmoe3d perf --results-page")
         written.append(write_page("perf", "System speed and energy (elmoe3d perf)", cmd, "```\n" + text + "\n```\n"))
     print(f"elmoe3d perf: sweep of {len(systems)} systems x {len(models)} models x {len(batches)} batch sizes in "
           f"{t_sweep:.2f} s, everything in {t_all:.1f} s; wrote {', '.join(map(str, written))}", file=sys.stderr)

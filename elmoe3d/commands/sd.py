@@ -164,7 +164,7 @@ def run(args):
 def _check_engine(args, target):
     """One line (UserError) when ``--preset``'s accelerator cannot run the model's layers:
     the compiler's checks; for ``rtl`` also the core's, the bench's memories and the estimated
-    Verilator build (``hw/sim_budget.py``, where this checkout has it)."""
+    Verilator build (``hw/sim_budget.py``)."""
     from ..hw.core import core_config
     cfg = core_config(args.preset, args.lanes)         # refuses lanes outside 1 .. buffers.tokens
     if args.engine == "iss":
@@ -175,10 +175,7 @@ def _check_engine(args, target):
         raise UserError("--traces is not available with --engine rtl")
     from ..sim.benches.rtl_engine import check_fits
     check_fits(cfg, target)
-    try:
-        from ..hw.sim_budget import check_core_simulation
-    except ImportError:
-        return
+    from ..hw.sim_budget import check_core_simulation
     check_core_simulation(cfg, "sd --engine rtl")
 
 
